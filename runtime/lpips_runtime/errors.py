@@ -1,0 +1,34 @@
+"""Typed errors. Every message is one line that names the fix where there is one.
+
+CLIs turn any ``LpipsError`` into ``click.ClickException`` (one line on stderr, exit code 1).
+"""
+
+
+class LpipsError(Exception):
+    """Base class of every error this project raises on purpose."""
+
+
+class MissingExtraError(LpipsError, ImportError):
+    """An optional dependency is absent; the message names the extra that installs it."""
+
+    def __init__(self, module: str, extra: str, purpose: str):
+        self.module, self.extra = module, extra
+        super().__init__(
+            f"{purpose} needs the '{module}' module: pip install 'lpips-rt[{extra}]'"
+        )
+
+
+class WeightsError(LpipsError):
+    """Weights are missing, corrupt, or do not match their pinned digest."""
+
+
+class ModelFileError(LpipsError):
+    """A model file is missing, unreadable, not an lpips-rt export, or fails its digest check."""
+
+
+class InputError(LpipsError, ValueError):
+    """An image or array cannot be scored (unreadable, wrong shape/dtype/range, too small, size mismatch)."""
+
+
+class BackendError(LpipsError):
+    """A backend cannot run as asked (unknown name, unavailable device, engine built elsewhere)."""

@@ -1,0 +1,152 @@
+"""Read an exported LPIPS ONNX file's metadata and check it, without the ``onnx`` package.
+
+An ONNX file is a serialized ``ModelProto``. We walk only its top-level protobuf fields: field 7 is
+the graph (every node and weight), field 14 the ``metadata_props`` entries. The graph digest recorded
+at export time is the sha256 of the graph field's bytes, so any change to weights or structure is
+caught, while the metadata (which holds the digest) stays outside what is hashed.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import ModelFileError
+from .nets import NetSpec, get_net
+
+FORMAT = "lpips-rt/1"  # metadata "format" of every file this project exports
+_GRAPH_FIELD = 7
+_METADATA_FIELD = 14
+
+
+def _varint(buf: bytes, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        if pos >= len(buf):
+            raise ValueError("truncated varint")
+        byte = buf[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value, pos
+        shift += 7
+
+
+def _fields(buf: bytes):
+    """Yield (field number, wire type, value) for the top-level fields of a protobuf message.
+
+    Length-delimited values are returned as memoryview slices; others as ints.
+    """
+    view = memoryview(buf)
+    pos = 0
+    while pos < len(buf):
+        tag, pos = _varint(buf, pos)
+        number, wire = tag >> 3, tag & 7
+        if wire == 0:
+            value, pos = _varint(buf, pos)
+        elif wire == 1:
+            value, pos = int.from_bytes(buf[pos:pos + 8], "little"), pos + 8
+        elif wire == 2:
+            size, pos = _varint(buf, pos)
+            value, pos = view[pos:pos + size], pos + size
+        elif wire == 5:
+            value, pos = int.from_bytes(buf[pos:pos + 4], "little"), pos + 4
+        else:
+            raise ValueError(f"unsupported protobuf wire type {wire}")
+        if pos > len(buf):
+            raise ValueError("truncated field")
+        yield number, wire, value
+
+
+def scan_model_bytes(data: bytes) -> tuple[dict[str, str], str]:
+    """(metadata_props as a dict, sha256 of the graph field) of a serialized ModelProto."""
+    metadata: dict[str, str] = {}
+    graph_hash = None
+    for number, wire, value in _fields(data):
+        if number == _GRAPH_FIELD and wire == 2:
+            graph_hash = hashlib.sha256(value).hexdigest()
+        elif number == _METADATA_FIELD and wire == 2:
+            entry = {n: bytes(v).decode("utf-8") for n, w, v in _fields(bytes(value)) if w == 2}
+            metadata[entry.get(1, "")] = entry.get(2, "")
+    if graph_hash is None:
+        raise ValueError("no graph")
+    return metadata, graph_hash
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What an lpips-rt export says about itself (its ``metadata_props``), after checking."""
+
+    path: Path
+    metadata: dict
+
+    @property
+    def kind(self) -> str:  # "distance" | "spatial" (and the split-graph kinds)
+        return self.metadata["kind"]
+
+    @property
+    def net(self) -> NetSpec:
+        return get_net(self.metadata["net"])
+
+    @property
+    def version(self) -> str:
+        return self.metadata["version"]
+
+    @property
+    def calibrated(self) -> bool:
+        return self.metadata["calibrated"] == "true"
+
+    @property
+    def precision(self) -> str:
+        return self.metadata.get("precision", "fp32")
+
+    @property
+    def input_dtype(self) -> str:  # "float32" (NCHW RGB [-1,1]) or "uint8" (frames)
+        return self.metadata.get("input_dtype", "float32")
+
+    @property
+    def input_layout(self) -> str:
+        return self.metadata.get("input_layout", "nchw")
+
+    @property
+    def input_channels(self) -> str:
+        return self.metadata.get("input_channels", "rgb")
+
+
+REQUIRED_KEYS = ("format", "kind", "net", "version", "calibrated", "min_side", "backbone_digest", "graph_sha256")
+
+
+def read_model(path: str | Path) -> ModelInfo:
+    """Read and check an lpips-rt ONNX export; ``ModelFileError`` (one line) if it is not a sound one.
+
+    Checks: the file parses; it carries our metadata; its net is known and its recorded backbone and
+    linear-layer digests are the pinned ones; and its graph still hashes to the recorded digest.
+    """
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ModelFileError(f"model file not found: {path}") from None
+    except OSError as exc:
+        raise ModelFileError(f"cannot read model {path}: {exc.strerror}") from None
+    try:
+        metadata, graph_hash = scan_model_bytes(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ModelFileError(f"{path} is not a readable ONNX model ({exc})") from None
+    if metadata.get("format") != FORMAT or any(k not in metadata for k in REQUIRED_KEYS):
+        raise ModelFileError(f"{path} is not an LPIPS export of lpips-rt (no '{FORMAT}' metadata): "
+                             "export one with lpips-export")
+    try:
+        net = get_net(metadata["net"])
+    except Exception:
+        raise ModelFileError(f"{path} names an unknown net '{metadata['net']}'") from None
+    if metadata["backbone_digest"] != net.backbone_digest:
+        raise ModelFileError(f"{path} was exported from unverified {net.name} backbone weights "
+                             f"(digest {metadata['backbone_digest'][:16]}...): re-export it")
+    if metadata["calibrated"] == "true" and metadata.get("linear_sha256") != net.linear_sha256.get(
+            metadata["version"]):
+        raise ModelFileError(f"{path} records linear weights that are not the official v{metadata['version']} "
+                             "ones: re-export it")
+    if metadata["graph_sha256"] != graph_hash:
+        raise ModelFileError(f"{path} has been modified since export (graph digest mismatch): re-export it")
+    return ModelInfo(path=path, metadata=metadata)

@@ -1,0 +1,128 @@
+"""Shared fixtures: offline weights, session-cached exports, real photographs and their distortions,
+and the official ``lpips`` package built with the very same backbone tensors."""
+from __future__ import annotations
+
+import os
+
+# Everything runs offline: never wait on torchvision's download site (set before any import uses it).
+os.environ.setdefault("LPIPS_RT_OFFLINE", "1")
+
+from pathlib import Path  # noqa: E402
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from lpips_runtime.nets import all_nets  # noqa: E402
+
+# Photographs bundled inside scikit-image (no download), RGB uint8.
+PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "immunohistochemistry", "hubble_deep_field")
+
+
+def photo(name: str) -> np.ndarray:
+    """A bundled photograph as HxWx3 uint8 RGB."""
+    import skimage.data
+
+    return np.ascontiguousarray(getattr(skimage.data, name)()[..., :3])
+
+
+def distort(img: np.ndarray, kind: str, strength: float = 1.0, seed: int = 0) -> np.ndarray:
+    """A realistic distortion of an RGB uint8 image: blur, jpeg, noise or colour."""
+    rng = np.random.default_rng(seed)
+    if kind == "blur":
+        return cv2.GaussianBlur(img, (0, 0), sigmaX=0.5 + 2.0 * strength)
+    if kind == "jpeg":
+        quality = int(max(5, 90 - 80 * strength))
+        ok, buf = cv2.imencode(".jpg", img[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, quality])
+        return np.ascontiguousarray(cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1])
+    if kind == "noise":
+        noisy = img.astype(np.float32) + rng.normal(0, 4 + 20 * strength, img.shape)
+        return np.clip(noisy, 0, 255).round().astype(np.uint8)
+    if kind == "colour":
+        gains = 1 + strength * rng.uniform(-0.15, 0.15, 3)
+        return np.clip(img.astype(np.float32) * gains, 0, 255).round().astype(np.uint8)
+    raise ValueError(kind)
+
+
+def crop(img: np.ndarray, h: int, w: int) -> np.ndarray:
+    """A centred crop (or, if the image is smaller, a resize) to exactly h x w."""
+    if img.shape[0] < h or img.shape[1] < w:
+        return cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA)
+    y, x = (img.shape[0] - h) // 2, (img.shape[1] - w) // 2
+    return np.ascontiguousarray(img[y:y + h, x:x + w])
+
+
+def to_unit_nchw(img: np.ndarray) -> np.ndarray:
+    """RGB uint8 HxWx3 -> float32 [1,3,H,W] in [-1,1], computed as the official lpips.im2tensor does."""
+    return (img / (255.0 / 2.0) - 1.0)[:, :, :, np.newaxis].transpose((3, 2, 0, 1)).astype(np.float32)
+
+
+def official_lpips(net: str, version: str, calibrated: bool, spatial: bool, backbone_state: dict):
+    """``lpips.LPIPS`` with a random trunk (no download) into which our verified tensors are loaded
+    strictly; its linear layers come from the package's own loader."""
+    import lpips
+    import torch
+
+    spec = all_nets()[net]
+    model = lpips.LPIPS(net=net, version=version, lpips=calibrated, spatial=spatial, pnet_rand=True,
+                        verbose=False)
+    mapped = {}
+    for key, tensor in backbone_state.items():
+        index = int(key.split(".")[1])
+        if index >= spec.taps[-1]:
+            continue
+        slice_no = next(i for i, end in enumerate(spec.taps) if index < end) + 1
+        mapped[f"slice{slice_no}." + key[len("features."):]] = tensor
+    model.net.load_state_dict(mapped, strict=True)
+    return model.eval().requires_grad_(False).to(torch.float32)
+
+
+@pytest.fixture(scope="session")
+def build_module():
+    """Factory (net, version, calibrated, spatial) -> (LPIPSModule, Provenance), cached per session."""
+    from lpips_export.build import build_lpips
+
+    cache = {}
+
+    def get(net="alex", version="0.1", calibrated=True, spatial=False):
+        key = (net, version, calibrated, spatial)
+        if key not in cache:
+            cache[key] = build_lpips(net, version, calibrated, spatial)
+        return cache[key]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def exported(build_module, tmp_path_factory):
+    """Factory (net, version, calibrated, spatial) -> Path of a checked ONNX export, cached per session."""
+    from lpips_export.onnx_export import export_onnx, model_filename
+
+    out = tmp_path_factory.mktemp("models")
+    cache = {}
+
+    def get(net="alex", version="0.1", calibrated=True, spatial=False) -> Path:
+        key = (net, version, calibrated, spatial)
+        if key not in cache:
+            module, provenance = build_module(*key)
+            cache[key] = export_onnx(module, provenance, out / model_filename(module))
+        return cache[key]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def photo_pair_files(tmp_path_factory):
+    """Real photograph pairs on disk: list of (reference path, distorted path), PNG and JPEG, odd sizes."""
+    root = tmp_path_factory.mktemp("photos")
+    pairs = []
+    specs = [("astronaut", "blur", 256, 256, ".png"), ("chelsea", "jpeg", 201, 299, ".png"),
+             ("coffee", "noise", 120, 333, ".bmp"), ("rocket", "colour", 257, 190, ".jpg")]
+    for i, (name, kind, h, w, ext) in enumerate(specs):
+        ref = crop(photo(name), h, w)
+        dist = distort(ref, kind, 0.7, seed=i)
+        p0, p1 = root / f"{name}_ref{ext}", root / f"{name}_{kind}{ext}"
+        cv2.imwrite(str(p0), ref[..., ::-1])
+        cv2.imwrite(str(p1), dist[..., ::-1])
+        pairs.append((p0, p1))
+    return pairs
