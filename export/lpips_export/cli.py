@@ -8,6 +8,8 @@ import sys
 import click
 
 from lpips_runtime.errors import LpipsError
+from lpips_runtime.modelfile import ModelSpec
+from lpips_runtime.optional import require
 from lpips_runtime.nets import DEFAULT_VERSION, NET_NAMES, VERSIONS
 
 
@@ -45,16 +47,15 @@ def main(net, lpips_version, baseline, spatial, out_dir, opset, backbone_weights
     if offline:
         os.environ["LPIPS_RT_OFFLINE"] = "1"
     try:
-        from .build import build_lpips
-        from .onnx_export import export_onnx, model_filename, verify_export
+        require("torch", "export", "lpips-export")
+        require("onnx", "export", "lpips-export")
+        from .onnx_export import export_model
 
-        module, provenance = build_lpips(net, lpips_version, calibrated=not baseline, spatial=spatial,
-                                         backbone_weights=backbone_weights)
-        path = export_onnx(module, provenance, os.path.join(out_dir, model_filename(module)), opset=opset)
-        if not no_check:
-            worst = verify_export(path, module)
-            if not quiet:
-                click.echo(f"checked: onnx.checker ok; ORT vs torch max abs diff {worst:.2e} (limit 1e-05)")
+        spec = ModelSpec(net, lpips_version, calibrated=not baseline, spatial=spatial)
+        path, worst = export_model(spec, out_dir, opset=opset, backbone_weights=backbone_weights,
+                                   check=not no_check)
+        if worst is not None and not quiet:
+            click.echo(f"checked: onnx.checker ok; ORT vs torch max abs diff {worst:.2e} (limit 1e-05)")
     except LpipsError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(str(path))

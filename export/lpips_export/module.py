@@ -133,6 +133,10 @@ class LPIPSModule(nn.Module):
             strict=True,
         )
 
+    def features_state_for_official(self) -> dict[str, torch.Tensor]:
+        """This module's backbone as torchvision ``features.*`` float32 tensors (for loading elsewhere)."""
+        return {f"features.{k}": v.to(torch.float32) for k, v in self.features.state_dict().items()}
+
     # -- graph -----------------------------------------------------------------------------
 
     def prepare(self, img: torch.Tensor) -> torch.Tensor:

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from lpips_runtime.errors import LpipsError, MissingExtraError
-from lpips_runtime.modelfile import FORMAT, scan_model_bytes
+from lpips_runtime.modelfile import FORMAT, ModelSpec, scan_model_bytes
 
 from .build import Provenance
 from .module import LPIPSModule
@@ -28,18 +28,16 @@ class ExportCheckError(LpipsError):
     """The written file failed its own checks (ONNX checker, or ORT vs torch beyond tolerance)."""
 
 
+def module_spec(module: LPIPSModule) -> ModelSpec:
+    """The ``ModelSpec`` a module exports as (names the file and is recorded in its metadata)."""
+    fmt = module.frame_format
+    return ModelSpec(module.net.name, module.version, module.calibrated, module.spatial,
+                     "fp16" if module.trunk_dtype == torch.float16 else "fp32",
+                     f"{fmt.layout}-{fmt.channels}" if fmt is not None else None)
+
+
 def model_filename(module: LPIPSModule) -> str:
-    """``lpips-<net>-v<version>[-baseline][-spatial][-fp16][-u8<layout><channels>].onnx``."""
-    parts = [f"lpips-{module.net.name}-v{module.version}"]
-    if not module.calibrated:
-        parts.append("baseline")
-    if module.spatial:
-        parts.append("spatial")
-    if module.trunk_dtype == torch.float16:
-        parts.append("fp16")
-    if module.frame_format is not None:
-        parts.append(f"u8{module.frame_format.layout}{module.frame_format.channels}")
-    return "-".join(parts) + ".onnx"
+    return module_spec(module).filename()
 
 
 def _exporter_version() -> str:
@@ -106,7 +104,7 @@ def export_onnx(module: LPIPSModule, provenance: Provenance, path: str | Path,
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     output = "distance_map" if module.spatial else "distance"
-    tmp = path.with_name(path.name + ".partial")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.partial")  # unique: concurrent exports must not clash
     with warnings.catch_warnings():
         # The TorchScript-based exporter is the one that honours our custom Split symbolic and
         # dynamic_axes; torch marks it deprecated. The file is checked below either way.
@@ -164,3 +162,27 @@ def verify_export(path: str | Path, module: LPIPSModule,
     if not worst <= tolerance:
         raise ExportCheckError(f"{path}: ORT differs from torch by {worst:.2e} (> {tolerance:.0e})")
     return worst
+
+
+def export_model(spec: ModelSpec, out_dir: str | Path = "models", opset: int = DEFAULT_OPSET,
+                 backbone_weights: str | Path | None = None, check: bool = True) -> tuple[Path, float | None]:
+    """Build ``spec`` from verified weights, write ``out_dir/<spec.filename()>``, and check it.
+
+    Returns (path, max abs ORT-vs-torch difference or None when unchecked). A file that fails its
+    check is deleted, so no unverified export is left where the runtime would pick it up.
+    """
+    from .build import build_lpips
+    from .module import FrameFormat
+
+    frames = FrameFormat(*spec.frames.split("-")) if spec.frames else None
+    trunk = torch.float16 if spec.precision == "fp16" else torch.float32
+    module, provenance = build_lpips(spec.net, spec.version, spec.calibrated, spec.spatial, trunk_dtype=trunk,
+                                     frame_format=frames, backbone_weights=backbone_weights)
+    path = export_onnx(module, provenance, Path(out_dir) / spec.filename(), opset=opset)
+    if not check:
+        return path, None
+    try:
+        return path, verify_export(path, module)
+    except ExportCheckError:
+        path.unlink(missing_ok=True)
+        raise

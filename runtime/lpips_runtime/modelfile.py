@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ModelFileError
-from .nets import NetSpec, get_net
+from .nets import NetSpec, check_version, get_net
 
 FORMAT = "lpips-rt/1"  # metadata "format" of every file this project exports
 _GRAPH_FIELD = 7
@@ -74,6 +74,59 @@ def scan_model_bytes(data: bytes) -> tuple[dict[str, str], str]:
 
 
 @dataclass(frozen=True)
+class ModelSpec:
+    """Which LPIPS graph: the options that name an export and that every backend builds from."""
+
+    net: str = "alex"
+    version: str = "0.1"
+    calibrated: bool = True
+    spatial: bool = False
+    precision: str = "fp32"  # "fp32", or "fp16" (float16 trunk, float32 head)
+    frames: str | None = None  # uint8 frame input as "<layout>-<channels>", e.g. "nhwc-bgr"; None: float32 NCHW
+
+    def __post_init__(self):
+        get_net(self.net)
+        check_version(self.version)
+
+    def filename(self) -> str:
+        """``lpips-<net>-v<version>[-baseline][-spatial][-fp16][-u8<layout><channels>].onnx``."""
+        parts = [f"lpips-{self.net}-v{self.version}"]
+        if not self.calibrated:
+            parts.append("baseline")
+        if self.spatial:
+            parts.append("spatial")
+        if self.precision != "fp32":
+            parts.append(self.precision)
+        if self.frames:
+            parts.append("u8" + self.frames.replace("-", ""))
+        return "-".join(parts) + ".onnx"
+
+    def export_command(self, out_dir: str | Path = "models") -> str:
+        """The ``lpips-export`` command line that writes this model."""
+        args = [f"lpips-export --net {self.net}"]
+        if self.version != "0.1":
+            args.append(f"--version {self.version}")
+        if not self.calibrated:
+            args.append("--baseline")
+        if self.spatial:
+            args.append("--spatial")
+        if self.precision != "fp32":
+            args.append(f"--precision {self.precision}")
+        if self.frames:
+            layout, channels = self.frames.split("-")
+            args.append(f"--input uint8 --layout {layout} --channels {channels}")
+        if str(out_dir) != "models":
+            args.append(f"--out {out_dir}")
+        return " ".join(args)
+
+    def describe(self) -> str:
+        extra = [x for x in (("baseline" if not self.calibrated else ""), ("spatial" if self.spatial else ""),
+                             (self.precision if self.precision != "fp32" else ""),
+                             (f"uint8 {self.frames}" if self.frames else "")) if x]
+        return f"LPIPS-{self.net} v{self.version}" + (f" ({', '.join(extra)})" if extra else "")
+
+
+@dataclass(frozen=True)
 class ModelInfo:
     """What an lpips-rt export says about itself (its ``metadata_props``), after checking."""
 
@@ -99,6 +152,14 @@ class ModelInfo:
     @property
     def precision(self) -> str:
         return self.metadata.get("precision", "fp32")
+
+    @property
+    def spec(self) -> ModelSpec:
+        frames = None
+        if self.input_dtype == "uint8":
+            frames = f"{self.input_layout}-{self.input_channels}"
+        return ModelSpec(self.metadata["net"], self.version, self.calibrated, self.kind == "spatial",
+                         self.precision, frames)
 
     @property
     def input_dtype(self) -> str:  # "float32" (NCHW RGB [-1,1]) or "uint8" (frames)

@@ -1,0 +1,42 @@
+# The two commands of the README: `make demo` and `make test`. Both set up everything on a fresh
+# machine (a .venv with pinned torch) and are quick on a second run (stamps skip finished steps).
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip --disable-pip-version-check
+PIN    := -c constraints.txt
+DEPS   := pyproject.toml constraints.txt
+
+.PHONY: demo test bench weights clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+
+$(VENV)/.stamp-demo: $(DEPS) | $(PY)
+	$(PIP) install -q $(PIN) -e '.[cpu,export]'
+	touch $@
+
+$(VENV)/.stamp-test: $(DEPS) | $(PY)
+	$(PIP) install -q $(PIN) -e '.[cpu,export,test]'
+	touch $@
+
+# Backbone weights: torchvision's cache or download first, else the verified offline sources.
+weights: $(VENV)/.stamp-demo
+	$(PY) -m lpips_export.fetch_weights
+
+models/lpips-alex-v0.1.onnx: | $(VENV)/.stamp-demo
+	$(VENV)/bin/lpips-export --net alex
+
+demo: $(VENV)/.stamp-demo models/lpips-alex-v0.1.onnx
+	@echo "LPIPS-alex distance, examples/ref.png vs examples/distorted.png (ONNX Runtime, CPU):"
+	@$(VENV)/bin/lpips-score examples/ref.png examples/distorted.png
+
+test: $(VENV)/.stamp-test
+	$(PY) -m pytest -q
+
+bench: $(VENV)/.stamp-test
+	$(PY) benchmarks/cpu.py
+
+clean:
+	rm -rf $(VENV) models/*.onnx models/*.partial examples/cpp/build

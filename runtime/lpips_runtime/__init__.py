@@ -1,0 +1,28 @@
+"""lpips-rt runtime: LPIPS distances through exported ONNX graphs, without torch.
+
+Importing this package is cheap: ``Scorer``, ``LPIPS`` and friends load their modules
+(numpy, OpenCV, and only when a backend opens, ONNX Runtime) on first use.
+"""
+from __future__ import annotations
+
+from importlib import import_module
+
+__all__ = ["Scorer", "PairResult", "LPIPS", "LpipsError", "InputError", "ModelFileError", "WeightsError",
+           "BackendError", "MissingExtraError", "ResizePolicy", "read_model", "NET_NAMES"]
+
+_LAZY = {
+    "Scorer": "scorer", "PairResult": "scorer", "LPIPS": "compat", "ResizePolicy": "images",
+    "read_model": "modelfile", "NET_NAMES": "nets",
+    "LpipsError": "errors", "InputError": "errors", "ModelFileError": "errors", "WeightsError": "errors",
+    "BackendError": "errors", "MissingExtraError": "errors",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module 'lpips_runtime' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + __all__)

@@ -1,0 +1,50 @@
+"""Torch fallback: the export package's LPIPSModule built from verified weights (parity reference)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import BackendError
+from ..modelfile import ModelSpec
+from ..optional import require
+from .base import Backend
+
+
+class TorchBackend(Backend):
+    """Runs ``lpips_export.LPIPSModule`` eagerly on the CPU or a CUDA device; needs the export extra."""
+
+    name = "torch"
+    needs_file = False
+
+    def __init__(self, spec: ModelSpec, path: Path | None = None, device: str = "cpu", threads: int | None = None):
+        super().__init__(spec, path, device, threads)
+        torch = require("torch", "export", "the torch backend")
+        require("torchvision", "export", "the torch backend")
+        from lpips_export.build import build_lpips
+        from lpips_export.module import FrameFormat
+
+        if device != "cpu" and not torch.cuda.is_available():
+            raise BackendError(f"device '{device}' asked for, but torch sees no CUDA GPU")
+        frames = None
+        if spec.frames:
+            layout, channels = spec.frames.split("-")
+            frames = FrameFormat(layout, channels)
+        trunk = torch.float16 if spec.precision == "fp16" else torch.float32
+        module, self.provenance = build_lpips(spec.net, spec.version, spec.calibrated, spec.spatial,
+                                              trunk_dtype=trunk, frame_format=frames)
+        self._torch = torch
+        self._device = torch.device(device)
+        self.module = module.to(self._device)
+        if threads:
+            torch.set_num_threads(threads)
+
+    def run(self, img0: np.ndarray, img1: np.ndarray) -> np.ndarray:
+        torch = self._torch
+        with torch.inference_mode():
+            a = torch.from_numpy(img0).to(self._device)
+            b = torch.from_numpy(img1).to(self._device)
+            return self.module(a, b).to(torch.float32).cpu().numpy()
+
+    def close(self) -> None:
+        self.module = None

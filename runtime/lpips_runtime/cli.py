@@ -1,0 +1,178 @@
+"""``lpips-score``: LPIPS distances of image pairs from the command line.
+
+Exit codes: 0 every pair scored; 1 an error stopped the run (one line on stderr); 2 bad usage;
+3 the run finished but some pairs failed (each has a row with its error); 130 interrupted.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import sys
+
+import click
+
+from .backends import BACKENDS
+from .errors import LpipsError
+from .nets import DEFAULT_VERSION, NET_NAMES, VERSIONS
+
+EXIT_PAIRS_FAILED = 3
+EXIT_INTERRUPTED = 130
+_LIST_LIMIT = 20  # names shown per side for unpaired files; the rest are counted
+
+
+def _setup_logging(quiet: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    for name in ("lpips_runtime", "lpips_export"):
+        logger = logging.getLogger(name)
+        logger.handlers[:] = [handler]
+        logger.setLevel(logging.WARNING)
+        logger.propagate = False
+
+
+def _mode(images, dir0, dir1, all_pairs, pairs_csv) -> str:
+    chosen = [name for name, on in (("pair", bool(images)), ("dirs", bool(dir0 or dir1)),
+                                    ("all-pairs", bool(all_pairs)), ("pairs", bool(pairs_csv))) if on]
+    if len(chosen) != 1:
+        raise click.UsageError("give exactly one of: two images A B, --dir0/--dir1, --all-pairs DIR, --pairs CSV")
+    if chosen[0] == "pair" and len(images) != 2:
+        raise click.UsageError(f"expected two images, got {len(images)}")
+    if chosen[0] == "dirs" and not (dir0 and dir1):
+        raise click.UsageError("--dir0 and --dir1 go together")
+    return chosen[0]
+
+
+def _listing(names: list[str]) -> str:
+    shown = ", ".join(names[:_LIST_LIMIT])
+    return shown + (f" ... and {len(names) - _LIST_LIMIT} more" if len(names) > _LIST_LIMIT else "")
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("images", nargs=-1, type=click.Path())
+@click.option("--dir0", type=click.Path(file_okay=False), help="Pair files of the same name in DIR0 and DIR1.")
+@click.option("--dir1", type=click.Path(file_okay=False))
+@click.option("--all-pairs", type=click.Path(file_okay=False), help="Score every pair i<j of one folder.")
+@click.option("--consecutive", is_flag=True, help="With --all-pairs: only neighbours (i, i+1) in name order.")
+@click.option("--pairs", "pairs_csv", type=click.Path(dir_okay=False),
+              help="CSV of two path columns (relative to the CSV's folder).")
+@click.option("--out", type=click.Path(dir_okay=False), help="Stream rows to a .csv or .jsonl file.")
+@click.option("--resume", is_flag=True, help="Skip pairs already in --out and append the rest.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing --out file.")
+@click.option("--json", "as_json", is_flag=True, help="JSON output (a JSON object; JSON lines in batch modes).")
+@click.option("--heatmap", type=click.Path(dir_okay=False), help="Write the spatial distance map as a picture.")
+@click.option("--heatmap-alpha", type=click.FloatRange(0, 1), default=0.6, show_default=True,
+              help="Weight of the colours over the reference image (1: colours only).")
+@click.option("--heatmap-max", type=click.FloatRange(min=0, min_open=True),
+              help="Map value shown as the top colour (default: the map's maximum).")
+@click.option("--colormap", type=click.Choice(["inferno", "jet", "viridis", "magma", "turbo"]), default="inferno",
+              show_default=True)
+@click.option("--net", type=click.Choice(NET_NAMES), default="alex", show_default=True)
+@click.option("--version", "lpips_version", type=click.Choice(VERSIONS), default=DEFAULT_VERSION, show_default=True)
+@click.option("--baseline", is_flag=True, help="Uncalibrated baseline (no linear layers).")
+@click.option("--model", type=click.Path(dir_okay=False), help="An exported .onnx (overrides --net/--version).")
+@click.option("--models-dir", type=click.Path(file_okay=False),
+              help="Where exports are looked up (default: $LPIPS_RT_MODELS or ./models).")
+@click.option("--backend", type=click.Choice(BACKENDS), default="ort", show_default=True)
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:<index>.")
+@click.option("--threads", type=click.IntRange(min=1), help="CPU threads (default: physical cores).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
+@click.option("--workers", type=click.IntRange(min=1), help="Decoding threads (default: up to 4).")
+@click.option("--resize", default="none", show_default=True,
+              help="none (sizes must match), first (resize the second to the first), or WxH (both).")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar, no summary.")
+def main(images, dir0, dir1, all_pairs, consecutive, pairs_csv, out, resume, overwrite, as_json, heatmap,
+         heatmap_alpha, heatmap_max, colormap, net, lpips_version, baseline, model, models_dir, backend, device,
+         threads, batch_size, workers, resize, quiet):
+    """LPIPS distance of two images (A B), or of many pairs (--dir0/--dir1, --all-pairs, --pairs).
+
+    \b
+    lpips-score ref.png out.png                      prints the distance
+    lpips-score ref.png out.png --heatmap diff.png   and writes where they differ
+    lpips-score --dir0 gt/ --dir1 pred/ --out scores.csv
+    """
+    _setup_logging(quiet)
+    mode = _mode(images, dir0, dir1, all_pairs, pairs_csv)
+    if mode == "pair" and (out or resume):
+        raise click.UsageError("--out/--resume are for batch modes; a single pair prints its distance")
+    if mode != "pair" and heatmap:
+        raise click.UsageError("--heatmap is for a single pair A B")
+    if resume and not out:
+        raise click.UsageError("--resume needs --out")
+    try:
+        from .scorer import Scorer
+
+        scorer = Scorer(model or net, version=lpips_version, baseline=baseline, backend=backend, device=device,
+                        threads=threads, batch_size=batch_size, workers=workers, resize=resize,
+                        models_dir=models_dir)
+        with scorer:
+            if mode == "pair":
+                _score_one(scorer, images, as_json, heatmap, heatmap_alpha, heatmap_max, colormap)
+                return
+            code = _score_many(scorer, mode, images, dir0, dir1, all_pairs, consecutive, pairs_csv, out, resume,
+                               overwrite, as_json, quiet)
+    except LpipsError as exc:
+        raise click.ClickException(str(exc)) from None
+    sys.exit(code)
+
+
+def _score_one(scorer, images, as_json, heatmap, alpha, vmax, colormap) -> None:
+    from .heatmap import render_heatmap, write_image
+    from .images import load_rgb
+
+    value = scorer.distance(images[0], images[1])
+    if heatmap:
+        dmap = scorer.distance_map(images[0], images[1])
+        # The picture is drawn over the reference as it was scored (after any --resize).
+        reference = scorer.resize.apply(load_rgb(images[0]), load_rgb(images[1]))[0] if alpha < 1 else None
+        write_image(heatmap, render_heatmap(dmap, reference, alpha, colormap, vmax))
+    if as_json:
+        spec = scorer.spec
+        click.echo(json.dumps({"img0": images[0], "img1": images[1], "distance": value, "net": spec.net,
+                               "version": spec.version, "calibrated": spec.calibrated,
+                               "backend": scorer.backend_name, "device": scorer.device}))
+    else:
+        click.echo(f"{value:.6f}")
+
+
+def _score_many(scorer, mode, images, dir0, dir1, all_pairs, consecutive, pairs_csv, out, resume, overwrite,
+                as_json, quiet) -> int:
+    from .pairs import folder_pairs, pair_folders, read_pairs_csv
+    from .progress import Progress
+    from .results import ResultWriter
+
+    if mode == "dirs":
+        pairing = pair_folders(dir0, dir1)
+        pairs = pairing.pairs
+        for side, folder, names in (("0", dir0, pairing.only0), ("1", dir1, pairing.only1)):
+            if names:
+                click.echo(f"only in dir{side} ({folder}), not scored: {_listing(names)}", err=True)
+    elif mode == "all-pairs":
+        pairs = folder_pairs(all_pairs, consecutive)
+    else:
+        pairs = read_pairs_csv(pairs_csv)
+    label = scorer.spec.describe()
+    writer = (ResultWriter(out, label, resume=resume, overwrite=overwrite) if out
+              else ResultWriter(None, label, stream=sys.stdout, jsonl=as_json))
+    todo = [p for p in pairs if (str(p[0]), str(p[1])) not in writer.done]
+    if writer.done and not quiet:
+        click.echo(f"resuming {out}: {len(pairs) - len(todo)} pairs already there, {len(todo)} to go", err=True)
+    progress = Progress(len(todo), enabled=not quiet and sys.stderr.isatty())
+    try:
+        for result in scorer.score_pairs(todo):
+            writer.write(result)
+            progress.update()
+    except KeyboardInterrupt:
+        progress.close()
+        writer.close()
+        where = f"; rerun with --resume to finish {out}" if out else ""
+        click.echo(f"interrupted after {progress.count} of {len(todo)} pairs{where}", err=True)
+        return EXIT_INTERRUPTED
+    progress.close()
+    writer.close()
+    if not quiet:
+        click.echo(writer.summary.line(), err=True)
+    return EXIT_PAIRS_FAILED if writer.summary.failures else 0
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,165 @@
+"""Decoding and preprocessing with OpenCV, matching the official ``lpips.load_image`` + ``im2tensor``.
+
+Official pipeline for 8-bit files: ``cv2.imread(path)[:, :, ::-1]`` (BGR->RGB; grey becomes three
+channels; alpha is dropped; JPEG EXIF orientation applied), then ``x / 127.5 - 1`` computed in float64
+and stored as float32. We decode from bytes (so any path, including non-ASCII ones, works), keep
+16-bit depth and scale it from its full range instead of truncating it to 8 bits, and reproduce the
+float64-then-float32 rounding exactly through a lookup table.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Union
+
+import cv2
+import numpy as np
+
+from .errors import InputError
+
+ImageSource = Union[str, Path, bytes, np.ndarray]
+
+# float32(u / 127.5 - 1) with the arithmetic done in float64, as the official im2tensor does.
+_UNIT_LUT_U8 = (np.arange(256, dtype=np.float64) / 127.5 - 1.0).astype(np.float32)
+# Inputs may overshoot [-1, 1] by float rounding of an upstream computation, not by more.
+_RANGE_SLACK = 1e-4
+
+
+def describe(src: ImageSource) -> str:
+    """A short name for messages."""
+    if isinstance(src, (str, Path)):
+        return str(src)
+    if isinstance(src, bytes):
+        return f"<{len(src)} bytes>"
+    return f"<array {getattr(src, 'shape', '?')} {getattr(src, 'dtype', '?')}>"
+
+
+def read_image_file(path: str | Path) -> np.ndarray:
+    """Decode an image file -> HxWx3 RGB, uint8 or uint16 (16-bit files keep their depth)."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise InputError(f"{path}: is a directory, not an image") from None
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read ({exc.strerror})") from None
+    return decode_image(data, str(path))
+
+
+def decode_image(data: bytes, name: str = "<bytes>") -> np.ndarray:
+    """Decode encoded image bytes -> HxWx3 RGB, uint8 or uint16."""
+    if not data:
+        raise InputError(f"{name}: empty file")
+    buf = np.frombuffer(data, dtype=np.uint8)
+    # IMREAD_COLOR gives 3 channels (grey replicated, alpha dropped) and applies EXIF orientation,
+    # exactly as cv2.imread(path) in the official loader; IMREAD_ANYDEPTH keeps 16-bit samples.
+    try:
+        img = cv2.imdecode(buf, cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)
+    except cv2.error as exc:
+        raise InputError(f"{name}: cannot decode ({str(exc).strip().splitlines()[-1]})") from None
+    if img is None:
+        kind = "corrupt or truncated image" if _looks_like_image(data) else "not an image format OpenCV can read"
+        raise InputError(f"{name}: {kind}")
+    if img.dtype not in (np.uint8, np.uint16):
+        raise InputError(f"{name}: unsupported sample type {img.dtype} (8- or 16-bit images only)")
+    return np.ascontiguousarray(img[:, :, ::-1])
+
+
+_MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"BM", b"II*\x00", b"MM\x00*", b"RIFF", b"GIF8", b"\x00\x00\x00\x0cjP",
+          b"P1", b"P2", b"P3", b"P4", b"P5", b"P6", b"#?RADIANCE", b"v/1\x01")
+
+
+def _looks_like_image(data: bytes) -> bool:
+    return any(data.startswith(m) for m in _MAGIC)
+
+
+def load_rgb(src: ImageSource) -> np.ndarray:
+    """Any single-image source -> HxWx3 RGB uint8/uint16 (arrays: HxWx3 uint8/uint16 RGB, or HxW grey)."""
+    if isinstance(src, (str, Path)):
+        return read_image_file(src)
+    if isinstance(src, (bytes, bytearray, memoryview)):
+        return decode_image(bytes(src))
+    if isinstance(src, np.ndarray):
+        if src.dtype not in (np.uint8, np.uint16):
+            raise InputError(f"image array has dtype {src.dtype}: pass HxWx3 uint8 RGB, "
+                             "or a float NCHW batch in [-1,1]")
+        if src.ndim == 2:
+            return np.repeat(src[:, :, None], 3, axis=2)
+        if src.ndim != 3 or src.shape[2] not in (3, 4):
+            raise InputError(f"image array has shape {src.shape}: expected HxWx3 (RGB) or HxW (grey)")
+        return np.ascontiguousarray(src[:, :, :3])  # alpha dropped, as the official loader does
+    raise InputError(f"cannot read an image from {type(src).__name__}")
+
+
+def rgb_to_unit_nchw(img: np.ndarray) -> np.ndarray:
+    """HxWx3 RGB uint8/uint16 -> float32 [1,3,H,W] in [-1,1] (uint8: bit-identical to ``im2tensor``)."""
+    if img.dtype == np.uint8:
+        unit = _UNIT_LUT_U8[img]
+    else:  # 16-bit: full range [0, 65535] -> [-1, 1], same float64-then-float32 rounding
+        unit = (img / 32767.5 - 1.0).astype(np.float32)
+    return np.ascontiguousarray(unit.transpose(2, 0, 1)[None])
+
+
+def check_unit_batch(arr: np.ndarray, name: str = "input") -> np.ndarray:
+    """Validate a float NCHW batch in [-1,1] and return it as contiguous float32."""
+    if not isinstance(arr, np.ndarray):
+        raise InputError(f"{name}: expected a numpy array, got {type(arr).__name__}")
+    if arr.dtype.kind != "f":
+        raise InputError(f"{name}: NCHW batches must be float in [-1,1], got dtype {arr.dtype} "
+                         "(uint8 images go in as HxWx3)")
+    if arr.ndim != 4 or arr.shape[1] != 3:
+        raise InputError(f"{name}: expected shape [N,3,H,W], got {list(arr.shape)}")
+    if arr.shape[0] == 0:
+        raise InputError(f"{name}: empty batch")
+    arr = np.ascontiguousarray(arr, dtype=np.float32)
+    lo, hi = float(arr.min()), float(arr.max())
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        raise InputError(f"{name}: contains NaN or infinity")
+    if lo < -1 - _RANGE_SLACK or hi > 1 + _RANGE_SLACK:
+        raise InputError(f"{name}: values span [{lo:.4g}, {hi:.4g}] but LPIPS takes [-1,1] "
+                         "(use normalize=True for [0,1] data, or np.clip)")
+    return arr
+
+
+# -- resizing --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ResizePolicy:
+    """How to reconcile image sizes: ``none`` (sizes must match), ``first`` (resize the second image
+    to the first's size) or a fixed ``WxH`` for both. Resizing uses ``cv2.INTER_AREA``."""
+
+    mode: str = "none"
+    size: tuple[int, int] | None = None  # (width, height) for the fixed mode
+
+    @classmethod
+    def parse(cls, text: str) -> "ResizePolicy":
+        text = text.strip().lower()
+        if text in ("none", "first"):
+            return cls(text)
+        match = re.fullmatch(r"(\d+)x(\d+)", text)
+        if not match or min(int(match[1]), int(match[2])) < 1:
+            raise InputError(f"resize policy '{text}': use none, first, or WxH (e.g. 256x256)")
+        return cls("fixed", (int(match[1]), int(match[2])))
+
+    def apply(self, img0: np.ndarray, img1: np.ndarray, names=("image 0", "image 1")):
+        """Return the two HxWx3 images at a common size, or raise ``InputError`` on a mismatch."""
+        if self.mode == "fixed":
+            return _resized(img0, self.size), _resized(img1, self.size)
+        if img0.shape[:2] != img1.shape[:2]:
+            if self.mode == "first":
+                return img0, _resized(img1, (img0.shape[1], img0.shape[0]))
+            raise InputError(
+                f"size mismatch: {names[0]} is {img0.shape[1]}x{img0.shape[0]}, {names[1]} is "
+                f"{img1.shape[1]}x{img1.shape[0]} (LPIPS compares same-size images; see --resize)"
+            )
+        return img0, img1
+
+
+def _resized(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    if (img.shape[1], img.shape[0]) == tuple(size):
+        return img
+    return cv2.resize(img, tuple(size), interpolation=cv2.INTER_AREA)

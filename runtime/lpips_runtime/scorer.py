@@ -1,0 +1,257 @@
+"""``Scorer``: the runtime's Python API. Validates inputs once, batches, and hands arrays to a backend."""
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .backends import Backend, backend_class, open_backend
+from .errors import InputError, LpipsError
+from .images import ImageSource, ResizePolicy, check_unit_batch, describe, load_rgb, rgb_to_unit_nchw
+from .locate import default_models_dir, locate_model
+from .modelfile import ModelInfo, ModelSpec, read_model
+from .nets import NET_NAMES, NetSpec, get_net
+
+
+@dataclass(frozen=True)
+class PairResult:
+    """One scored pair of a batch run: ``distance`` is None exactly when ``error`` says why."""
+
+    index: int
+    img0: str
+    img1: str
+    distance: float | None = None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def _default_workers() -> int:
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+def _is_float_batch(x) -> bool:
+    return isinstance(x, np.ndarray) and x.dtype.kind == "f"
+
+
+class Scorer:
+    """LPIPS distances through an exported graph.
+
+    ``model``: a net name ("alex", "vgg", "squeeze": the export is looked up in ``models_dir`` and
+    written on demand when the export extra is installed) or the path of an lpips-rt ``.onnx`` export.
+    Images are paths, encoded bytes, HxWx3 uint8/uint16 RGB arrays, or float NCHW batches in [-1,1].
+    Thread-safe: one Scorer may serve many threads.
+    """
+
+    def __init__(
+        self,
+        model: str | Path = "alex",
+        *,
+        version: str = "0.1",
+        baseline: bool = False,
+        backend: str = "ort",
+        device: str = "cpu",
+        threads: int | None = None,
+        batch_size: int = 16,
+        workers: int | None = None,
+        resize: str | ResizePolicy = "none",
+        models_dir: str | Path | None = None,
+        auto_export: bool = True,
+    ):
+        if batch_size < 1:
+            raise LpipsError(f"batch_size must be >= 1, got {batch_size}")
+        self.backend_name, self.device, self.threads = backend, device, threads
+        self.batch_size = batch_size
+        self.workers = workers or _default_workers()
+        self.resize = resize if isinstance(resize, ResizePolicy) else ResizePolicy.parse(resize)
+        self.auto_export = auto_export
+        backend_cls = backend_class(backend)  # unknown name: error now, not at first use
+        self._models: dict[bool, ModelInfo] = {}
+        if str(model) in NET_NAMES:
+            self.spec = ModelSpec(str(model), version, not baseline)
+            self.models_dir = Path(models_dir) if models_dir is not None else default_models_dir()
+        else:
+            info = read_model(model)
+            self._models[info.spec.spatial] = info
+            self.spec = info.spec if not info.spec.spatial else ModelSpec(
+                info.spec.net, info.spec.version, info.spec.calibrated, False, info.spec.precision, info.spec.frames)
+            # Siblings (e.g. the spatial variant) are looked for next to the given file.
+            self.models_dir = Path(models_dir) if models_dir is not None else Path(model).parent
+        self._needs_file = backend_cls.needs_file
+        self._backends: dict[bool, Backend] = {}
+        self._lock = threading.Lock()
+
+    # -- set-up ----------------------------------------------------------------------------
+
+    @property
+    def net(self) -> NetSpec:
+        return get_net(self.spec.net)
+
+    def _spec_for(self, spatial: bool) -> ModelSpec:
+        s = self.spec
+        return ModelSpec(s.net, s.version, s.calibrated, spatial, s.precision, s.frames)
+
+    def model_info(self, spatial: bool = False) -> ModelInfo:
+        """The checked model file used for distances (or maps), located or exported on first use."""
+        with self._lock:
+            if spatial not in self._models:
+                self._models[spatial] = locate_model(self._spec_for(spatial), self.models_dir, self.auto_export)
+            return self._models[spatial]
+
+    def _backend(self, spatial: bool) -> Backend:
+        backend = self._backends.get(spatial)
+        if backend is not None:
+            return backend
+        path = self.model_info(spatial).path if self._needs_file else None
+        with self._lock:
+            if spatial not in self._backends:
+                self._backends[spatial] = open_backend(self.backend_name, self._spec_for(spatial), path,
+                                                       self.device, self.threads)
+            return self._backends[spatial]
+
+    def close(self) -> None:
+        with self._lock:
+            for backend in self._backends.values():
+                backend.close()
+            self._backends.clear()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # -- input preparation (the one place inputs are validated) -----------------------------
+
+    def _check_size(self, h: int, w: int) -> None:
+        self.net.check_size(h, w)
+
+    def load_pair(self, src0: ImageSource, src1: ImageSource) -> tuple[np.ndarray, np.ndarray]:
+        """Decode/validate two single images and reconcile their sizes -> two model-ready [1,...] arrays."""
+        rgb0, rgb1 = load_rgb(src0), load_rgb(src1)
+        rgb0, rgb1 = self.resize.apply(rgb0, rgb1, (describe(src0), describe(src1)))
+        self._check_size(*rgb0.shape[:2])
+        return self._model_input(rgb0), self._model_input(rgb1)
+
+    def _model_input(self, rgb: np.ndarray) -> np.ndarray:
+        """HxWx3 RGB -> the graph's input layout with a batch axis of 1."""
+        frames = self.spec.frames
+        if frames is None:
+            return rgb_to_unit_nchw(rgb)
+        if rgb.dtype != np.uint8:
+            raise InputError(f"this model takes 8-bit frames, got {rgb.dtype} samples (use a float32 model)")
+        layout, channels = frames.split("-")
+        img = rgb[:, :, ::-1] if channels == "bgr" else rgb
+        img = img.transpose(2, 0, 1) if layout == "nchw" else img
+        return np.ascontiguousarray(img)[None]
+
+    def _check_batches(self, img0: np.ndarray, img1: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if self.spec.frames is not None:
+            raise InputError("this model takes uint8 frames: pass images, not float NCHW batches")
+        a, b = check_unit_batch(img0, "img0"), check_unit_batch(img1, "img1")
+        if a.shape != b.shape:
+            raise InputError(f"batch shapes differ: img0 {list(a.shape)} vs img1 {list(b.shape)}")
+        self._check_size(a.shape[2], a.shape[3])
+        return a, b
+
+    def _run(self, spatial: bool, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """Run validated batches through the backend in chunks of ``batch_size``."""
+        backend = self._backend(spatial)
+        if len(a) <= self.batch_size:
+            return backend.run(a, b)
+        return np.concatenate([backend.run(a[i:i + self.batch_size], b[i:i + self.batch_size])
+                               for i in range(0, len(a), self.batch_size)])
+
+    # -- public API --------------------------------------------------------------------------
+
+    def distance(self, img0, img1):
+        """LPIPS distance. Two single images -> float; float NCHW batches or lists of images ->
+        float32 array [N]. Raises ``InputError`` (one line) for anything that cannot be scored."""
+        return self._score(img0, img1, spatial=False)
+
+    def distance_map(self, img0, img1):
+        """Per-pixel distance map (the spatial LPIPS). Two single images -> float32 [H,W];
+        batches -> float32 [N,1,H,W]; lists -> list of [H,W] maps."""
+        return self._score(img0, img1, spatial=True)
+
+    def _score(self, img0, img1, spatial: bool):
+        if _is_float_batch(img0) and img0.ndim == 4 or _is_float_batch(img1) and img1.ndim == 4:
+            return self._run(spatial, *self._check_batches(img0, img1))
+        if isinstance(img0, (list, tuple)) or isinstance(img1, (list, tuple)):
+            if not isinstance(img0, (list, tuple)) or not isinstance(img1, (list, tuple)) or len(img0) != len(img1):
+                raise InputError("pass two lists of the same length (or two images, or two NCHW batches)")
+            out = []
+            for result in self._iter_results(zip(img0, img1), spatial=spatial):
+                if not result.ok:
+                    raise InputError(f"pair {result.index}: {result.error}")
+                out.append(result.distance)
+            return out if spatial else np.asarray(out, dtype=np.float32)
+        a, b = self.load_pair(img0, img1)
+        out = self._run(spatial, a, b)
+        return out[0, 0] if spatial else float(out[0])
+
+    def score_pairs(self, pairs: Iterable[tuple[ImageSource, ImageSource]], batch_size: int | None = None,
+                    workers: int | None = None) -> Iterator[PairResult]:
+        """Score many pairs, yielding one ``PairResult`` per pair in input order.
+
+        Decoding runs in a thread pool, one chunk ahead of inference; same-size pairs are batched
+        (up to ``batch_size``). A pair that fails (unreadable file, size mismatch, ...) yields a
+        result with its error and the run goes on.
+        """
+        yield from self._iter_results(pairs, False, batch_size, workers)
+
+    def _iter_results(self, pairs, spatial: bool, batch_size: int | None = None,
+                      workers: int | None = None) -> Iterator[PairResult]:
+        batch_size = batch_size or self.batch_size
+        chunk = max(2 * batch_size, 8)
+        items = iter(enumerate(pairs))
+        self._backend(spatial)  # a missing model or backend fails the whole run now, not pair by pair
+        with ThreadPoolExecutor(max_workers=workers or self.workers, thread_name_prefix="lpips-decode") as pool:
+            upcoming = self._submit_chunk(pool, items, chunk)
+            while upcoming:
+                current, upcoming = upcoming, self._submit_chunk(pool, items, chunk)  # decode ahead
+                yield from self._finish_chunk(current, spatial, batch_size)
+
+    def _submit_chunk(self, pool: ThreadPoolExecutor, items, size: int) -> list[tuple[int, str, str, Future]]:
+        chunk = []
+        for index, (src0, src1) in items:
+            chunk.append((index, describe(src0), describe(src1), pool.submit(self.load_pair, src0, src1)))
+            if len(chunk) == size:
+                break
+        return chunk
+
+    def _finish_chunk(self, chunk, spatial: bool, batch_size: int) -> Iterator[PairResult]:
+        done: dict[int, PairResult] = {}
+        groups: dict[tuple, list] = {}
+        for index, name0, name1, future in chunk:
+            try:
+                a, b = future.result()
+            except LpipsError as exc:
+                done[index] = PairResult(index, name0, name1, error=str(exc))
+                continue
+            except Exception as exc:  # never lose the run to one pair: record and go on
+                done[index] = PairResult(index, name0, name1, error=f"{type(exc).__name__}: {exc}")
+                continue
+            groups.setdefault((a.shape, a.dtype.str), []).append((index, name0, name1, a, b))
+        for members in groups.values():
+            for start in range(0, len(members), batch_size):
+                part = members[start:start + batch_size]
+                try:
+                    out = self._backend(spatial).run(np.concatenate([m[3] for m in part]),
+                                                      np.concatenate([m[4] for m in part]))
+                except Exception as exc:  # e.g. a backend failure: every pair of this batch records it
+                    message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                    for index, name0, name1, _, _ in part:
+                        done[index] = PairResult(index, name0, name1, error=message)
+                    continue
+                for (index, name0, name1, _, _), value in zip(part, out):
+                    done[index] = PairResult(index, name0, name1, distance=value[0] if spatial else float(value))
+        for index, *_ in chunk:
+            yield done[index]
