@@ -141,18 +141,37 @@ cv::Mat load_image(const std::string& path) {
     std::fclose(f);
     if (failed) throw Failure("cannot read image " + path + ": " + std::strerror(err));
     if (empty) throw Failure("cannot decode image " + path + ": empty file");
-    // IMREAD_COLOR: 8-bit BGR, grey replicated to 3 channels, alpha dropped, EXIF orientation applied:
-    // the same decoding as the official lpips.load_image (cv2.imread(path)[:, :, ::-1]).
-    cv::Mat img = cv::imread(path, cv::IMREAD_COLOR);
+    // IMREAD_COLOR: BGR, grey replicated to 3 channels, alpha dropped, EXIF orientation applied: the
+    // same decoding as the official lpips.load_image (cv2.imread(path)[:, :, ::-1]). IMREAD_ANYDEPTH
+    // keeps 16-bit samples, which the Python runtime scales from their full range (not truncated).
+    cv::Mat img = cv::imread(path, cv::IMREAD_COLOR | cv::IMREAD_ANYDEPTH);
     if (img.empty()) throw Failure("cannot decode image " + path + ": corrupt, truncated or not an image format OpenCV reads");
-    CV_Assert(img.type() == CV_8UC3);
+    if (img.type() != CV_8UC3 && img.type() != CV_16UC3)
+        throw Failure("unsupported image " + path + ": only 8- and 16-bit images are scored");
     return img;
 }
 
 std::string size_str(const cv::Mat& m) { return std::to_string(m.cols) + "x" + std::to_string(m.rows); }
 
-// BGR uint8 HxWx3 -> float32 [1,3,H,W] RGB in [-1,1].
+// BGR uint8 or uint16 HxWx3 -> float32 [1,3,H,W] RGB in [-1,1].
 cv::Mat to_blob(const cv::Mat& bgr) {
+    if (bgr.depth() == CV_16U) {  // full range [0, 65535] -> [-1, 1], in double then float as for 8 bits
+        const int h = bgr.rows, w = bgr.cols;
+        const int shape[] = {1, 3, h, w};
+        cv::Mat blob(4, shape, CV_32F);
+        float* r = blob.ptr<float>();
+        float* g = r + size_t(h) * w;
+        float* b = g + size_t(h) * w;
+        for (int y = 0; y < h; ++y) {
+            const unsigned short* px = bgr.ptr<unsigned short>(y);
+            for (int x = 0; x < w; ++x, px += 3) {
+                *b++ = float(px[0] / 32767.5 - 1.0);
+                *g++ = float(px[1] / 32767.5 - 1.0);
+                *r++ = float(px[2] / 32767.5 - 1.0);
+            }
+        }
+        return blob;
+    }
     // The official im2tensor computes u8 / 127.5 - 1 in float64 and stores float32. Doing the maths in
     // float would differ in the last bit for some values; a table built in double is exact and fast.
     static const std::vector<float> lut = [] {

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
+from lpips_runtime.errors import WeightsError
 from lpips_runtime.nets import NORM_EPS, V01_SCALE, V01_SHIFT, NetSpec, check_version
 
 
@@ -127,7 +128,8 @@ class LPIPSModule(nn.Module):
         expected = {f"lin{i}.model.1.weight" for i in range(self.net.n_layers)}
         if set(official_state) != expected:
             missing, extra = sorted(expected - set(official_state)), sorted(set(official_state) - expected)
-            raise KeyError(f"linear-layer keys differ: missing {missing}, unexpected {extra}")
+            raise WeightsError(f"linear-layer keys differ from the official ones: missing {missing}, "
+                               f"unexpected {extra}")
         self.lins.load_state_dict(
             {f"{i}.weight": official_state[f"lin{i}.model.1.weight"] for i in range(self.net.n_layers)},
             strict=True,

@@ -115,6 +115,8 @@ def export_onnx(module: LPIPSModule, provenance: Provenance, path: str | Path,
             do_constant_folding=True,
         )
     model = onnx.load(str(tmp))
+    if module.spatial:  # the tracer leaves the map's channel axis symbolic; it is always 1
+        model.graph.output[0].type.tensor_type.shape.dim[1].dim_value = 1
     model.producer_name, model.producer_version = "lpips-rt", _exporter_version()
     model.doc_string = (f"LPIPS ({module.net.name}, v{module.version}) perceptual distance; "
                         "see metadata_props for the input/output contract")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 
 import click
@@ -20,7 +21,17 @@ EXIT_INTERRUPTED = 130
 _LIST_LIMIT = 20  # names shown per side for unpaired files; the rest are counted
 
 
+def _quiet_opencv() -> None:
+    """OpenCV logs decoder warnings to stderr; our own one-line errors say the same, once."""
+    if "OPENCV_LOG_LEVEL" in os.environ:  # the user asked for OpenCV's logs
+        return
+    import cv2
+
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+
+
 def _setup_logging(quiet: bool) -> None:
+    _quiet_opencv()
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(message)s"))
     for name in ("lpips_runtime", "lpips_export"):

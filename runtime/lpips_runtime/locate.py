@@ -20,7 +20,14 @@ def default_models_dir() -> Path:
 
 
 def export_available() -> bool:
-    return all(importlib.util.find_spec(m) is not None for m in ("torch", "torchvision", "onnx", "lpips_export"))
+    """Whether the export extra is importable (checked without importing it)."""
+    for name in ("torch", "torchvision", "onnx", "lpips_export"):
+        try:
+            if importlib.util.find_spec(name) is None:
+                return False
+        except (ImportError, ValueError):  # ValueError: blocked with sys.modules[name] = None
+            return False
+    return True
 
 
 def locate_model(spec: ModelSpec, models_dir: Path | None = None, auto_export: bool = True) -> ModelInfo:

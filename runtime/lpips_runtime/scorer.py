@@ -182,6 +182,7 @@ class Scorer:
         return self._score(img0, img1, spatial=True)
 
     def _score(self, img0, img1, spatial: bool):
+        self._backend(spatial)  # model problems first: they are set-up errors, not input errors
         if _is_float_batch(img0) and img0.ndim == 4 or _is_float_batch(img1) and img1.ndim == 4:
             return self._run(spatial, *self._check_batches(img0, img1))
         if isinstance(img0, (list, tuple)) or isinstance(img1, (list, tuple)):

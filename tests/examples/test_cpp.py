@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import crop, photo, to_unit_nchw
+from conftest import crop, photo
 
 REPO = Path(__file__).resolve().parents[2]
 SOURCE = REPO / "examples" / "cpp"
@@ -90,17 +90,16 @@ def score(binary: Path, model: Path, path0: Path, path1: Path) -> float:
 
 
 @functools.lru_cache(maxsize=None)
-def _ort_session(model: str):
-    import onnxruntime
+def _scorer(model: str):
+    from lpips_runtime import Scorer
 
-    return onnxruntime.InferenceSession(model, providers=["CPUExecutionProvider"])
+    return Scorer(model)
 
 
 def reference_distance(model: Path, path0: Path, path1: Path) -> float:
-    """The distance the C++ program must print for this file pair: ONNX Runtime on the same file,
-    with the official decoding (cv2.imread -> RGB -> [-1,1])."""
-    img0, img1 = (to_unit_nchw(cv2.imread(str(p))[..., ::-1]) for p in (path0, path1))
-    return float(_ort_session(str(model)).run(None, {"img0": img0, "img1": img1})[0][0])
+    """The distance the C++ program must print for this file pair: the Python runtime's Scorer on the
+    same files and the same model."""
+    return _scorer(str(model)).distance(path0, path1)
 
 
 def assert_matches_reference(binary: Path, model: Path, pairs) -> float:
@@ -132,6 +131,18 @@ def test_grey_and_alpha_images(lpips_score, exported, tmp_path):
     alpha = np.random.default_rng(0).integers(0, 256, rgb.shape[:2], dtype=np.uint8)
     cv2.imwrite(str(bgra), np.dstack([rgb[..., ::-1], alpha]))
     assert_matches_reference(lpips_score, exported("alex"), [(grey, bgra)])
+
+
+def test_sixteen_bit_images_use_full_range(lpips_score, exported, tmp_path):
+    """16-bit files are scaled from their full range, as the Python runtime does (not cut to 8 bits)."""
+    rng = np.random.default_rng(1)
+    deep = (crop(photo("rocket"), 48, 64).astype(np.uint16) * 257 + rng.integers(0, 257, (48, 64, 3))).astype(
+        np.uint16)
+    p0, p1 = tmp_path / "deep0.png", tmp_path / "deep1.png"
+    cv2.imwrite(str(p0), deep[..., ::-1])
+    cv2.imwrite(str(p1), (deep[..., ::-1] // 256 * 256).astype(np.uint16))  # the same, low byte cleared
+    assert score(lpips_score, exported("alex"), p0, p1) > 0  # a truncating reader would print 0
+    assert_matches_reference(lpips_score, exported("alex"), [(p0, p1)])
 
 
 def _with_exif_orientation(jpeg: bytes, orientation: int) -> bytes:

@@ -1,0 +1,147 @@
+"""Scorer: ORT and torch backends against the official package on real decoded files; batching,
+threads, ordering, and errors."""
+from __future__ import annotations
+
+import threading
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from conftest import crop, distort, official_lpips, photo, to_unit_nchw
+from lpips_runtime import Scorer
+from lpips_runtime.errors import InputError, MissingExtraError, ModelFileError
+
+TOL = 1e-5
+
+
+@pytest.fixture(scope="module")
+def models_dir(exported):
+    for net in ("alex", "squeeze"):
+        exported(net)
+    exported("alex", spatial=True)
+    return exported("alex").parent
+
+
+def _official_on_files(net, module, p0, p1, spatial=False):
+    import lpips
+
+    official = official_lpips(net, "0.1", True, spatial, module.features_state_for_official())
+    a, b = (lpips.im2tensor(lpips.load_image(str(p))) for p in (p0, p1))
+    with torch.no_grad():
+        return official(a, b).numpy()
+
+
+@pytest.mark.parametrize("net", ["alex", "squeeze", "vgg"])
+def test_ort_and_torch_match_official_on_files(net, exported, build_module, photo_pair_files):
+    module, _ = build_module(net)
+    ort_scorer = Scorer(exported(net))
+    torch_scorer = Scorer(net, backend="torch")
+    for p0, p1 in photo_pair_files:
+        expected = float(_official_on_files(net, module, p0, p1).reshape(-1)[0])
+        assert abs(ort_scorer.distance(p0, p1) - expected) <= TOL
+        assert abs(torch_scorer.distance(p0, p1) - expected) <= TOL
+        assert abs(ort_scorer.distance(str(p0), p1.read_bytes()) - expected) <= TOL  # any source kind
+
+
+def test_distance_map_matches_official(models_dir, build_module, photo_pair_files):
+    module, _ = build_module("alex", "0.1", True, True)
+    p0, p1 = photo_pair_files[1]
+    scorer = Scorer("alex", models_dir=models_dir)
+    dmap = scorer.distance_map(p0, p1)
+    expected = _official_on_files("alex", module, p0, p1, spatial=True)[0, 0]
+    assert dmap.shape == expected.shape == cv2.imread(str(p0)).shape[:2]
+    assert np.abs(dmap - expected).max() <= TOL
+
+
+def test_batches_lists_and_single_pairs_agree(models_dir):
+    scorer = Scorer("squeeze", models_dir=models_dir, batch_size=3)
+    refs = [crop(photo(n), 64, 80) for n in ("astronaut", "coffee", "chelsea", "rocket", "astronaut")]
+    dists = [distort(r, k, 0.6, seed=i) for i, (r, k) in enumerate(zip(refs, ["blur", "jpeg", "noise",
+                                                                               "colour", "jpeg"]))]
+    singles = np.array([scorer.distance(r, d) for r, d in zip(refs, dists)], np.float32)
+    assert isinstance(scorer.distance(refs[0], dists[0]), float)
+    listed = scorer.distance(refs, dists)
+    batch = scorer.distance(np.concatenate([to_unit_nchw(r) for r in refs]),
+                            np.concatenate([to_unit_nchw(d) for d in dists]))
+    assert listed.shape == batch.shape == (5,)
+    assert np.abs(listed - singles).max() <= 1e-6 and np.abs(batch - singles).max() <= 1e-6
+
+
+def test_threads_share_one_scorer(models_dir):
+    scorer = Scorer("alex", models_dir=models_dir)
+    pairs = [(crop(photo("coffee"), 48 + 8 * i, 64), distort(crop(photo("coffee"), 48 + 8 * i, 64), "noise",
+                                                             0.3, seed=i)) for i in range(16)]
+    serial = [scorer.distance(a, b) for a, b in pairs]
+    results = [None] * len(pairs)
+    barrier = threading.Barrier(8)
+
+    def work(worker):
+        barrier.wait()
+        for i in range(worker, len(pairs), 8):
+            results[i] = scorer.distance(*pairs[i])
+
+    threads = [threading.Thread(target=work, args=(w,)) for w in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == serial  # bit-identical
+
+
+def test_score_pairs_keeps_order_and_records_failures(models_dir, tmp_path):
+    scorer = Scorer("alex", models_dir=models_dir, batch_size=2, workers=3)
+    sizes = [(64, 64), (40, 90), (64, 64), (40, 90), (64, 64), (50, 50), (64, 64)]
+    pairs = []
+    for i, (h, w) in enumerate(sizes):
+        ref = crop(photo("rocket"), h, w)
+        pairs.append((ref, distort(ref, "blur", 0.2 * i, seed=i)))
+    pairs.insert(2, (tmp_path / "missing.png", pairs[0][1]))
+    pairs.insert(5, (np.zeros((20, 20, 3), np.uint8), np.zeros((20, 20, 3), np.uint8)))
+    results = list(scorer.score_pairs(pairs))
+    assert [r.index for r in results] == list(range(len(pairs)))
+    assert [r.ok for r in results] == [i not in (2, 5) for i in range(len(pairs))]
+    assert "no such file" in results[2].error and "at least 31x31" in results[5].error
+    for r, (a, b) in zip(results, pairs):
+        if r.ok:
+            assert abs(r.distance - scorer.distance(a, b)) <= 1e-6
+
+
+def test_input_errors(models_dir):
+    scorer = Scorer("alex", models_dir=models_dir)
+    small = np.zeros((30, 64, 3), np.uint8)
+    with pytest.raises(InputError, match="needs at least 31x31"):
+        scorer.distance(small, small)
+    with pytest.raises(InputError, match="size mismatch"):
+        scorer.distance(np.zeros((64, 64, 3), np.uint8), np.zeros((64, 65, 3), np.uint8))
+    with pytest.raises(InputError, match="batch shapes differ"):
+        scorer.distance(np.zeros((2, 3, 64, 64), np.float32), np.zeros((1, 3, 64, 64), np.float32))
+    with pytest.raises(InputError, match="same length"):
+        scorer.distance([small], [small, small])
+    resized = Scorer("alex", models_dir=models_dir, resize="first")
+    assert resized.distance(np.zeros((64, 64, 3), np.uint8), np.zeros((64, 65, 3), np.uint8)) == 0.0
+
+
+def test_model_lookup(models_dir, tmp_path):
+    with pytest.raises(ModelFileError, match="run `lpips-export --net vgg --out"):
+        Scorer("vgg", models_dir=tmp_path, auto_export=False).distance(np.zeros((32, 32, 3), np.uint8),
+                                                                      np.zeros((32, 32, 3), np.uint8))
+    on_demand = Scorer("squeeze", version="0.0", models_dir=tmp_path)  # export extra present: exported now
+    assert on_demand.distance(np.zeros((32, 32, 3), np.uint8), np.zeros((32, 32, 3), np.uint8)) == 0.0
+    assert (tmp_path / "lpips-squeeze-v0.0.onnx").is_file()
+    (tmp_path / "lpips-alex-v0.1.onnx").write_bytes((models_dir / "lpips-squeeze-v0.1.onnx").read_bytes())
+    with pytest.raises(ModelFileError, match="holds LPIPS-squeeze v0.1, not LPIPS-alex v0.1"):
+        Scorer("alex", models_dir=tmp_path).distance(np.zeros((32, 32, 3), np.uint8),
+                                                     np.zeros((32, 32, 3), np.uint8))
+
+
+def test_torch_backend_names_its_extra(monkeypatch):
+    import lpips_runtime.backends.torch_backend as tb
+
+    def missing(module, extra, purpose):
+        raise MissingExtraError(module, extra, purpose)
+
+    monkeypatch.setattr(tb, "require", missing)
+    with pytest.raises(MissingExtraError, match=r"pip install 'lpips-rt\[export\]'"):
+        Scorer("alex", backend="torch").distance(np.zeros((32, 32, 3), np.uint8), np.zeros((32, 32, 3), np.uint8))
