@@ -13,7 +13,6 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from lpips_runtime.nets import all_nets  # noqa: E402
 
 # Photographs bundled inside scikit-image (no download), RGB uint8.
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "immunohistochemistry", "hubble_deep_field")
@@ -58,23 +57,9 @@ def to_unit_nchw(img: np.ndarray) -> np.ndarray:
 
 
 def official_lpips(net: str, version: str, calibrated: bool, spatial: bool, backbone_state: dict):
-    """``lpips.LPIPS`` with a random trunk (no download) into which our verified tensors are loaded
-    strictly; its linear layers come from the package's own loader."""
-    import lpips
-    import torch
+    from lpips_export.reference import official_lpips as build
 
-    spec = all_nets()[net]
-    model = lpips.LPIPS(net=net, version=version, lpips=calibrated, spatial=spatial, pnet_rand=True,
-                        verbose=False)
-    mapped = {}
-    for key, tensor in backbone_state.items():
-        index = int(key.split(".")[1])
-        if index >= spec.taps[-1]:
-            continue
-        slice_no = next(i for i, end in enumerate(spec.taps) if index < end) + 1
-        mapped[f"slice{slice_no}." + key[len("features."):]] = tensor
-    model.net.load_state_dict(mapped, strict=True)
-    return model.eval().requires_grad_(False).to(torch.float32)
+    return build(net, version, calibrated, spatial, backbone_state)
 
 
 @pytest.fixture(scope="session")
