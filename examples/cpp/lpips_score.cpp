@@ -153,32 +153,25 @@ cv::Mat load_image(const std::string& path) {
 
 std::string size_str(const cv::Mat& m) { return std::to_string(m.cols) + "x" + std::to_string(m.rows); }
 
-// BGR uint8 or uint16 HxWx3 -> float32 [1,3,H,W] RGB in [-1,1].
-cv::Mat to_blob(const cv::Mat& bgr) {
-    if (bgr.depth() == CV_16U) {  // full range [0, 65535] -> [-1, 1], in double then float as for 8 bits
-        const int h = bgr.rows, w = bgr.cols;
-        const int shape[] = {1, 3, h, w};
-        cv::Mat blob(4, shape, CV_32F);
-        float* r = blob.ptr<float>();
-        float* g = r + size_t(h) * w;
-        float* b = g + size_t(h) * w;
-        for (int y = 0; y < h; ++y) {
-            const unsigned short* px = bgr.ptr<unsigned short>(y);
-            for (int x = 0; x < w; ++x, px += 3) {
-                *b++ = float(px[0] / 32767.5 - 1.0);
-                *g++ = float(px[1] / 32767.5 - 1.0);
-                *r++ = float(px[2] / 32767.5 - 1.0);
-            }
-        }
-        return blob;
-    }
-    // The official im2tensor computes u8 / 127.5 - 1 in float64 and stores float32. Doing the maths in
-    // float would differ in the last bit for some values; a table built in double is exact and fast.
-    static const std::vector<float> lut = [] {
-        std::vector<float> t(256);
-        for (int i = 0; i < 256; ++i) t[i] = float(double(i) / 127.5 - 1.0);
+// The official im2tensor computes u / 127.5 - 1 in float64 and stores float32 (16-bit: u / 32767.5 - 1,
+// the full range). Doing the maths in float would differ in the last bit for some values; a table
+// built in double is exact and fast.
+template <class Sample>
+const std::vector<float>& unit_table() {
+    static const std::vector<float> table = [] {
+        const size_t n = size_t(1) << (8 * sizeof(Sample));
+        const double half = (double(n) - 1.0) / 2.0;
+        std::vector<float> t(n);
+        for (size_t i = 0; i < n; ++i) t[i] = float(double(i) / half - 1.0);
         return t;
     }();
+    return table;
+}
+
+// BGR HxWx3 of Sample (uint8 or uint16) -> float32 [1,3,H,W] RGB in [-1,1].
+template <class Sample>
+cv::Mat planes_from(const cv::Mat& bgr) {
+    const std::vector<float>& unit = unit_table<Sample>();
     const int h = bgr.rows, w = bgr.cols;
     const int shape[] = {1, 3, h, w};
     cv::Mat blob(4, shape, CV_32F);
@@ -186,14 +179,18 @@ cv::Mat to_blob(const cv::Mat& bgr) {
     float* g = r + size_t(h) * w;
     float* b = g + size_t(h) * w;
     for (int y = 0; y < h; ++y) {
-        const unsigned char* px = bgr.ptr<unsigned char>(y);
+        const Sample* px = bgr.ptr<Sample>(y);
         for (int x = 0; x < w; ++x, px += 3) {
-            *b++ = lut[px[0]];
-            *g++ = lut[px[1]];
-            *r++ = lut[px[2]];
+            *b++ = unit[px[0]];
+            *g++ = unit[px[1]];
+            *r++ = unit[px[2]];
         }
     }
     return blob;
+}
+
+cv::Mat to_blob(const cv::Mat& bgr) {
+    return bgr.depth() == CV_16U ? planes_from<unsigned short>(bgr) : planes_from<unsigned char>(bgr);
 }
 
 // cv::Exception::what() spans several lines ("OpenCV(4.6.0) file:line: error: (...) in function ...");
