@@ -244,15 +244,32 @@ class Scorer:
 
     def _iter_results(self, pairs, spatial: bool, batch_size: int | None = None,
                       workers: int | None = None) -> Iterator[PairResult]:
+        """Decode in a thread pool one chunk ahead; batch same-size pairs; keep up to the backend's
+        ``pipeline_depth`` batches in flight, across chunk boundaries too (a GPU backend uploads the
+        next batch while one computes); yield each chunk's results in input order once complete."""
         batch_size = batch_size or self.batch_size
         chunk = max(2 * batch_size, 8)
         items = iter(enumerate(pairs))
-        self._backend(spatial)  # a missing model or backend fails the whole run now, not pair by pair
+        backend = self._backend(spatial)  # a missing model or backend fails the whole run now, not pair by pair
+        chunks: deque = deque()  # (chunk, done) in input order, not yet yielded
+        in_flight: deque = deque()  # (done, part, pending)
         with ThreadPoolExecutor(max_workers=workers or self.workers, thread_name_prefix="lpips-decode") as pool:
             upcoming = self._submit_chunk(pool, items, chunk)
             while upcoming:
                 current, upcoming = upcoming, self._submit_chunk(pool, items, chunk)  # decode ahead
-                yield from self._finish_chunk(current, spatial, batch_size)
+                done, batches = self._batch_chunk(current, batch_size)
+                chunks.append((current, done))
+                for part in batches:
+                    try:
+                        in_flight.append((done, part, backend.submit([m[3] for m in part], [m[4] for m in part])))
+                    except Exception as exc:  # e.g. a backend failure: every pair of this batch records it
+                        self._record_failure(done, part, exc)
+                    if len(in_flight) >= backend.pipeline_depth:
+                        self._collect(*in_flight.popleft(), spatial)
+                    yield from self._completed(chunks)
+            while in_flight:
+                self._collect(*in_flight.popleft(), spatial)
+            yield from self._completed(chunks)
 
     def _submit_chunk(self, pool: ThreadPoolExecutor, items, size: int) -> list[tuple[int, str, str, Future]]:
         chunk = []
@@ -262,7 +279,8 @@ class Scorer:
                 break
         return chunk
 
-    def _finish_chunk(self, chunk, spatial: bool, batch_size: int) -> Iterator[PairResult]:
+    def _batch_chunk(self, chunk, batch_size: int) -> tuple[dict[int, PairResult], list[list]]:
+        """Wait for a chunk's decoding: (results of the pairs that failed, batches of same-size pairs)."""
         done: dict[int, PairResult] = {}
         groups: dict[tuple, list] = {}
         for index, name0, name1, future in chunk:
@@ -275,22 +293,17 @@ class Scorer:
                 done[index] = PairResult(index, name0, name1, error=f"{type(exc).__name__}: {exc}")
                 continue
             groups.setdefault((a.shape, a.dtype.str), []).append((index, name0, name1, a, b))
-        backend = self._backend(spatial)
         batches = [members[start:start + batch_size] for members in groups.values()
                    for start in range(0, len(members), batch_size)]
-        # Up to pipeline_depth batches in flight: a GPU backend uploads batch k+1 while k computes.
-        in_flight: deque = deque()
-        for part in batches:
-            try:
-                in_flight.append((part, backend.submit([m[3] for m in part], [m[4] for m in part])))
-            except Exception as exc:  # e.g. a backend failure: every pair of this batch records it
-                self._record_failure(done, part, exc)
-            if len(in_flight) >= backend.pipeline_depth:
-                self._collect(done, *in_flight.popleft(), spatial)
-        while in_flight:
-            self._collect(done, *in_flight.popleft(), spatial)
-        for index, *_ in chunk:
-            yield done[index]
+        return done, batches
+
+    @staticmethod
+    def _completed(chunks: deque) -> Iterator[PairResult]:
+        """Yield the leading chunks whose every pair has a result, in input order."""
+        while chunks and len(chunks[0][1]) == len(chunks[0][0]):
+            chunk, done = chunks.popleft()
+            for index, *_ in chunk:
+                yield done[index]
 
     @staticmethod
     def _record_failure(done: dict, part: list, exc: Exception) -> None:

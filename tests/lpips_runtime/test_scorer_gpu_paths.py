@@ -120,6 +120,18 @@ def test_batches_are_submitted_one_ahead_of_their_results():
     assert [r.distance for r in results] == [0, 0, 1, 1, 2]
 
 
+def test_the_pipeline_runs_on_across_chunks():
+    """Chunks of 8 pairs: the first batch of the second chunk is submitted before the last batch of
+    the first chunk is collected, so a GPU does not idle at chunk boundaries."""
+    scorer = Scorer("alex", batch_size=2, auto_export=False)
+    backend = scorer._backends[False] = RecordingBackend()
+    results = list(scorer.score_pairs(_pairs(9)))
+    assert backend.log == [("submit", 0), ("submit", 1), ("result", 0), ("submit", 2), ("result", 1),
+                           ("submit", 3), ("result", 2), ("submit", 4), ("result", 3), ("result", 4)]
+    assert [r.index for r in results] == list(range(9))
+    assert [r.distance for r in results] == [0, 0, 1, 1, 2, 2, 3, 3, 4]
+
+
 def test_a_failed_batch_is_recorded_and_the_run_goes_on():
     scorer = Scorer("alex", batch_size=2, auto_export=False)
     scorer._backends[False] = RecordingBackend(fail_batches={1})
