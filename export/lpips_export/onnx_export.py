@@ -88,6 +88,10 @@ def build_metadata(module: LPIPSModule, provenance: Provenance, opset: int) -> d
         "opset": str(opset),
     }
     meta.update(input_contract(module))
+    if module.trunk_dtype == torch.float16:
+        last = module.net.taps[-1]
+        meta["precision_detail"] = (f"float16: backbone features[{module.stem_layers}:{last}]; float32: input scaling, "
+                                    f"stem features[0:{module.stem_layers}], head, inputs and outputs")
     return meta
 
 

@@ -125,3 +125,4 @@ def test_spatial_fp16_export_checks_maps(exported_spec):
 
     info = read_model(exported_spec(ModelSpec("squeeze", spatial=True, precision="fp16")))
     assert (info.kind, info.precision, info.input_dtype) == ("spatial", "fp16", "float32")
+    assert info.metadata["precision_detail"].startswith("float16: backbone features[2:13]; float32: input scaling")
