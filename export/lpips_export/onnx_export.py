@@ -163,6 +163,19 @@ class CheckReport:
     def __float__(self) -> float:
         return self.worst
 
+    # Compare as the number it reports (export_model returned a bare float before).
+    def __lt__(self, other) -> bool:
+        return self.worst < float(other)
+
+    def __le__(self, other) -> bool:
+        return self.worst <= float(other)
+
+    def __gt__(self, other) -> bool:
+        return self.worst > float(other)
+
+    def __ge__(self, other) -> bool:
+        return self.worst >= float(other)
+
     def __format__(self, spec: str) -> str:
         return format(self.worst, spec)
 
