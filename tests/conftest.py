@@ -7,12 +7,79 @@ import os
 # Everything runs offline: never wait on torchvision's download site (set before any import uses it).
 os.environ.setdefault("LPIPS_RT_OFFLINE", "1")
 
+import importlib.util  # noqa: E402
+import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _map_source_tree() -> None:
+    """Make the packages importable from a plain checkout (the GPU machine runs the tests without
+    installing the project): export/ and runtime/ on sys.path, models/ as ``lpips_rt_models``."""
+    if importlib.util.find_spec("lpips_runtime") is None:
+        sys.path[:0] = [str(ROOT / "export"), str(ROOT / "runtime")]
+    if importlib.util.find_spec("lpips_rt_models") is None:
+        spec = importlib.util.spec_from_file_location("lpips_rt_models", ROOT / "models" / "__init__.py",
+                                                      submodule_search_locations=[str(ROOT / "models")])
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["lpips_rt_models"] = module
+        spec.loader.exec_module(module)
+
+
+_map_source_tree()
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
+
+
+# -- markers: gpu / trt / slow skip cleanly where their requirement is missing ---------------------
+
+
+def pytest_addoption(parser):
+    parser.addoption("--run-slow", action="store_true", default=False,
+                     help="also run tests marked slow (vgg at 1920x1080 on the CPU: minutes)")
+
+
+def _cuda_gpu_present() -> bool:
+    try:
+        from cuda.bindings import runtime as cudart
+    except ImportError:
+        return False
+    err, count = cudart.cudaGetDeviceCount()
+    return err == cudart.cudaError_t.cudaSuccess and count > 0
+
+
+def _ort_cuda_present() -> bool:
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return False
+    return "CUDAExecutionProvider" in ort.get_available_providers()
+
+
+def pytest_collection_modifyitems(config, items):
+    need = {item for item in items if {"gpu", "trt", "slow"} & {m.name for m in item.iter_markers()}}
+    if not need:
+        return
+    gpu = _cuda_gpu_present()
+    reasons = {
+        "gpu": None if gpu else "needs a CUDA GPU (none visible to cuda-python)",
+        "trt": None if gpu and importlib.util.find_spec("tensorrt") else "needs TensorRT and a CUDA GPU",
+        "slow": None if config.getoption("--run-slow") else "slow: run with --run-slow",
+    }
+    for item in need:
+        for name in ("gpu", "trt", "slow"):
+            if item.get_closest_marker(name) is not None and reasons[name]:
+                item.add_marker(pytest.mark.skip(reason=reasons[name]))
+                break
+
+
+def ort_cuda_available() -> bool:
+    """onnxruntime-gpu installed and its CUDA provider listed (tests marked gpu that need it check this)."""
+    return _ort_cuda_present()
 
 # Photographs bundled inside scikit-image (no download), RGB uint8.
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "immunohistochemistry", "hubble_deep_field")
@@ -49,6 +116,30 @@ def crop(img: np.ndarray, h: int, w: int) -> np.ndarray:
         return cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA)
     y, x = (img.shape[0] - h) // 2, (img.shape[1] - w) // 2
     return np.ascontiguousarray(img[y:y + h, x:x + w])
+
+
+def scene(h: int, w: int, index: int = 0) -> np.ndarray:
+    """A real photograph at exactly h x w (HxWx3 uint8 RGB): a centred crop of a bundled photo when it
+    fits, else a 2x2 mosaic of four photos resized to the quadrants (1920x1080 frames and the like)."""
+    names = PHOTOS[:4]
+    if h <= 400 and w <= 400:
+        return crop(photo(names[index % 4]), h, w)
+    tiles = [cv2.resize(photo(names[(index + i) % 4]), (w - w // 2 if i % 2 else w // 2,
+                                                       h - h // 2 if i >= 2 else h // 2),
+                        interpolation=cv2.INTER_CUBIC) for i in range(4)]
+    return np.ascontiguousarray(np.vstack([np.hstack(tiles[:2]), np.hstack(tiles[2:])]))
+
+
+def accuracy_pairs(h: int, w: int, extremes: bool = True) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """Labelled pairs of real images at h x w for precision checks: a photograph against blurred and
+    JPEG-compressed versions of itself, and (``extremes``) all-black and all-white images against it
+    and each other (zero feature vectors and the largest activations)."""
+    ref = scene(h, w)
+    pairs = [("blur", ref, distort(ref, "blur", 0.5, seed=1)), ("jpeg", ref, distort(ref, "jpeg", 0.6, seed=2))]
+    if extremes:
+        black, white = np.zeros_like(ref), np.full_like(ref, 255)
+        pairs += [("black", black, ref), ("white", white, ref), ("black-white", black, white)]
+    return pairs
 
 
 def to_unit_nchw(img: np.ndarray) -> np.ndarray:
@@ -92,6 +183,23 @@ def exported(build_module, tmp_path_factory):
             module, provenance = build_module(*key)
             cache[key] = export_onnx(module, provenance, out / model_filename(module))
         return cache[key]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def exported_spec(tmp_path_factory):
+    """Factory ModelSpec -> Path of an export written and self-checked by ``export_model`` (fp16 and
+    uint8-frame variants included), cached per session."""
+    from lpips_export.onnx_export import export_model
+
+    out = tmp_path_factory.mktemp("spec-models")
+    cache = {}
+
+    def get(spec) -> Path:
+        if spec not in cache:
+            cache[spec] = export_model(spec, out)[0]
+        return cache[spec]
 
     return get
 

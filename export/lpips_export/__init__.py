@@ -7,10 +7,11 @@ from __future__ import annotations
 
 from importlib import import_module
 
-__all__ = ["build_lpips", "LPIPSModule", "FrameFormat", "export_model", "export_onnx", "verify_export"]
+__all__ = ["build_lpips", "LPIPSModule", "FrameFormat", "export_model", "export_onnx", "verify_export", "build_engine"]
 
 _LAZY = {"build_lpips": "build", "LPIPSModule": "module", "FrameFormat": "module",
-         "export_model": "onnx_export", "export_onnx": "onnx_export", "verify_export": "onnx_export"}
+         "export_model": "onnx_export", "export_onnx": "onnx_export", "verify_export": "onnx_export",
+         "build_engine": "trt_build"}
 
 
 def __getattr__(name: str):

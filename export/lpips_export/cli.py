@@ -8,9 +8,9 @@ import sys
 import click
 
 from lpips_runtime.errors import LpipsError
-from lpips_runtime.modelfile import ModelSpec
-from lpips_runtime.optional import require
+from lpips_runtime.modelfile import FRAME_CHANNELS, FRAME_LAYOUTS, PRECISIONS, ModelSpec
 from lpips_runtime.nets import DEFAULT_VERSION, NET_NAMES, VERSIONS
+from lpips_runtime.optional import require
 
 
 def _setup_logging(quiet: bool) -> None:
@@ -28,34 +28,76 @@ def _setup_logging(quiet: bool) -> None:
               show_default=True, help="LPIPS version (0.0 skips the input scaling, as the original release).")
 @click.option("--baseline", is_flag=True, help="Uncalibrated baseline: plain channel sum, no linear layers.")
 @click.option("--spatial", is_flag=True, help="Output the per-pixel distance map [N,1,H,W].")
+@click.option("--precision", type=click.Choice(PRECISIONS),
+              help="fp16: float16 backbone, float32 head and I/O (for GPUs). [default: fp32; fp16 with --trt]")
+@click.option("--input", "input_type", type=click.Choice(["float32", "uint8"]), default="float32", show_default=True,
+              help="uint8: the graph takes 8-bit frames and scales them itself.")
+@click.option("--layout", type=click.Choice(FRAME_LAYOUTS), help="uint8 frame layout. [default: nhwc]")
+@click.option("--channels", type=click.Choice(FRAME_CHANNELS),
+              help="uint8 frame channel order (bgr: as OpenCV decodes). [default: bgr]")
+@click.option("--trt", is_flag=True, help="Also build a TensorRT engine (needs lpips-rt[trt] and a GPU).")
+@click.option("--min-shape", metavar="NxHxW", help="--trt profile minimum. [default: 1 x min side^2]")
+@click.option("--opt-shape", metavar="NxHxW", help="--trt profile optimum. [default: 8x256x256]")
+@click.option("--max-shape", metavar="NxHxW", help="--trt profile maximum. [default: 16x1080x1920]")
+@click.option("--timing-cache", type=click.Path(dir_okay=False),
+              help="--trt timing cache, reused across builds. [default: <out>/lpips-rt.timing-cache]")
+@click.option("--workspace", type=click.FloatRange(min=0.25), default=4.0, show_default=True,
+              help="--trt builder workspace limit in GiB.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="models", show_default=True,
-              help="Folder the .onnx is written to.")
+              help="Folder the .onnx (and .engine) is written to.")
 @click.option("--opset", type=click.IntRange(13, 21), default=17, show_default=True, help="ONNX opset.")
 @click.option("--backbone-weights", type=click.Path(dir_okay=False),
               help="A torchvision state dict (.pth) or .npz to use instead of the usual sources.")
 @click.option("--offline", is_flag=True, help="Never try torchvision's download (same as LPIPS_RT_OFFLINE=1).")
 @click.option("--no-check", is_flag=True, help="Skip the ONNX checker and ORT-vs-torch check (not advised).")
 @click.option("-q", "--quiet", is_flag=True, help="Print only the written path.")
-def main(net, lpips_version, baseline, spatial, out_dir, opset, backbone_weights, offline, no_check, quiet):
+def main(net, lpips_version, baseline, spatial, precision, input_type, layout, channels, trt, min_shape, opt_shape,
+         max_shape, timing_cache, workspace, out_dir, opset, backbone_weights, offline, no_check, quiet):
     """Export LPIPS (alex, vgg or squeeze) to one self-contained ONNX file with dynamic N, H, W.
 
-    Inputs img0, img1: float32 [N,3,H,W] RGB in [-1,1]; output distance: float32 [N]
-    (distance_map [N,1,H,W] with --spatial). Metadata in the file records net, version,
-    weight digests and the input contract.
+    Inputs img0, img1: float32 [N,3,H,W] RGB in [-1,1] (--input uint8: uint8 frames, [N,H,W,3]
+    BGR by default); output distance: float32 [N] (distance_map [N,1,H,W] with --spatial).
+    Metadata in the file records net, version, precision, weight digests and the input contract.
+    With --trt, an FP16 TensorRT engine (strongly typed, one profile) and its .engine.json sidecar
+    are built next to the .onnx.
     """
     _setup_logging(quiet)
+    if input_type == "float32" and (layout or channels):
+        raise click.UsageError("--layout/--channels describe uint8 frames: add --input uint8")
+    if not trt and any(v is not None for v in (min_shape, opt_shape, max_shape, timing_cache)):
+        raise click.UsageError("--min-shape/--opt-shape/--max-shape/--timing-cache go with --trt")
     if offline:
         os.environ["LPIPS_RT_OFFLINE"] = "1"
     try:
+        if trt:  # fail before the (slow) export, in one line naming the extra
+            from .trt_build import require_tensorrt
+
+            require_tensorrt()
         require("torch", "export", "lpips-export")
         require("onnx", "export", "lpips-export")
         from .onnx_export import export_model
 
-        spec = ModelSpec(net, lpips_version, calibrated=not baseline, spatial=spatial)
-        path, worst = export_model(spec, out_dir, opset=opset, backbone_weights=backbone_weights,
-                                   check=not no_check)
-        if worst is not None and not quiet:
-            click.echo(f"checked: onnx.checker ok; ORT vs torch max abs diff {worst:.2e} (limit 1e-05)")
+        frames = f"{layout or 'nhwc'}-{channels or 'bgr'}" if input_type == "uint8" else None
+        spec = ModelSpec(net, lpips_version, calibrated=not baseline, spatial=spatial,
+                         precision=precision or ("fp16" if trt else "fp32"), frames=frames)
+        profile = None
+        if trt:
+            from lpips_runtime.engine_meta import Profile
+            from lpips_runtime.nets import get_net
+
+            profile = Profile.parse(get_net(net), min_shape, opt_shape, max_shape)  # bad shapes: error now
+        path, report = export_model(spec, out_dir, opset=opset, backbone_weights=backbone_weights,
+                                    check=not no_check)
+        if report is not None and not quiet:
+            click.echo(f"checked: onnx.checker ok; {report.summary()}")
+        if trt:
+            from .trt_build import build_engine
+
+            engine, sidecar = build_engine(path, profile, timing_cache, workspace)
+            if not quiet:
+                click.echo(f"engine: TensorRT {sidecar.tensorrt_version} for {sidecar.gpu_name} "
+                           f"(sm {sidecar.compute_capability}), profile {sidecar.profile.describe()}")
+            click.echo(str(engine))
     except LpipsError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(str(path))

@@ -65,13 +65,25 @@ def _cast(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 
 
 def frames_to_unit_range(frames: torch.Tensor, fmt: FrameFormat) -> torch.Tensor:
-    """uint8 frames laid out as ``fmt`` -> float32 [N,3,H,W] RGB in [-1,1] (the official im2tensor scaling)."""
+    """uint8 frames laid out as ``fmt`` -> float32 [N,3,H,W] RGB in [-1,1] (the official im2tensor scaling).
+
+    Bit-identical to the runtime's CPU preprocessing (``images.rgb_to_unit_nchw``), so a frame graph
+    and a float graph fed by the runtime give the same distances.
+    """
+    # Cast first: TensorRT takes uint8 only as a network input that is cast to float straight away.
     x = frames.to(torch.float32)
     if fmt.layout == "nhwc":
         x = x.permute(0, 3, 1, 2)
     if fmt.channels == "bgr":
         x = x[:, [2, 1, 0]]
-    return x / 127.5 - 1.0
+    # (x - 127.5) / 127.5 in float32 equals float32(x / 127.5 - 1) computed in float64 (the official
+    # im2tensor and the runtime's lookup table) for all 256 values; x / 127.5 - 1 in float32 differs
+    # by one ulp for 128 of them.
+    return (x - 127.5) / 127.5
+
+
+# The stem every torchvision backbone here starts with: Conv2d(3, 64, ...) and its ReLU.
+FP32_STEM_LAYERS = 2
 
 
 class LPIPSModule(nn.Module):
@@ -81,7 +93,28 @@ class LPIPSModule(nn.Module):
     ``frame_format``), H and W at least ``net.min_side``. Output: float32 distances [N], or with
     ``spatial=True`` the per-pixel map [N,1,H,W] whose spatial mean approximates the distance
     (the per-layer maps are bilinearly upsampled to HxW and summed, as in the official package).
+
+    ``trunk_dtype=torch.float16`` gives the mixed-precision graph: the input scaling and the stem
+    (the first convolution and its ReLU, ``FP32_STEM_LAYERS``) run in float32, the rest of the
+    backbone in float16, and every tapped feature map is cast back to float32 before the head
+    (normalisation, squared difference, linear layers, spatial mean, layer sum), whose
+    ``x / (sqrt(sum_c x^2) + 1e-10)`` would otherwise divide 0 by 0 (the eps is 0 in float16) or
+    zero features whose ``sum_c x^2`` passes 65504.
+
+    Why the stem stays float32: its filters have only 3 input channels (27 weights for 3x3), so
+    float16 rounding of those weights and of the input does not average out, and it is the largest
+    single error source: with float16 activations (emulated) on uniform images it accounts for
+    nine tenths of vgg's error (2.5e-3 -> 2.5e-4 relative when kept in float32). It is a small share
+    of the backbone's work (3 input channels).
     """
+
+    # The dtype features are cast to at each tap, i.e. the head's dtype. Always float32 in exports:
+    # float16 here (with the module converted by ``precision.wholesale_fp16``) only reproduces a
+    # wholesale half conversion for comparisons (eps underflows to 0, sum_c x^2 overflows).
+    head_dtype: torch.dtype = torch.float32
+    # Leading ``features`` layers kept in float32 when the trunk is float16 (see the class docstring);
+    # 0 for a float32 trunk and for a wholesale conversion.
+    stem_layers: int = 0
 
     def __init__(
         self,
@@ -106,6 +139,9 @@ class LPIPSModule(nn.Module):
         # Only the layers up to the last tap: trailing pools would be dead weight in the graph.
         self.features = builder(weights=None).features[: net.taps[-1]]
         self.features.to(trunk_dtype)
+        if trunk_dtype != torch.float32:
+            self.stem_layers = FP32_STEM_LAYERS
+            self.features[:FP32_STEM_LAYERS].to(torch.float32)
         self._tap_after = {end - 1 for end in net.taps}
         # Unit weights that turn a channel sum into a 1x1 convolution (see the module docstring).
         for i, c in enumerate(net.channels):
@@ -119,7 +155,8 @@ class LPIPSModule(nn.Module):
         """Load torchvision ``features.*`` tensors strictly (keys beyond the last tap are ignored)."""
         kept = {k[len("features."):]: v for k, v in features_state.items()
                 if int(k.split(".")[1]) < self.net.taps[-1]}
-        self.features.load_state_dict({k: v.to(self.trunk_dtype) for k, v in kept.items()}, strict=True)
+        # load_state_dict copies into each parameter in its own dtype (float32 stem, float16 rest).
+        self.features.load_state_dict(kept, strict=True)
 
     def load_linear(self, official_state: dict[str, torch.Tensor]) -> None:
         """Load the official linear layers (keys ``lin{i}.model.1.weight``) strictly."""
@@ -145,6 +182,7 @@ class LPIPSModule(nn.Module):
         """Graph input -> float32 [N,3,H,W] in the backbone's input space (v0.1 scaling applied)."""
         if self.frame_format is not None:
             img = frames_to_unit_range(img, self.frame_format)
+        img = _cast(img, self.head_dtype)
         if self.version == "0.1":
             # (img - shift) / scale, as the official ScalingLayer. The subtraction is a depthwise 1x1
             # convolution with unit weights and bias -shift (bit-identical to x - shift) because
@@ -154,12 +192,14 @@ class LPIPSModule(nn.Module):
 
     def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Prepared images [B,3,H,W] -> unit-normalised float32 features of every tap, [B,C_l,h_l,w_l]."""
-        h = _cast(x, self.trunk_dtype)
+        h = x
         feats = []
         for i, layer in enumerate(self.features):
+            if i == self.stem_layers:
+                h = _cast(h, self.trunk_dtype)
             h = layer(h)
             if i in self._tap_after:
-                feats.append(self._normalise(_cast(h, torch.float32), len(feats)))
+                feats.append(self._normalise(_cast(h, self.head_dtype), len(feats)))
         return feats
 
     def _channel_sum(self, x: torch.Tensor, layer: int) -> torch.Tensor:

@@ -22,6 +22,18 @@ log = logging.getLogger("lpips_export")
 
 DEFAULT_OPSET = 17
 PARITY_TOLERANCE = 1e-5  # max abs difference allowed between ORT and the torch module (fp32)
+# fp16 (mixed) graphs: max relative error against the float32 torch module. float16 keeps 11
+# significant bits (unit roundoff 4.9e-4); the head is float32 and the spatial mean averages the
+# trunk's rounding errors, so 1e-3 leaves a distance good to three significant digits (what LPIPS
+# results are reported with) while catching any float16 head (errors of 1e-1 and NaN).
+FP16_TOLERANCE = 1e-3
+# fp16 spatial maps: each pixel's error relative to its map's largest value. A pixel has no spatial
+# mean to average the backbone's rounding (measured up to 1.7e-3); 4e-3 is one of the 256 colour
+# levels a heat map is rendered with (lpips-score --heatmap), so the picture cannot change by more.
+FP16_MAP_TOLERANCE = 4e-3
+# uint8-frame graphs (fp32) vs the float32 graph fed by the runtime's preprocessing: the in-graph
+# preprocessing is bit-identical to the runtime's, so anything above float32 noise is a bug.
+FRAMES_TOLERANCE = 1e-6
 
 
 class ExportCheckError(LpipsError):
@@ -76,6 +88,10 @@ def build_metadata(module: LPIPSModule, provenance: Provenance, opset: int) -> d
         "opset": str(opset),
     }
     meta.update(input_contract(module))
+    if module.trunk_dtype == torch.float16:
+        last = module.net.taps[-1]
+        meta["precision_detail"] = (f"float16: backbone features[{module.stem_layers}:{last}]; float32: input scaling, "
+                                    f"stem features[0:{module.stem_layers}], head, inputs and outputs")
     return meta
 
 
@@ -136,20 +152,101 @@ def check_shapes(module: LPIPSModule) -> list[tuple[int, int, int]]:
     return [(1, m, m), (1, 67, 67), (2, 64, 100), (3, 45, 131)]
 
 
-def verify_export(path: str | Path, module: LPIPSModule,
-                  tolerance: float = PARITY_TOLERANCE) -> float:
-    """Full ONNX check, then ORT (CPU) vs ``module`` on ``check_shapes``; returns the max abs difference.
+@dataclass(frozen=True)
+class CheckReport:
+    """What an export's self-check measured (``float(report)`` is the primary measure)."""
 
-    Raises ``ExportCheckError`` if the checker fails or the difference exceeds ``tolerance``.
+    measure: str  # what ``worst`` is, e.g. "max |ORT - torch|"
+    worst: float
+    limit: float
+    frames_vs_float: float | None = None  # fp32 frame graphs: max |uint8 graph - float32 graph|
+    fp16_storage: float | None = None  # fp16 graphs: the same measure with float16 activations, emulated
+
+    def __float__(self) -> float:
+        return self.worst
+
+    # Compare as the number it reports (export_model returned a bare float before).
+    def __lt__(self, other) -> bool:
+        return self.worst < float(other)
+
+    def __le__(self, other) -> bool:
+        return self.worst <= float(other)
+
+    def __gt__(self, other) -> bool:
+        return self.worst > float(other)
+
+    def __ge__(self, other) -> bool:
+        return self.worst >= float(other)
+
+    def __format__(self, spec: str) -> str:
+        return format(self.worst, spec)
+
+    def summary(self) -> str:
+        text = f"{self.measure} {self.worst:.2e} (limit {self.limit:.0e})"
+        if self.fp16_storage is not None:
+            text += f"; with float16 activations (emulated, as on a GPU) {self.fp16_storage:.2e}"
+        if self.frames_vs_float is not None:
+            text += (f"; uint8 graph vs float32 graph on the runtime's preprocessing: max abs diff "
+                     f"{self.frames_vs_float:.2e} (limit {FRAMES_TOLERANCE:.0e})")
+        return text
+
+
+def verify_export(path: str | Path, module: LPIPSModule, tolerance: float | None = None,
+                  reference: LPIPSModule | None = None) -> CheckReport:
+    """Full ONNX check, then ORT (CPU) against torch on ``check_shapes``.
+
+    * float32 graphs: max abs difference to ``module`` on random inputs <= ``PARITY_TOLERANCE``;
+    * float16 (mixed) graphs: the graph's types must be the mixed ones (float16 backbone, float32
+      head and I/O: see ``precision.mixed_precision_problems``), and the max relative error against
+      ``reference`` (the float32, float-input module) on photo-like pairs, an all-black vs all-white
+      pair included, <= ``FP16_TOLERANCE`` (maps: ``FP16_MAP_TOLERANCE`` of each map's largest value)
+      for the file on ORT's CPU provider (which computes float16
+      nodes in float32: weight rounding only). The same measure with float16 activations emulated
+      (``precision.emulate_fp16_storage``: closer to what a GPU computes) is reported, not enforced:
+      it predicts the GPU but is not a property of the file;
+    * float32 uint8-frame graphs, in addition: the same frames through this graph and through the
+      float32 graph of ``reference`` fed by the runtime's own preprocessing agree to
+      ``FRAMES_TOLERANCE`` (both on ORT, so the comparison isolates the in-graph preprocessing).
+
+    Raises ``ExportCheckError`` on any failure.
     """
     import onnx
     import onnxruntime as ort
+
+    from .precision import mixed_precision_problems
 
     try:
         onnx.checker.check_model(str(path), full_check=True)
     except Exception as exc:
         raise ExportCheckError(f"onnx.checker rejected {path}: {str(exc).splitlines()[0]}") from exc
+    fp16 = module.trunk_dtype == torch.float16
+    if (fp16 or module.frame_format is not None) and reference is None:
+        raise ValueError("fp16 and uint8-frame exports are checked against a float32 float-input reference module")
+    if fp16:
+        problems = mixed_precision_problems(onnx.load(str(path)))
+        if problems:
+            more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+            raise ExportCheckError(f"{path} is not the mixed-precision graph: {problems[0]}{more}")
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    if fp16:
+        limit = tolerance if tolerance is not None else FP16_MAP_TOLERANCE if module.spatial else FP16_TOLERANCE
+        worst, emulated = _fp16_error(session, module, reference)
+        report = CheckReport("max relative error vs the float32 torch module", worst, limit, fp16_storage=emulated)
+    else:
+        limit = PARITY_TOLERANCE if tolerance is None else tolerance
+        report = CheckReport("max |ORT - torch|", _parity_error(path, session, module), limit)
+    if not report.worst <= report.limit:  # also catches NaN
+        raise ExportCheckError(f"{path}: {report.measure} is {report.worst:.2e} (> {report.limit:.0e})")
+    if module.frame_format is not None and not fp16:
+        frames = _frames_vs_float_error(session, module, reference)
+        report = CheckReport(report.measure, report.worst, report.limit, frames)
+        if not frames <= FRAMES_TOLERANCE:
+            raise ExportCheckError(f"{path}: the uint8 graph differs from the float32 graph on the runtime's "
+                                   f"preprocessing by {frames:.2e} (> {FRAMES_TOLERANCE:.0e})")
+    return report
+
+
+def _parity_error(path, session, module: LPIPSModule) -> float:
     worst = 0.0
     for n, h, w in check_shapes(module):
         a, b = _example_inputs(module, n, h, w, seed=n * 1000 + h)
@@ -160,18 +257,68 @@ def verify_export(path: str | Path, module: LPIPSModule,
             raise ExportCheckError(f"{path}: output shape {got.shape} != torch {expected.shape} at {n}x{h}x{w}")
         diff = float(np.max(np.abs(got - expected)))
         log.info("  check N=%d %dx%d: max |ort - torch| = %.2e", n, h, w, diff)
-        worst = max(worst, diff)
-    if not worst <= tolerance:
-        raise ExportCheckError(f"{path}: ORT differs from torch by {worst:.2e} (> {tolerance:.0e})")
+        worst = max(worst, diff) if np.isfinite(diff) else float("inf")
+    return worst
+
+
+def _graph_inputs(module: LPIPSModule, images: list[np.ndarray]) -> np.ndarray:
+    """uint8 RGB images -> what ``module``'s graph takes (frames, or the runtime's float32 [-1,1] NCHW)."""
+    from .check_images import frame_batch, unit_batch
+
+    fmt = module.frame_format
+    return unit_batch(images) if fmt is None else frame_batch(images, fmt.layout, fmt.channels)
+
+
+def _fp16_error(session, module: LPIPSModule, reference: LPIPSModule) -> tuple[float, float]:
+    """(max relative error of the ORT session, of the emulated float16 storage) vs ``reference``."""
+    from .check_images import check_pairs, unit_batch
+    from .precision import emulate_fp16_storage, relative_error
+
+    emulated = emulate_fp16_storage(reference, module.stem_layers)
+    worst = worst_emulated = 0.0
+    for n, h, w in check_shapes(module):
+        first, second = check_pairs(n, h, w, seed=n * 1000 + h)
+        a, b = torch.from_numpy(unit_batch(first)), torch.from_numpy(unit_batch(second))
+        with torch.no_grad():
+            expected, approx = reference(a, b).numpy(), emulated(a, b).numpy()
+        got = session.run(None, {"img0": _graph_inputs(module, first), "img1": _graph_inputs(module, second)})[0]
+        rel, rel_emulated = relative_error(got, expected), relative_error(approx, expected)
+        log.info("  check N=%d %dx%d: max relative error vs fp32 torch = %.2e (float16 activations, emulated: "
+                 "%.2e)", n, h, w, rel, rel_emulated)
+        worst, worst_emulated = max(worst, rel), max(worst_emulated, rel_emulated)
+    return worst, worst_emulated
+
+
+def _frames_vs_float_error(session, module: LPIPSModule, reference: LPIPSModule) -> float:
+    import tempfile
+
+    import onnxruntime as ort
+
+    from .check_images import check_pairs, unit_batch
+
+    net = reference.net
+    provenance = Provenance("export check", net.backbone_digest, net.linear_sha256.get(reference.version, ""))
+    worst = 0.0
+    with tempfile.TemporaryDirectory(prefix="lpips-check-") as tmp:
+        twin_path = export_onnx(reference, provenance, Path(tmp) / "float-twin.onnx")
+        twin = ort.InferenceSession(str(twin_path), providers=["CPUExecutionProvider"])
+        for n, h, w in check_shapes(module):
+            first, second = check_pairs(n, h, w, seed=n * 1000 + w)
+            got = session.run(None, {"img0": _graph_inputs(module, first), "img1": _graph_inputs(module, second)})[0]
+            expected = twin.run(None, {"img0": unit_batch(first), "img1": unit_batch(second)})[0]
+            diff = float(np.max(np.abs(got - expected)))
+            log.info("  check N=%d %dx%d: max |uint8 graph - float32 graph| = %.2e", n, h, w, diff)
+            worst = max(worst, diff) if np.isfinite(diff) else float("inf")
     return worst
 
 
 def export_model(spec: ModelSpec, out_dir: str | Path = "models", opset: int = DEFAULT_OPSET,
-                 backbone_weights: str | Path | None = None, check: bool = True) -> tuple[Path, float | None]:
+                 backbone_weights: str | Path | None = None, check: bool = True) -> tuple[Path, CheckReport | None]:
     """Build ``spec`` from verified weights, write ``out_dir/<spec.filename()>``, and check it.
 
-    Returns (path, max abs ORT-vs-torch difference or None when unchecked). A file that fails its
-    check is deleted, so no unverified export is left where the runtime would pick it up.
+    Returns (path, the check's report, or None when unchecked; ``float(report)`` is its primary
+    measure). A file that fails its check is deleted, so no unverified export is left where the
+    runtime would pick it up.
     """
     from .build import build_lpips
     from .module import FrameFormat
@@ -183,8 +330,12 @@ def export_model(spec: ModelSpec, out_dir: str | Path = "models", opset: int = D
     path = export_onnx(module, provenance, Path(out_dir) / spec.filename(), opset=opset)
     if not check:
         return path, None
+    reference = None
+    if frames is not None or trunk != torch.float32:
+        reference, _ = build_lpips(spec.net, spec.version, spec.calibrated, spec.spatial,
+                                   backbone_weights=backbone_weights)
     try:
-        return path, verify_export(path, module)
+        return path, verify_export(path, module, reference=reference)
     except ExportCheckError:
         path.unlink(missing_ok=True)
         raise

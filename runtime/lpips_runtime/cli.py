@@ -14,6 +14,7 @@ import click
 
 from .backends import BACKENDS
 from .errors import LpipsError
+from .modelfile import PRECISIONS
 from .nets import DEFAULT_VERSION, NET_NAMES, VERSIONS
 
 EXIT_PAIRS_FAILED = 3
@@ -85,6 +86,8 @@ def _listing(names: list[str]) -> str:
               help="Where exports are looked up (default: $LPIPS_RT_MODELS or ./models).")
 @click.option("--backend", type=click.Choice(BACKENDS), default="ort", show_default=True)
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:<index>.")
+@click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True,
+              help="fp16: the mixed-precision export (float16 backbone, float32 head), for GPUs.")
 @click.option("--threads", type=click.IntRange(min=1), help="CPU threads (default: physical cores).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
 @click.option("--workers", type=click.IntRange(min=1), help="Decoding threads (default: up to 4).")
@@ -93,7 +96,7 @@ def _listing(names: list[str]) -> str:
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar, no summary.")
 def main(images, dir0, dir1, all_pairs, consecutive, pairs_csv, out, resume, overwrite, as_json, heatmap,
          heatmap_alpha, heatmap_max, colormap, net, lpips_version, baseline, model, models_dir, backend, device,
-         threads, batch_size, workers, resize, quiet):
+         precision, threads, batch_size, workers, resize, quiet):
     """LPIPS distance of two images (A B), or of many pairs (--dir0/--dir1, --all-pairs, --pairs).
 
     \b
@@ -113,7 +116,7 @@ def main(images, dir0, dir1, all_pairs, consecutive, pairs_csv, out, resume, ove
         from .scorer import Scorer
 
         scorer = Scorer(model or net, version=lpips_version, baseline=baseline, backend=backend, device=device,
-                        threads=threads, batch_size=batch_size, workers=workers, resize=resize,
+                        precision=precision, threads=threads, batch_size=batch_size, workers=workers, resize=resize,
                         models_dir=models_dir)
         with scorer:
             if mode == "pair":

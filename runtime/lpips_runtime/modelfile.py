@@ -11,10 +11,13 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import ModelFileError
+from .errors import LpipsError, ModelFileError
 from .nets import NetSpec, check_version, get_net
 
 FORMAT = "lpips-rt/1"  # metadata "format" of every file this project exports
+PRECISIONS = ("fp32", "fp16")
+FRAME_LAYOUTS = ("nhwc", "nchw")
+FRAME_CHANNELS = ("bgr", "rgb")
 _GRAPH_FIELD = 7
 _METADATA_FIELD = 14
 
@@ -87,6 +90,13 @@ class ModelSpec:
     def __post_init__(self):
         get_net(self.net)
         check_version(self.version)
+        if self.precision not in PRECISIONS:
+            raise LpipsError(f"unknown precision '{self.precision}': choose one of {', '.join(PRECISIONS)}")
+        if self.frames is not None:
+            layout, _, channels = self.frames.partition("-")
+            if layout not in FRAME_LAYOUTS or channels not in FRAME_CHANNELS:
+                raise LpipsError(f"frames '{self.frames}': use <layout>-<channels> with layout "
+                                 f"{'/'.join(FRAME_LAYOUTS)} and channels {'/'.join(FRAME_CHANNELS)}")
 
     def filename(self) -> str:
         """``lpips-<net>-v<version>[-baseline][-spatial][-fp16][-u8<layout><channels>].onnx``."""

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .backends import Backend, backend_class, open_backend
+from .backends import Backend, backend_class, is_cuda, open_backend
 from .errors import InputError, LpipsError
 from .images import ImageSource, ResizePolicy, check_unit_batch, describe, load_rgb, rgb_to_unit_nchw
 from .locate import default_models_dir, locate_model
@@ -41,6 +42,9 @@ def _is_float_batch(x) -> bool:
     return isinstance(x, np.ndarray) and x.dtype.kind == "f"
 
 
+FRAMES_FOR_CUDA = "nhwc-bgr"  # the frame layout preferred on a GPU: what cv2.imread gives, batched
+
+
 class Scorer:
     """LPIPS distances through an exported graph.
 
@@ -48,6 +52,22 @@ class Scorer:
     written on demand when the export extra is installed) or the path of an lpips-rt ``.onnx`` export.
     Images are paths, encoded bytes, HxWx3 uint8/uint16 RGB arrays, or float NCHW batches in [-1,1].
     Thread-safe: one Scorer may serve many threads.
+
+    ``precision`` ("fp32" or "fp16", with a net name): which export to use; fp16 is the mixed graph
+    (float16 backbone, float32 head), meant for GPUs.
+
+    Frame graphs (uint8 inputs; scaling, layout and channel order inside the graph) are used:
+
+    * always when ``model`` is the path of a frame export;
+    * with a net name, ``frames="auto"`` (default) and a CUDA device: when the
+      ``-u8nhwcbgr`` export of the same net/version/precision already exists in ``models_dir``
+      (it is never exported on demand: run ``lpips-export ... --input uint8``); otherwise the float graph;
+    * with a net name and ``frames="<layout>-<channels>"`` (e.g. "nhwc-bgr"): that frame export,
+      located or exported on demand like any other; ``frames=None``: never.
+
+    With a frame graph, decoded 8-bit images go to the backend as uint8 frames with no float
+    conversion on the CPU (4x fewer bytes to the GPU); 16-bit images and float batches are refused
+    (use a float graph for those).
     """
 
     def __init__(
@@ -58,6 +78,8 @@ class Scorer:
         baseline: bool = False,
         backend: str = "ort",
         device: str = "cpu",
+        precision: str = "fp32",
+        frames: str | None = "auto",
         threads: int | None = None,
         batch_size: int = 16,
         workers: int | None = None,
@@ -72,11 +94,12 @@ class Scorer:
         self.workers = workers or _default_workers()
         self.resize = resize if isinstance(resize, ResizePolicy) else ResizePolicy.parse(resize)
         self.auto_export = auto_export
-        backend_cls = backend_class(backend)  # unknown name: error now, not at first use
+        backend_cls = backend_class(backend, device)  # unknown name: error now, not at first use
         self._models: dict[bool, ModelInfo] = {}
         if str(model) in NET_NAMES:
-            self.spec = ModelSpec(str(model), version, not baseline)
             self.models_dir = Path(models_dir) if models_dir is not None else default_models_dir()
+            self.spec = ModelSpec(str(model), version, not baseline, False, precision,
+                                  self._choose_frames(str(model), version, not baseline, precision, frames, device))
         else:
             info = read_model(model)
             self._models[info.spec.spatial] = info
@@ -89,6 +112,18 @@ class Scorer:
         self._lock = threading.Lock()
 
     # -- set-up ----------------------------------------------------------------------------
+
+    def _choose_frames(self, net: str, version: str, calibrated: bool, precision: str, frames: str | None,
+                       device: str) -> str | None:
+        """The frame layout for a net-name model (see the class docstring for the rule)."""
+        if frames is None:
+            return None
+        if frames != "auto":
+            return frames  # validated by ModelSpec
+        if not is_cuda(device):
+            return None
+        preferred = ModelSpec(net, version, calibrated, False, precision, FRAMES_FOR_CUDA)
+        return FRAMES_FOR_CUDA if (self.models_dir / preferred.filename()).is_file() else None
 
     @property
     def net(self) -> NetSpec:
@@ -210,15 +245,32 @@ class Scorer:
 
     def _iter_results(self, pairs, spatial: bool, batch_size: int | None = None,
                       workers: int | None = None) -> Iterator[PairResult]:
+        """Decode in a thread pool one chunk ahead; batch same-size pairs; keep up to the backend's
+        ``pipeline_depth`` batches in flight, across chunk boundaries too (a GPU backend uploads the
+        next batch while one computes); yield each chunk's results in input order once complete."""
         batch_size = batch_size or self.batch_size
         chunk = max(2 * batch_size, 8)
         items = iter(enumerate(pairs))
-        self._backend(spatial)  # a missing model or backend fails the whole run now, not pair by pair
+        backend = self._backend(spatial)  # a missing model or backend fails the whole run now, not pair by pair
+        chunks: deque = deque()  # (chunk, done) in input order, not yet yielded
+        in_flight: deque = deque()  # (done, part, pending)
         with ThreadPoolExecutor(max_workers=workers or self.workers, thread_name_prefix="lpips-decode") as pool:
             upcoming = self._submit_chunk(pool, items, chunk)
             while upcoming:
                 current, upcoming = upcoming, self._submit_chunk(pool, items, chunk)  # decode ahead
-                yield from self._finish_chunk(current, spatial, batch_size)
+                done, batches = self._batch_chunk(current, batch_size)
+                chunks.append((current, done))
+                for part in batches:
+                    try:
+                        in_flight.append((done, part, backend.submit([m[3] for m in part], [m[4] for m in part])))
+                    except Exception as exc:  # e.g. a backend failure: every pair of this batch records it
+                        self._record_failure(done, part, exc)
+                    if len(in_flight) >= backend.pipeline_depth:
+                        self._collect(*in_flight.popleft(), spatial)
+                    yield from self._completed(chunks)
+            while in_flight:
+                self._collect(*in_flight.popleft(), spatial)
+            yield from self._completed(chunks)
 
     def _submit_chunk(self, pool: ThreadPoolExecutor, items, size: int) -> list[tuple[int, str, str, Future]]:
         chunk = []
@@ -228,7 +280,8 @@ class Scorer:
                 break
         return chunk
 
-    def _finish_chunk(self, chunk, spatial: bool, batch_size: int) -> Iterator[PairResult]:
+    def _batch_chunk(self, chunk, batch_size: int) -> tuple[dict[int, PairResult], list[list]]:
+        """Wait for a chunk's decoding: (results of the pairs that failed, batches of same-size pairs)."""
         done: dict[int, PairResult] = {}
         groups: dict[tuple, list] = {}
         for index, name0, name1, future in chunk:
@@ -241,18 +294,29 @@ class Scorer:
                 done[index] = PairResult(index, name0, name1, error=f"{type(exc).__name__}: {exc}")
                 continue
             groups.setdefault((a.shape, a.dtype.str), []).append((index, name0, name1, a, b))
-        for members in groups.values():
-            for start in range(0, len(members), batch_size):
-                part = members[start:start + batch_size]
-                try:
-                    out = self._backend(spatial).run(np.concatenate([m[3] for m in part]),
-                                                      np.concatenate([m[4] for m in part]))
-                except Exception as exc:  # e.g. a backend failure: every pair of this batch records it
-                    message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-                    for index, name0, name1, _, _ in part:
-                        done[index] = PairResult(index, name0, name1, error=message)
-                    continue
-                for (index, name0, name1, _, _), value in zip(part, out):
-                    done[index] = PairResult(index, name0, name1, distance=value[0] if spatial else float(value))
-        for index, *_ in chunk:
-            yield done[index]
+        batches = [members[start:start + batch_size] for members in groups.values()
+                   for start in range(0, len(members), batch_size)]
+        return done, batches
+
+    @staticmethod
+    def _completed(chunks: deque) -> Iterator[PairResult]:
+        """Yield the leading chunks whose every pair has a result, in input order."""
+        while chunks and len(chunks[0][1]) == len(chunks[0][0]):
+            chunk, done = chunks.popleft()
+            for index, *_ in chunk:
+                yield done[index]
+
+    @staticmethod
+    def _record_failure(done: dict, part: list, exc: Exception) -> None:
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        for index, name0, name1, _, _ in part:
+            done[index] = PairResult(index, name0, name1, error=message)
+
+    def _collect(self, done: dict, part: list, pending, spatial: bool) -> None:
+        try:
+            out = pending.result()
+        except Exception as exc:
+            self._record_failure(done, part, exc)
+            return
+        for (index, name0, name1, _, _), value in zip(part, out):
+            done[index] = PairResult(index, name0, name1, distance=value[0] if spatial else float(value))

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from pathlib import Path
 from typing import ClassVar
 
@@ -21,6 +22,9 @@ class Backend(ABC):
 
     name: ClassVar[str]
     needs_file: ClassVar[bool] = True  # False: builds the graph from the spec alone (torch)
+    # Batches a caller may keep in flight (submitted, result not yet taken): 1 for the synchronous
+    # CPU backends, 2 for the GPU ones (one batch staged and uploaded while the other computes).
+    pipeline_depth: ClassVar[int] = 1
 
     def __init__(self, spec: ModelSpec, path: Path | None, device: str = "cpu", threads: int | None = None):
         self.spec, self.path, self.device, self.threads = spec, path, device, threads
@@ -28,6 +32,17 @@ class Backend(ABC):
     @abstractmethod
     def run(self, img0: np.ndarray, img1: np.ndarray) -> np.ndarray:
         """Compute the graph output for one batch (see the class docstring for the contract)."""
+
+    def submit(self, parts0: Sequence[np.ndarray], parts1: Sequence[np.ndarray]):
+        """Start one batch given as pieces to join on axis 0 (e.g. one [1,...] array per pair, as
+        decoded), laid out as ``run`` takes them. Returns a pending batch whose ``result()`` gives what
+        ``run`` would, and must be called exactly once. The GPU backends write the pieces straight into
+        pinned staging memory and return before the batch is done; this default computes at once."""
+        from .staging import Done
+
+        a = parts0[0] if len(parts0) == 1 else np.concatenate(parts0)
+        b = parts1[0] if len(parts1) == 1 else np.concatenate(parts1)
+        return Done(self.run(a, b))
 
     def close(self) -> None:
         """Release sessions, device buffers and streams. Idempotent."""

@@ -26,21 +26,51 @@ def session_options(ort, threads: int | None):
     return options
 
 
-def cuda_provider_options(device: str) -> dict:
+def cuda_provider_options(device: str, stream_handle: int | None = None) -> dict:
     # HEURISTIC: EXHAUSTIVE re-tunes every new input shape (0.3-1.3 s each), ruinous with dynamic H/W.
-    return {"device_id": _device_index(device), "cudnn_conv_algo_search": "HEURISTIC"}
+    # use_tf32=0: TF32 rounds float32 convolution inputs to float16's 10-bit mantissa. The float32
+    # graph should compute in float32, and in the fp16 graph the float32 parts (stem, head) are the
+    # ones kept float32 on purpose; the float16 convolutions are unaffected.
+    options = {"device_id": _device_index(device), "cudnn_conv_algo_search": "HEURISTIC", "use_tf32": "0"}
+    if stream_handle is not None:
+        # ORT then queues every kernel of this session on our stream (it implies has_user_compute_stream),
+        # which is what lets our uploads be ordered before them with an event instead of a host sync.
+        options["user_compute_stream"] = str(int(stream_handle))
+    return options
 
 
-def make_session(path: Path, device: str = "cpu", threads: int | None = None, options=None):
-    """An ``InferenceSession`` for ``path`` on ``device`` ("cpu", "cuda" or "cuda:<i>")."""
-    ort = require("onnxruntime", "cpu", "the ONNX Runtime backend")
+def _preload_cuda_libraries(ort) -> None:
+    """onnxruntime-gpu >= 1.21 can load the CUDA/cuDNN libraries of the nvidia-* wheels or torch itself;
+    where they are on the loader's path already this is a no-op, and a failure here is reported by
+    the session that follows, so it is not an error."""
+    preload = getattr(ort, "preload_dlls", None)
+    if preload is not None:
+        try:
+            preload()
+        except Exception:  # noqa: BLE001 - best effort, see docstring
+            pass
+
+
+def require_cuda_provider():
+    """The ``onnxruntime`` module, if it is a build with the CUDA execution provider (onnxruntime-gpu)."""
+    ort = require("onnxruntime", "gpu", "the ONNX Runtime CUDA backend")
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        raise BackendError("device 'cuda' needs onnxruntime-gpu: pip uninstall onnxruntime && "
+                           "pip install 'lpips-rt[gpu]'")
+    return ort
+
+
+def make_session(path: Path, device: str = "cpu", threads: int | None = None, options=None,
+                 stream_handle: int | None = None):
+    """An ``InferenceSession`` for ``path`` on ``device`` ("cpu", "cuda" or "cuda:<i>");
+    ``stream_handle``: the CUDA stream the session computes on (CUDA only)."""
     if device == "cpu":
+        ort = require("onnxruntime", "cpu", "the ONNX Runtime backend")
         providers = ["CPUExecutionProvider"]
     else:
-        if "CUDAExecutionProvider" not in ort.get_available_providers():
-            raise BackendError("device 'cuda' needs onnxruntime-gpu: pip uninstall onnxruntime && "
-                               "pip install 'lpips-rt[gpu]'")
-        providers = [("CUDAExecutionProvider", cuda_provider_options(device)), "CPUExecutionProvider"]
+        ort = require_cuda_provider()
+        _preload_cuda_libraries(ort)
+        providers = [("CUDAExecutionProvider", cuda_provider_options(device, stream_handle)), "CPUExecutionProvider"]
     try:
         return ort.InferenceSession(str(path), options or session_options(ort, threads), providers=providers)
     except Exception as exc:  # ORT raises its own Fail/InvalidGraph types; one line suffices
@@ -48,7 +78,9 @@ def make_session(path: Path, device: str = "cpu", threads: int | None = None, op
 
 
 class OrtBackend(Backend):
-    """CPU execution provider, or the CUDA one with ``device="cuda"`` (inputs copied per call)."""
+    """ONNX Runtime on the CPU execution provider. (``device="cuda"`` opens ``OrtCudaBackend`` instead:
+    see ``backends.backend_class``; constructed directly with a CUDA device this class still works,
+    copying inputs through ``session.run`` per call.)"""
 
     name = "ort"
 

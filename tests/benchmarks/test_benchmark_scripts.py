@@ -1,0 +1,43 @@
+"""Smoke runs of the benchmark scripts on tiny inputs: they run, and write what they promise
+(no timing is asserted). benchmarks/gpu.py runs here in its CPU mode."""
+from __future__ import annotations
+
+import importlib.util
+import json
+
+from conftest import ROOT
+
+
+def _script(name):
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_gpu_benchmark_cpu_mode(tmp_path, capsys):
+    gpu = _script("gpu")
+    assert gpu.main(["--device", "cpu", "--nets", "squeeze", "--shapes", "1x32x32,2x24x40", "--iters", "1",
+                     "--pipeline-batches", "0", "--out", str(tmp_path)]) == 0
+    (result,) = tmp_path.glob("gpu-*-cpu.json")
+    report = json.loads(result.read_text())
+    rows = report["rows"]
+    variants = {r["variant"] for r in rows}
+    assert {"ort fp32 float32", "ort fp32 uint8", "ort fp16 float32", "ort fp16 uint8", "torch fp32",
+            "official fp32", "wholesale fp16"} <= variants
+    assert not [r for r in rows if "error" in r], rows
+    assert len(rows) == 2 * len(variants) and all(r["finite"] for r in rows)
+    for r in rows:
+        if r["variant"] != "wholesale fp16":
+            assert r["e2e_ms"] > 0 and r["pairs_per_s"] > 0 and r["max_rel_err"] <= 1e-3, r
+    assert "| squeeze | 2x24x40 | ort fp16 uint8 |" in capsys.readouterr().out
+
+
+def test_fp16_accuracy_script(tmp_path):
+    accuracy = _script("fp16_accuracy")
+    accuracy.main(["--nets", "squeeze", "--sizes", "64x64", "--out", str(tmp_path)])
+    (result,) = tmp_path.glob("fp16-accuracy-*.json")
+    data = json.loads(result.read_text())
+    (row,) = data["rows"]
+    assert row["ort_fp16"] <= 1e-3 and row["finite"]
+    assert data["wholesale"][0]["wholesale"] > 0.1
