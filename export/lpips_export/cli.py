@@ -8,7 +8,7 @@ import sys
 import click
 
 from lpips_runtime.errors import LpipsError
-from lpips_runtime.modelfile import ModelSpec
+from lpips_runtime.modelfile import PARTS, ModelSpec
 from lpips_runtime.optional import require
 from lpips_runtime.nets import DEFAULT_VERSION, NET_NAMES, VERSIONS
 
@@ -28,6 +28,9 @@ def _setup_logging(quiet: bool) -> None:
               show_default=True, help="LPIPS version (0.0 skips the input scaling, as the original release).")
 @click.option("--baseline", is_flag=True, help="Uncalibrated baseline: plain channel sum, no linear layers.")
 @click.option("--spatial", is_flag=True, help="Output the per-pixel distance map [N,1,H,W].")
+@click.option("--part", type=click.Choice(PARTS), default="fused", show_default=True,
+              help="fused: two images -> distance; encoder: images -> features of every tap; head: two feature "
+                   "sets -> distance (encoder + head: the feature cache of lpips-score --ref/--all-pairs).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="models", show_default=True,
               help="Folder the .onnx is written to.")
 @click.option("--opset", type=click.IntRange(13, 21), default=17, show_default=True, help="ONNX opset.")
@@ -36,7 +39,7 @@ def _setup_logging(quiet: bool) -> None:
 @click.option("--offline", is_flag=True, help="Never try torchvision's download (same as LPIPS_RT_OFFLINE=1).")
 @click.option("--no-check", is_flag=True, help="Skip the ONNX checker and ORT-vs-torch check (not advised).")
 @click.option("-q", "--quiet", is_flag=True, help="Print only the written path.")
-def main(net, lpips_version, baseline, spatial, out_dir, opset, backbone_weights, offline, no_check, quiet):
+def main(net, lpips_version, baseline, spatial, part, out_dir, opset, backbone_weights, offline, no_check, quiet):
     """Export LPIPS (alex, vgg or squeeze) to one self-contained ONNX file with dynamic N, H, W.
 
     Inputs img0, img1: float32 [N,3,H,W] RGB in [-1,1]; output distance: float32 [N]
@@ -51,7 +54,9 @@ def main(net, lpips_version, baseline, spatial, out_dir, opset, backbone_weights
         require("onnx", "export", "lpips-export")
         from .onnx_export import export_model
 
-        spec = ModelSpec(net, lpips_version, calibrated=not baseline, spatial=spatial)
+        if part == "encoder" and (baseline or spatial):
+            raise click.UsageError("an encoder has no linear layers and no spatial output: drop --baseline/--spatial")
+        spec = ModelSpec(net, lpips_version, calibrated=not baseline, spatial=spatial, part=part)
         path, worst = export_model(spec, out_dir, opset=opset, backbone_weights=backbone_weights,
                                    check=not no_check)
         if worst is not None and not quiet:
