@@ -13,7 +13,6 @@ import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from lpips_runtime.nets import all_nets  # noqa: E402
 
 # Photographs bundled inside scikit-image (no download), RGB uint8.
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "immunohistochemistry", "hubble_deep_field")
@@ -58,23 +57,10 @@ def to_unit_nchw(img: np.ndarray) -> np.ndarray:
 
 
 def official_lpips(net: str, version: str, calibrated: bool, spatial: bool, backbone_state: dict):
-    """``lpips.LPIPS`` with a random trunk (no download) into which our verified tensors are loaded
-    strictly; its linear layers come from the package's own loader."""
-    import lpips
-    import torch
+    """``lpips.LPIPS`` loaded with our verified tensors (see ``lpips_export.official``)."""
+    from lpips_export.official import official_lpips as build
 
-    spec = all_nets()[net]
-    model = lpips.LPIPS(net=net, version=version, lpips=calibrated, spatial=spatial, pnet_rand=True,
-                        verbose=False)
-    mapped = {}
-    for key, tensor in backbone_state.items():
-        index = int(key.split(".")[1])
-        if index >= spec.taps[-1]:
-            continue
-        slice_no = next(i for i, end in enumerate(spec.taps) if index < end) + 1
-        mapped[f"slice{slice_no}." + key[len("features."):]] = tensor
-    model.net.load_state_dict(mapped, strict=True)
-    return model.eval().requires_grad_(False).to(torch.float32)
+    return build(net, version, calibrated, spatial, backbone_state)
 
 
 @pytest.fixture(scope="session")
@@ -126,3 +112,36 @@ def photo_pair_files(tmp_path_factory):
         cv2.imwrite(str(p1), dist[..., ::-1])
         pairs.append((p0, p1))
     return pairs
+
+
+@pytest.fixture(scope="session")
+def split_models(build_module, tmp_path_factory):
+    """Factory net -> a models folder with the v0.1 fused, spatial, encoder, head and spatial-head
+    exports of that net (what a Scorer with the feature cache looks up), cached per session."""
+    from lpips_export.onnx_export import export_onnx, model_filename
+
+    root = tmp_path_factory.mktemp("split-models")
+    cache = {}
+
+    def get(net="squeeze") -> Path:
+        if net not in cache:
+            folder = root / net
+            folder.mkdir()
+            for spatial in (False, True):
+                module, provenance = build_module(net, "0.1", True, spatial)
+                for part in (("fused", "head") if spatial else ("fused", "encoder", "head")):
+                    export_onnx(module, provenance, folder / model_filename(module, part), part=part)
+            cache[net] = folder
+        return cache[net]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def photo_set():
+    """Twelve real same-size images (96x128 crops of four photographs and two distortions of each), RGB uint8."""
+    images = []
+    for i, name in enumerate(["astronaut", "chelsea", "coffee", "rocket"]):
+        ref = crop(photo(name), 96, 128)
+        images += [ref, distort(ref, "blur", 0.5, seed=i), distort(ref, "jpeg", 0.6, seed=i)]
+    return images

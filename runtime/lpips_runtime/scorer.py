@@ -275,7 +275,8 @@ class Scorer:
 
     def distance_matrix(self, images, *, max_memory: int = DEFAULT_MAX_MEMORY, spill_dir: str | Path | None = None,
                         block: int | None = None) -> np.ndarray:
-        """float32 [N,N] symmetric matrix of LPIPS distances between same-size ``images`` (zero diagonal).
+        """float32 [N,N] symmetric matrix of LPIPS distances between same-size ``images`` (a list of
+        images, a float NCHW batch, or ``Features``; zero diagonal).
 
         Each image is encoded once (N encoder runs, not N(N-1)/2 pair runs); the distances come from
         block matrix products over the cached features. Memory: the [N,N] result, plus the features
@@ -284,6 +285,8 @@ class Scorer:
         ``score_all_pairs``, which streams rows without the matrix.
         """
         cache = self._feature_cache()
+        if _is_float_batch(images):
+            images = cache.embed(images)
         if isinstance(images, Features):  # already embedded: straight to the block products
             return cache.matrix_of(images, block)
         images = list(images)
