@@ -164,3 +164,56 @@ def replace_section(name: str, text: str, path: Path = README) -> None:
     pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.S)
     new = pattern.sub(lambda _: body, old, count=1) if pattern.search(old) else old.rstrip() + "\n\n" + body + "\n"
     path.write_text(new)
+
+
+class Worker:
+    """A child process that answers JSON commands, one per line, so that a parent can time several
+    implementations in turns while each keeps its own process (own peak RSS, own thread pools).
+
+    The child prints each reply as one line starting with ``@@ `` (other output is ignored); its
+    stderr goes to a temporary file that is shown if it fails.
+    """
+
+    PREFIX = "@@ "
+
+    def __init__(self, args: list[str], env: dict | None = None):
+        import tempfile
+
+        self._err = tempfile.TemporaryFile(mode="w+")
+        self.proc = subprocess.Popen([sys.executable, *args], env=env, stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=self._err, text=True, bufsize=1)
+        self.args = args
+        self.ready = self._reply()
+
+    def _reply(self) -> dict:
+        for line in self.proc.stdout:
+            if line.startswith(self.PREFIX):
+                return json.loads(line[len(self.PREFIX):])
+        self._err.seek(0)
+        tail = "".join(self._err.read().splitlines(keepends=True)[-15:])
+        raise RuntimeError(f"worker {' '.join(self.args[-6:])} died ({self.proc.wait()}):\n{tail}")
+
+    def call(self, **command) -> dict:
+        self.proc.stdin.write(json.dumps(command) + "\n")
+        self.proc.stdin.flush()
+        return self._reply()
+
+    def close(self) -> dict:
+        last = self.call(cmd="exit")
+        self.proc.wait(timeout=60)
+        self._err.close()
+        return last
+
+
+def serve(handlers: dict) -> None:
+    """The child side of ``Worker``: announce readiness, then answer commands until "exit"."""
+    def reply(obj):
+        print(Worker.PREFIX + json.dumps(obj), flush=True)
+
+    reply({"ready": True})
+    for line in sys.stdin:
+        command = json.loads(line)
+        name = command.pop("cmd")
+        reply(handlers[name](**command))
+        if name == "exit":
+            return

@@ -5,9 +5,11 @@ side in one run, against the machine's best fp32 GEMM rate measured in the same 
     python benchmarks/cpu.py --quick    # smoke run: alex 64x64 batch 1, one repeat
 
 Every implementation runs in its own subprocess (its own peak RSS, no shared thread pools) on the same
-inputs: float32 NCHW RGB arrays in [-1,1], already preprocessed (decoding is not timed). Threads: the
-machine's physical cores for ORT's intra-op pool, torch and the GEMM. Times are medians of repeats after
-one warm-up run. FLOPs are those of the backbone convolutions (2 per multiply-add, both images of a pair),
+inputs: float32 NCHW RGB arrays in [-1,1], already preprocessed (decoding is not timed). The three are
+timed cell by cell in turns (ORT, torch, lpips, ORT, ...), so that load from other users of a shared
+machine hits all three alike. Threads: the machine's physical cores for ORT's intra-op pool, torch and
+the GEMM. Times are medians of up to --repeats rounds (fewer when a cell's --budget is spent) after one
+warm-up run per cell. FLOPs are those of the backbone convolutions (2 per multiply-add, both images of a pair),
 computed from torchvision's layer definitions up to the last tap; the head adds well under 1%.
 Writes benchmarks/results/cpu-<date>.json and the tables between the cpu-* markers of benchmarks/README.md.
 """
@@ -22,18 +24,23 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (README, RESULTS, interleaved_runs, machine_info, median, peak_rss_mb,  # noqa: E402
-                     replace_section, reset_peak_rss, run_worker, timed_runs, today, write_json)
+from _common import (README, RESULTS, Worker, interleaved_runs, machine_info, median, peak_rss_mb,  # noqa: E402
+                     replace_section, reset_peak_rss, run_worker, serve, timed_runs, today)
 
 IMPLS = ("ort", "torch", "official")
 LABELS = {"ort": "ORT (ours)", "torch": "torch (ours)", "official": "lpips 0.1.4"}
 SIZES = ((64, 64), (256, 256), (384, 512), (1024, 1024))  # (H, W): 512x384 is 512 wide
 BATCHES = (1, 16)
 # Cells left out of the default run, with the reason printed in the table (--full runs them).
+# Batch 16 at 1024x1024 (alex 0.9, squeeze 0.5 TFLOP per run) adds no information over batch 1 at that
+# size (one image already fills both cores) but costs minutes, and three processes holding its buffers
+# (up to 9 GB for ORT's squeeze) would not fit a 24 GB machine together.
 SKIPS = {
-    ("vgg", (384, 512), 16): "vgg 512x384 batch 16: 3.9 TFLOP per run, ~30 s per run and implementation",
-    ("vgg", (1024, 1024), 1): "vgg 1024x1024: 1.3 TFLOP per pair, ~10 s per run and implementation",
-    ("vgg", (1024, 1024), 16): "vgg 1024x1024 batch 16: 20 TFLOP per run, minutes per run",
+    ("alex", (1024, 1024), 16): "batch 16 at 1024x1024: 0.9 TFLOP per run; batch 1 already fills the cores",
+    ("squeeze", (1024, 1024), 16): "batch 16 at 1024x1024: 0.5 TFLOP per run; batch 1 already fills the cores",
+    ("vgg", (384, 512), 16): "vgg 512x384 batch 16: 3.9 TFLOP per run (minutes per implementation)",
+    ("vgg", (1024, 1024), 1): "vgg 1024x1024: 1.3 TFLOP per pair (over 10 s per run and implementation)",
+    ("vgg", (1024, 1024), 16): "vgg 1024x1024 batch 16: 20 TFLOP per run",
 }
 
 
@@ -125,26 +132,71 @@ def _runner(impl: str, net: str, model: str | None, threads: int):
     return run
 
 
-def worker_impl(args) -> dict:
-    """Time one implementation on one net over the cells given as JSON."""
-    cells = json.loads(args.cells)
+def worker_impl(args) -> None:
+    """Serve one implementation of one net: "prepare" a cell (inputs, one warm-up run, peak-RSS reset),
+    "time" one run, "finish" the cell (its peak RSS), "exit" (the process's peak)."""
     run = _runner(args.impl, args.net, args.model, args.threads)
-    process_peak = peak_rss_mb() or 0.0  # set-up (imports, weights) before the per-cell resets
-    out = []
-    for cell in cells:
-        h, w, n = cell["h"], cell["w"], cell["batch"]
-        a, b = _inputs(n, h, w, seed=h + w + n)
+    state = {"peak": peak_rss_mb() or 0.0}  # set-up (imports, weights) before the per-cell resets
+
+    def prepare(h, w, batch):
+        state["inputs"] = _inputs(batch, h, w, seed=h + w + batch)
+        t0 = time.perf_counter()
+        run(*state["inputs"])
+        warm = time.perf_counter() - t0
         reset_peak_rss()
-        times = timed_runs(lambda: run(a, b), cell["repeats"], cell["budget_s"])
+        return {"warm_s": warm}
+
+    def time_one():
+        # Let the previous worker's threads go idle first (OpenMP and ORT pools spin briefly after a run).
+        time.sleep(0.02)
+        t0 = time.perf_counter()
+        run(*state["inputs"])
+        return {"t": time.perf_counter() - t0}
+
+    def finish():
         rss = peak_rss_mb()
-        process_peak = max(process_peak, rss or 0.0)
-        t = median(times)
-        out.append({**cell, "times_s": times, "median_s": t, "pairs_per_s": n / t, "ms_per_pair": 1000 * t / n,
-                    "peak_rss_mb": rss})
-        print(f"  {args.impl:8s} {args.net:7s} {w}x{h} batch {n:2d}: {n / t:8.2f} pairs/s  "
-              f"({len(times)} runs, peak RSS {rss:.0f} MiB)", flush=True)
-        del a, b
-    return {"cells": out, "torch_imported": "torch" in sys.modules, "process_peak_rss_mb": process_peak}
+        state["peak"] = max(state["peak"], rss or 0.0)
+        state.pop("inputs", None)
+        return {"peak_rss_mb": rss}
+
+    def leave():
+        return {"process_peak_rss_mb": state["peak"], "torch_imported": "torch" in sys.modules}
+
+    serve({"prepare": prepare, "time": time_one, "finish": finish, "exit": leave})
+
+
+def measure_net(me: list[str], net: str, model: str, cells: list[dict], threads: int, env: dict) -> dict:
+    """Time the three implementations of ``net`` cell by cell, in turns (ORT, torch, lpips, ORT, ...),
+    so that load changes on a shared machine hit all three alike. Returns {impl: worker summary}."""
+    workers = {impl: Worker(me + ["--worker", "impl", "--impl", impl, "--net", net, "--model", model,
+                                  "--threads", str(threads)], env) for impl in IMPLS}
+    out = {impl: {"cells": []} for impl in IMPLS}
+    try:
+        for cell in cells:
+            h, w, n = cell["h"], cell["w"], cell["batch"]
+            warm = {impl: wk.call(cmd="prepare", h=h, w=w, batch=n)["warm_s"] for impl, wk in workers.items()}
+            times = {impl: [] for impl in IMPLS}
+            spent = 0.0
+            while len(times["ort"]) < cell["repeats"]:
+                for impl, wk in workers.items():
+                    t = wk.call(cmd="time")["t"]
+                    times[impl].append(t)
+                    spent += t
+                # at least one timed round; more while the next round fits the cell's budget
+                if spent + spent / len(times["ort"]) > cell["budget_s"] * len(IMPLS):
+                    break
+            for impl, wk in workers.items():
+                t = median(times[impl])
+                rss = wk.call(cmd="finish")["peak_rss_mb"]
+                out[impl]["cells"].append({**cell, "warm_s": warm[impl], "times_s": times[impl], "median_s": t,
+                                           "pairs_per_s": n / t, "ms_per_pair": 1000 * t / n, "peak_rss_mb": rss})
+            print(f"  {net:7s} {w}x{h} batch {n:2d}: " + ", ".join(
+                f"{impl} {out[impl]['cells'][-1]['pairs_per_s']:.2f}" for impl in IMPLS)
+                + f" pairs/s ({len(times['ort'])} rounds)", flush=True)
+    finally:
+        for impl, wk in workers.items():
+            out[impl].update(wk.close())
+    return out
 
 
 def worker_gemm(args) -> dict:
@@ -196,10 +248,15 @@ def worker_forms(args) -> dict:
 # -- parent ---------------------------------------------------------------------------------------
 
 
-def plan(nets, quick: bool, full: bool, repeats: int, budget_s: float) -> tuple[dict, list[dict]]:
+def plan(nets, quick: bool, full: bool, repeats: int, budget_s: float, only_sizes: str = "",
+         only_batches: str = "") -> tuple[dict, list[dict]]:
     """Cells per net, and the skipped ones with their reasons."""
     sizes = SIZES[:1] if quick else SIZES
     batches = BATCHES[:1] if quick else BATCHES
+    if only_sizes:
+        sizes = [(int(s.split("x")[1]), int(s.split("x")[0])) for s in only_sizes.split(",")]
+    if only_batches:
+        batches = [int(b) for b in only_batches.split(",")]
     cells, skipped = {}, []
     for net in nets:
         cells[net] = []
@@ -226,6 +283,8 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="alex 64x64 batch 1, one repeat (smoke test)")
     parser.add_argument("--full", action="store_true", help="also the cells skipped by default (long)")
     parser.add_argument("--nets", default="alex,squeeze,vgg")
+    parser.add_argument("--sizes", default="", help="only these sizes, e.g. 256x256 (WxH, comma-separated)")
+    parser.add_argument("--batches", default="", help="only these batch sizes, e.g. 16")
     parser.add_argument("--threads", type=int, default=0, help="default: physical cores")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--budget", type=float, default=3.0, help="seconds of timed runs per cell (>= 1 run)")
@@ -240,8 +299,11 @@ def main(argv=None) -> int:
     parser.add_argument("--gemm-n", type=int, default=4096)
     parser.add_argument("--result", type=Path)
     args = parser.parse_args(argv)
+    if args.worker == "impl":
+        worker_impl(args)
+        return 0
     if args.worker:
-        result = {"impl": worker_impl, "gemm": worker_gemm, "forms": worker_forms}[args.worker](args)
+        result = {"gemm": worker_gemm, "forms": worker_forms}[args.worker](args)
         args.result.write_text(json.dumps(result))
         return 0
     return run_all(args)
@@ -272,17 +334,15 @@ def run_all(args) -> int:
         t0 = time.monotonic()
         models = export_models(nets, Path(tmp))
         print(f"  exported {len(nets)} nets x 2 forms in {time.monotonic() - t0:.0f} s", flush=True)
-        cells, skipped = plan(nets, args.quick, args.full, repeats, args.budget)
-        facts = {net: {f"{w}x{h}": layer_facts(net, h, w) for h, w in SIZES} for net in nets}
+        cells, skipped = plan(nets, args.quick, args.full, repeats, args.budget, args.sizes, args.batches)
+        facts = {net: {f"{w}x{h}": layer_facts(net, h, w)
+                       for h, w in set(SIZES) | {(c["h"], c["w"]) for c in cells[net]}} for net in nets}
         results = {}
-        for impl in IMPLS:
-            for net in nets:
-                data, _ = run_worker(me + ["--worker", "impl", "--impl", impl, "--net", net,
-                                           "--model", models[net]["portable"], "--threads", str(threads),
-                                           "--cells", json.dumps(cells[net])], env)
+        for net in nets:
+            for impl, data in measure_net(me, net, models[net]["portable"], cells[net], threads, env).items():
                 results[(impl, net)] = data
         forms = {}
-        if not args.quick:
+        if not (args.quick or args.sizes or args.batches):
             for net in nets:
                 form_cells = [{"h": 256, "w": 256, "batch": 1 if net == "vgg" else 16, "repeats": 5}]
                 forms[net], _ = run_worker(me + ["--worker", "forms", "--net", net, "--threads", str(threads),
@@ -295,11 +355,19 @@ def run_all(args) -> int:
     print("\n" + tables, flush=True)
     if not args.quick or args.readme != README:
         args.results_dir.mkdir(parents=True, exist_ok=True)
-        path = args.results_dir / f"cpu-{today()}.json"
+        suffix = "" if section_name(threads) == "cpu-table" else f"-threads-{threads}"
+        path = args.results_dir / f"cpu-{today()}{suffix}.json"
         path.write_text(json.dumps(report, indent=1) + "\n")
-        replace_section("cpu-table", tables, args.readme)
-        print(f"wrote {path} and the cpu-table section of {args.readme} ({report['elapsed_s']:.0f} s)")
+        replace_section(section_name(threads), tables, args.readme)
+        print(f"wrote {path} and the {section_name(threads)} section of {args.readme} ({report['elapsed_s']:.0f} s)")
     return 0
+
+
+def section_name(threads: int) -> str:
+    """README section of a run: ``cpu-table`` at the default thread count, else ``cpu-table-threads-<n>``."""
+    from lpips_runtime.system import physical_cores
+
+    return "cpu-table" if threads == physical_cores() else f"cpu-table-threads-{threads}"
 
 
 def render(report: dict) -> str:

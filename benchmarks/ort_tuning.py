@@ -6,8 +6,8 @@
 2. Layout: save the ENABLE_ALL-optimised graph and count the NCHWc nodes ORT put in (its blocked
    layout for AVX-512 convolutions) and the reorders around them.
 3. Settings, timed in turns on the same inputs: optimisation level ALL / EXTENDED / BASIC, intra-op
-   spinning off, one thread instead of all cores, and an offline-optimised model file (EXTENDED, the
-   portable level) loaded without further optimisation and with ALL on top.
+   spinning off, one thread instead of all cores, no CPU memory arena, and an offline-optimised model
+   file (EXTENDED, the portable level) loaded without further optimisation and with ALL on top.
 Writes benchmarks/results/ort-tuning-<date>.json and the ort-tuning section of benchmarks/README.md.
 """
 from __future__ import annotations
@@ -26,11 +26,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import README, RESULTS, interleaved_runs, machine_info, median, replace_section, today  # noqa: E402
 
 
-def options(ort, level, threads, spinning=True, optimized_path=None, profile_prefix=None):
+def options(ort, level, threads, spinning=True, optimized_path=None, profile_prefix=None, arena=True):
     from lpips_runtime.backends.ort_backend import session_options
 
     opts = session_options(ort, threads)  # the runtime's settings, then the one change under test
     opts.graph_optimization_level = level
+    if not arena:
+        opts.enable_cpu_mem_arena = False
     if not spinning:
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if optimized_path:
@@ -81,6 +83,7 @@ def compare(ort, path, feeds, threads, tmp: Path, repeats: int) -> dict:
         "BASIC": (path, options(ort, level.ORT_ENABLE_BASIC, threads)),
         "ALL, spinning off": (path, options(ort, level.ORT_ENABLE_ALL, threads, spinning=False)),
         "ALL, 1 thread": (path, options(ort, level.ORT_ENABLE_ALL, 1)),
+        "ALL, no CPU memory arena": (path, options(ort, level.ORT_ENABLE_ALL, threads, arena=False)),
         "offline EXTENDED file, no further opt.": (offline, options(ort, level.ORT_DISABLE_ALL, threads)),
         "offline EXTENDED file + ALL": (offline, options(ort, level.ORT_ENABLE_ALL, threads)),
     }

@@ -282,7 +282,8 @@ class Scorer:
         block matrix products over the cached features. Memory: the [N,N] result, plus the features
         (N x bytes per image) in RAM up to ``max_memory``, beyond that in a temporary file in
         ``spill_dir`` (RAM then stays at a few blocks of ``block`` images). For very large N use
-        ``score_all_pairs``, which streams rows without the matrix.
+        ``score_all_pairs``, which streams rows without the matrix. A resize policy of "first" does not
+        apply here (no image is "first" of every pair): use a fixed "WxH" to compare different sizes.
         """
         cache = self._feature_cache()
         if _is_float_batch(images):
