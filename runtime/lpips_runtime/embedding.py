@@ -16,6 +16,7 @@ import numpy as np
 from .backends.ort_backend import OrtGraph
 from .errors import InputError, LpipsError
 from .features import FeatureStore, Features, check_comparable, distance_block, energies, layer_scales
+from .gram import GramProduct
 from .images import ImageSource, check_unit_batch, describe
 
 if TYPE_CHECKING:
@@ -40,10 +41,12 @@ class FeatureCache:
         self._encoder = OrtGraph(encoder_info.path, scorer.device, scorer.threads)
         self._heads: dict[bool, OrtGraph] = {}
         self._weights: list[np.ndarray] | None = None
+        self._gram: GramProduct | None = None
         self._lock = threading.Lock()
 
     def close(self) -> None:
         self._encoder.close()
+        self._gram = None
         for head in self._heads.values():
             head.close()
         self._heads.clear()
@@ -77,6 +80,18 @@ class FeatureCache:
         if spatial:
             feeds[SIZE_INPUT] = np.empty((0, *f0.image_size), np.float32)
         return self._head(spatial).run(feeds)[0]
+
+    def one_to_many_batch(self, ref: Features, batch: np.ndarray) -> np.ndarray:
+        """float32 [N]: distances of one reference's features to a validated model-ready batch, encoded
+        and compared ``batch_size`` images at a time (features of at most one chunk alive at once)."""
+        size = self.scorer.batch_size
+        return np.concatenate([self.head(ref, self.encode(batch[i:i + size])) for i in range(0, len(batch), size)])
+
+    def gram_product(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """float64 ``a @ b.T`` on ONNX Runtime with the scorer's threads (see ``lpips_runtime.gram``)."""
+        if self._gram is None:
+            self._gram = GramProduct(self.scorer.threads)
+        return self._gram(a, b)
 
     def weights(self) -> list[np.ndarray]:
         """The head's per-channel weights w_l [C_l] (ones for the baseline), read by running the head on
@@ -145,8 +160,9 @@ class FeatureCache:
                         yield index, name, None, _error_text(exc)
 
     def _encode_stream(self, sources: Sequence[ImageSource], like: tuple[int, int] | None = None):
-        """Yield lists of (index, name, Features of 1 image or None, error or None), one list per decoded
-        chunk, same-size images of a chunk encoded together in batches."""
+        """Yield, per decoded chunk of ``batch_size`` images, (items, batches): items are
+        (index, name, Features of 1 image (a view) or None, error or None) in order; batches are
+        (indices, Features) of the chunk's same-size images, encoded together."""
         pending: list = []
 
         def flush():
@@ -154,7 +170,7 @@ class FeatureCache:
             for item in pending:
                 if item[2] is not None:
                     groups.setdefault((item[2].shape, item[2].dtype.str), []).append(item)
-            feats = {}
+            feats, batches = {}, []
             for members in groups.values():
                 try:
                     encoded = self.encode(np.concatenate([m[2] for m in members]))
@@ -162,6 +178,7 @@ class FeatureCache:
                     for m in members:
                         feats[m[0]] = _error_text(exc)
                     continue
+                batches.append(([m[0] for m in members], encoded))
                 for k, m in enumerate(members):
                     feats[m[0]] = encoded[k]
             out = []
@@ -170,7 +187,7 @@ class FeatureCache:
                 out.append((index, name, got if isinstance(got, Features) else None,
                             None if isinstance(got, Features) else got))
             pending.clear()
-            return out
+            return out, batches
 
         for item in self._decode(sources, like):
             pending.append(item)
@@ -190,15 +207,15 @@ class FeatureCache:
         if len(ref_feats) != 1:
             raise InputError(f"the reference must be one image, got {len(ref_feats)}")
         like = ref_feats.image_size if self.scorer.resize.mode == "first" else None
-        for chunk in self._encode_stream(sources, like):
-            ok = [(i, n, f) for i, n, f, e in chunk if f is not None and f.image_size == ref_feats.image_size]
+        for chunk, batches in self._encode_stream(sources, like):
             values = {}
-            if ok:
-                try:
-                    dist = self.head(ref_feats, Features.concat([f for _, _, f in ok]))
-                    values = {i: float(d) for (i, _, _), d in zip(ok, dist)}
+            for indices, batch in batches:
+                if batch.image_size != ref_feats.image_size:
+                    continue
+                try:  # the whole encoded batch at once: no copy of its features
+                    values.update(zip(indices, map(float, self.head(ref_feats, batch))))
                 except Exception as exc:
-                    values = {i: _error_text(exc) for i, _, _ in ok}
+                    values.update((i, _error_text(exc)) for i in indices)
             for index, name, feats, error in chunk:
                 if feats is not None and index not in values:
                     (h0, w0), (h1, w1) = ref_feats.image_size, feats.image_size
@@ -238,7 +255,7 @@ class FeatureCache:
         stores: dict[tuple[int, int], tuple[FeatureStore, list[int], list[float]]] = {}
         slot: dict[int, int] = {}
         try:
-            for chunk in self._encode_stream([sources[i] for i in wanted]):
+            for chunk, _ in self._encode_stream([sources[i] for i in wanted]):
                 for k, _, feats, error in chunk:
                     index = wanted[k]
                     if feats is None:
@@ -285,7 +302,8 @@ class FeatureCache:
         for r0 in range(0, n, step):
             rows = feats[r0:r0 + step]
             for c0 in range(r0, n, step):
-                values = distance_block(rows, feats[c0:c0 + step], scales, e[r0:r0 + step], e[c0:c0 + step])
+                values = distance_block(rows, feats[c0:c0 + step], scales, e[r0:r0 + step], e[c0:c0 + step],
+                                        self.gram_product)
                 out[r0:r0 + len(rows), c0:c0 + values.shape[1]] = values
                 out[c0:c0 + values.shape[1], r0:r0 + len(rows)] = values.T
         np.fill_diagonal(out, 0.0)
@@ -306,7 +324,8 @@ class FeatureCache:
             values = np.zeros((s1 - s0, len(members)), np.float32)
             for c0 in range(s0, len(members), step):
                 c1 = min(len(members), c0 + step)
-                values[:, c0:c1] = distance_block(row_feats, store.view(c0, c1), scales, e[s0:s1], e[c0:c1])
+                values[:, c0:c1] = distance_block(row_feats, store.view(c0, c1), scales, e[s0:s1], e[c0:c1],
+                                                  self.gram_product)
             for k, i in enumerate(range(s0, s1)):
                 values[k, i] = 0.0  # an image against itself (the expansion leaves ~1e-16)
                 out[members[i]] = values[k]

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,16 +92,22 @@ def energies(features: Features, scales: Sequence[np.ndarray]) -> np.ndarray:
     out = np.zeros(len(features))
     for layer, s in zip(features.layers, scales):
         sq = np.square(layer.reshape(len(features), layer.shape[1], -1), dtype=np.float64).sum(axis=2)
-        out += sq @ s
+        out += (sq * s).sum(axis=1)  # elementwise, not a BLAS call: see lpips_runtime.gram
     return out
 
 
+def _numpy_gram(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return a @ b.T
+
+
 def distance_block(rows: Features, cols: Features, scales: Sequence[np.ndarray],
-                   e_rows: np.ndarray | None = None, e_cols: np.ndarray | None = None) -> np.ndarray:
+                   e_rows: np.ndarray | None = None, e_cols: np.ndarray | None = None,
+                   gram_product: Callable[[np.ndarray, np.ndarray], np.ndarray] = _numpy_gram) -> np.ndarray:
     """float32 [R, C]: LPIPS distance of every row image to every column image.
 
     Scratch memory: about (R + C) x (largest layer's C*h*w) x 8 bytes (one layer at a time in float64).
-    Pass precomputed ``energies`` to skip recomputing them per block.
+    Pass precomputed ``energies`` to skip recomputing them per block, and ``gram_product(A, B) = A @ B.T``
+    to run the float64 products elsewhere than numpy's BLAS (the scorer uses ``gram.GramProduct``).
     """
     e_rows = energies(rows, scales) if e_rows is None else e_rows
     e_cols = energies(cols, scales) if e_cols is None else e_cols
@@ -109,7 +115,7 @@ def distance_block(rows: Features, cols: Features, scales: Sequence[np.ndarray],
     for a, b, s in zip(rows.layers, cols.layers, scales):
         a64 = a.reshape(len(rows), -1).astype(np.float64)
         b64 = (b.astype(np.float64) * s[None, :, None, None]).reshape(len(cols), -1)
-        gram += a64 @ b64.T
+        gram += gram_product(a64, b64)
     out = e_rows[:, None] + e_cols[None, :] - 2.0 * gram
     return np.maximum(out, 0.0).astype(np.float32)  # a squared distance: rounding must not make it negative
 

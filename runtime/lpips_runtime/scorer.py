@@ -261,11 +261,15 @@ class Scorer:
         ``InputError`` on the first image that cannot be scored (``score_one_to_many`` goes on instead)."""
         cache = self._feature_cache()
         if isinstance(images, Features) or _is_float_batch(images):
-            ref_feats, feats = cache.embed(ref), cache.embed(images)
+            ref_feats = cache.embed(ref)
             if len(ref_feats) != 1:
                 raise InputError(f"the reference must be one image, got {len(ref_feats)}")
+            if not isinstance(images, Features):  # encode chunk by chunk, straight into the head
+                batch = check_unit_batch(images, "images")
+                self._check_size(batch.shape[2], batch.shape[3])
+                return cache.one_to_many_batch(ref_feats, batch)
             size = self.batch_size
-            return np.concatenate([cache.head(ref_feats, feats[i:i + size]) for i in range(0, len(feats), size)])
+            return np.concatenate([cache.head(ref_feats, images[i:i + size]) for i in range(0, len(images), size)])
         out = []
         for result in cache.iter_one_to_many(ref, list(images)):
             if not result.ok:
