@@ -147,13 +147,6 @@ def today() -> str:
     return datetime.date.today().isoformat()
 
 
-def write_json(prefix: str, data: dict) -> Path:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"{prefix}-{today()}.json"
-    path.write_text(json.dumps(data, indent=1) + "\n")
-    return path
-
-
 def replace_section(name: str, text: str, path: Path = README) -> None:
     """Put ``text`` between ``<!-- name:start -->`` and ``<!-- name:end -->`` in ``path`` (created if
     absent; the section is appended if its markers are absent). Nothing outside the markers changes:

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import README, RESULTS, interleaved_runs, machine_info, median, replace_section, today  # noqa: E402
+from _common import RESULTS, interleaved_runs, machine_info, median, replace_section, today  # noqa: E402
 
 
 def options(ort, level, threads, spinning=True, optimized_path=None, profile_prefix=None, arena=True):
