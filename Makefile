@@ -7,7 +7,7 @@ PIP    := $(PY) -m pip --disable-pip-version-check
 PIN    := -c constraints.txt
 DEPS   := pyproject.toml constraints.txt
 
-.PHONY: demo test bench weights clean
+.PHONY: demo test bench bench-tuning bench-precision weights clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -35,8 +35,17 @@ demo: $(VENV)/.stamp-demo models/lpips-alex-v0.1.onnx
 test: $(VENV)/.stamp-test
 	$(PY) -m pytest -q
 
+# CPU table (ORT vs torch vs the official package) and the feature-cache speedups: < 10 minutes on 2 cores.
 bench: $(VENV)/.stamp-test
 	$(PY) benchmarks/cpu.py
+	$(PY) benchmarks/cache.py
+
+# Experiments behind decisions recorded in benchmarks/README.md (not part of `make bench`).
+bench-tuning: $(VENV)/.stamp-test
+	$(PY) benchmarks/ort_tuning.py
+
+bench-precision: $(VENV)/.stamp-test
+	$(PY) benchmarks/precision.py
 
 clean:
 	rm -rf $(VENV) models/*.onnx models/*.partial examples/cpp/build

@@ -219,3 +219,36 @@ def photo_pair_files(tmp_path_factory):
         cv2.imwrite(str(p1), dist[..., ::-1])
         pairs.append((p0, p1))
     return pairs
+
+
+@pytest.fixture(scope="session")
+def split_models(build_module, tmp_path_factory):
+    """Factory net -> a models folder with the v0.1 fused, spatial, encoder, head and spatial-head
+    exports of that net (what a Scorer with the feature cache looks up), cached per session."""
+    from lpips_export.onnx_export import export_onnx, model_filename
+
+    root = tmp_path_factory.mktemp("split-models")
+    cache = {}
+
+    def get(net="squeeze") -> Path:
+        if net not in cache:
+            folder = root / net
+            folder.mkdir()
+            for spatial in (False, True):
+                module, provenance = build_module(net, "0.1", True, spatial)
+                for part in (("fused", "head") if spatial else ("fused", "encoder", "head")):
+                    export_onnx(module, provenance, folder / model_filename(module, part), part=part)
+            cache[net] = folder
+        return cache[net]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def photo_set():
+    """Twelve real same-size images (96x128 crops of four photographs and two distortions of each), RGB uint8."""
+    images = []
+    for i, name in enumerate(["astronaut", "chelsea", "coffee", "rocket"]):
+        ref = crop(photo(name), 96, 128)
+        images += [ref, distort(ref, "blur", 0.5, seed=i), distort(ref, "jpeg", 0.6, seed=i)]
+    return images

@@ -8,7 +8,7 @@ import sys
 import click
 
 from lpips_runtime.errors import LpipsError
-from lpips_runtime.modelfile import FRAME_CHANNELS, FRAME_LAYOUTS, PRECISIONS, ModelSpec
+from lpips_runtime.modelfile import FRAME_CHANNELS, FRAME_LAYOUTS, PARTS, PRECISIONS, ModelSpec
 from lpips_runtime.nets import DEFAULT_VERSION, NET_NAMES, VERSIONS
 from lpips_runtime.optional import require
 
@@ -43,6 +43,9 @@ def _setup_logging(quiet: bool) -> None:
               help="--trt timing cache, reused across builds. [default: <out>/lpips-rt.timing-cache]")
 @click.option("--workspace", type=click.FloatRange(min=0.25), default=4.0, show_default=True,
               help="--trt builder workspace limit in GiB.")
+@click.option("--part", type=click.Choice(PARTS), default="fused", show_default=True,
+              help="fused: two images -> distance; encoder: images -> features of every tap; head: two feature "
+                   "sets -> distance (encoder + head: the feature cache of lpips-score --ref/--all-pairs).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="models", show_default=True,
               help="Folder the .onnx (and .engine) is written to.")
 @click.option("--opset", type=click.IntRange(13, 21), default=17, show_default=True, help="ONNX opset.")
@@ -52,7 +55,7 @@ def _setup_logging(quiet: bool) -> None:
 @click.option("--no-check", is_flag=True, help="Skip the ONNX checker and ORT-vs-torch check (not advised).")
 @click.option("-q", "--quiet", is_flag=True, help="Print only the written path.")
 def main(net, lpips_version, baseline, spatial, precision, input_type, layout, channels, trt, min_shape, opt_shape,
-         max_shape, timing_cache, workspace, out_dir, opset, backbone_weights, offline, no_check, quiet):
+         max_shape, timing_cache, workspace, part, out_dir, opset, backbone_weights, offline, no_check, quiet):
     """Export LPIPS (alex, vgg or squeeze) to one self-contained ONNX file with dynamic N, H, W.
 
     Inputs img0, img1: float32 [N,3,H,W] RGB in [-1,1] (--input uint8: uint8 frames, [N,H,W,3]
@@ -77,9 +80,13 @@ def main(net, lpips_version, baseline, spatial, precision, input_type, layout, c
         require("onnx", "export", "lpips-export")
         from .onnx_export import export_model
 
+        if part == "encoder" and (baseline or spatial):
+            raise click.UsageError("an encoder has no linear layers and no spatial output: drop --baseline/--spatial")
+        if part != "fused" and (precision == "fp16" or input_type == "uint8" or trt):
+            raise click.UsageError("split exports (--part encoder/head) are float32 with float inputs")
         frames = f"{layout or 'nhwc'}-{channels or 'bgr'}" if input_type == "uint8" else None
         spec = ModelSpec(net, lpips_version, calibrated=not baseline, spatial=spatial,
-                         precision=precision or ("fp16" if trt else "fp32"), frames=frames)
+                         precision=precision or ("fp16" if trt else "fp32"), frames=frames, part=part)
         profile = None
         if trt:
             from lpips_runtime.engine_meta import Profile

@@ -10,6 +10,10 @@ uses only operators that every ONNX consumer understands with dynamic batch/heig
 * the v0.1 shift is a depthwise 1x1 convolution's bias (see ``prepare``);
 * the two images share one backbone pass (concatenated on the batch axis) and are separated again
   by an equal two-way Split, which needs no run-time shape arithmetic.
+
+``portable=False`` writes the "natural" form instead (ReduceSum over channels, ReduceMean for spatial
+means, a plain Sub for the shift). It exists so that benchmarks/cpu.py can measure both forms on ONNX
+Runtime; the measured choice is recorded in benchmarks/README.md.
 """
 from __future__ import annotations
 
@@ -124,8 +128,10 @@ class LPIPSModule(nn.Module):
         spatial: bool = False,
         trunk_dtype: torch.dtype = torch.float32,
         frame_format: FrameFormat | None = None,
+        portable: bool = True,
     ):
         super().__init__()
+        self.portable = portable
         self.net = net
         self.version = check_version(version)
         self.calibrated = calibrated
@@ -187,7 +193,10 @@ class LPIPSModule(nn.Module):
             # (img - shift) / scale, as the official ScalingLayer. The subtraction is a depthwise 1x1
             # convolution with unit weights and bias -shift (bit-identical to x - shift) because
             # OpenCV 4.6 mis-broadcasts a per-channel constant Add/Sub over batches larger than 1.
-            img = F.conv2d(img, self.unit_depthwise, bias=-self.shift.flatten(), groups=3) / self.scale
+            if self.portable:
+                img = F.conv2d(img, self.unit_depthwise, bias=-self.shift.flatten(), groups=3) / self.scale
+            else:
+                img = (img - self.shift) / self.scale
         return img
 
     def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
@@ -203,7 +212,13 @@ class LPIPSModule(nn.Module):
         return feats
 
     def _channel_sum(self, x: torch.Tensor, layer: int) -> torch.Tensor:
+        if not self.portable:
+            return x.sum(dim=1, keepdim=True)
         return F.conv2d(x, getattr(self, f"ones{layer}"))
+
+    def _spatial_mean(self, x: torch.Tensor) -> torch.Tensor:
+        # GlobalAveragePool in the portable form, ReduceMean in the natural one.
+        return F.adaptive_avg_pool2d(x, 1) if self.portable else x.mean(dim=(2, 3), keepdim=True)
 
     def _normalise(self, x: torch.Tensor, layer: int) -> torch.Tensor:
         norm = torch.sqrt(self._channel_sum(x * x, layer))
@@ -219,7 +234,7 @@ class LPIPSModule(nn.Module):
             if out_hw is not None:
                 res = F.interpolate(per_pixel, size=out_hw, mode="bilinear", align_corners=False)
             else:
-                res = F.adaptive_avg_pool2d(per_pixel, 1)
+                res = self._spatial_mean(per_pixel)
             total = res if total is None else total + res
         return total if out_hw is not None else total.reshape(-1)
 

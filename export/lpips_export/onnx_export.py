@@ -17,6 +17,7 @@ from lpips_runtime.modelfile import FORMAT, ModelSpec, scan_model_bytes
 
 from .build import Provenance
 from .module import LPIPSModule
+from .parts import SIZE_INPUT, EncoderGraph, HeadGraph, feature_names
 
 log = logging.getLogger("lpips_export")
 
@@ -40,16 +41,16 @@ class ExportCheckError(LpipsError):
     """The written file failed its own checks (ONNX checker, or ORT vs torch beyond tolerance)."""
 
 
-def module_spec(module: LPIPSModule) -> ModelSpec:
-    """The ``ModelSpec`` a module exports as (names the file and is recorded in its metadata)."""
+def module_spec(module: LPIPSModule, part: str = "fused") -> ModelSpec:
+    """The ``ModelSpec`` a module (or one ``part`` of it) exports as: names the file, recorded in its metadata."""
     fmt = module.frame_format
     return ModelSpec(module.net.name, module.version, module.calibrated, module.spatial,
                      "fp16" if module.trunk_dtype == torch.float16 else "fp32",
-                     f"{fmt.layout}-{fmt.channels}" if fmt is not None else None)
+                     f"{fmt.layout}-{fmt.channels}" if fmt is not None else None, part)
 
 
-def model_filename(module: LPIPSModule) -> str:
-    return module_spec(module).filename()
+def model_filename(module: LPIPSModule, part: str = "fused") -> str:
+    return module_spec(module, part).filename()
 
 
 def _exporter_version() -> str:
@@ -70,24 +71,42 @@ def input_contract(module: LPIPSModule) -> dict[str, str]:
             "input": f"img0, img1: uint8 {dims} {fmt.channels.upper()} in [0,255]"}
 
 
-def build_metadata(module: LPIPSModule, provenance: Provenance, opset: int) -> dict[str, str]:
+def _part_contract(module: LPIPSModule, spec: ModelSpec) -> dict[str, str]:
+    """Input/output contract of a split part (the fused graph's is ``input_contract`` + "output")."""
+    dims = "[N,C_l,h_l,w_l]"
+    channels = ",".join(str(c) for c in module.net.channels)
+    if spec.part == "encoder":
+        contract = input_contract(module)
+        return {**contract, "input": contract["input"].replace("img0, img1", "img"),
+                "output": f"feat0..feat{module.net.n_layers - 1}: float32 {dims}, unit-normalised along C",
+                "channels": channels}
+    size = f"; {SIZE_INPUT}: float32 [0,H,W] (shape only: the output size)" if spec.spatial else ""
+    return {"input_dtype": "float32", "input_layout": "nchw", "input_channels": "",
+            "input": f"feat<l>_0 [N0,...], feat<l>_1 [N1,...]: float32 {dims} as the encoder writes them, "
+                     f"N0 == N1 or one of them 1{size}",
+            "output": "distance_map: float32 [N,1,H,W]" if spec.spatial else "distance: float32 [max(N0,N1)]",
+            "channels": channels}
+
+
+def build_metadata(module: LPIPSModule, provenance: Provenance, opset: int, part: str = "fused") -> dict[str, str]:
+    spec = module_spec(module, part)
     meta = {
         "format": FORMAT,
-        "kind": "spatial" if module.spatial else "distance",
+        "kind": spec.kind,
         "net": module.net.name,
         "version": module.version,
-        "calibrated": "true" if module.calibrated else "false",
-        "precision": "fp16" if module.trunk_dtype == torch.float16 else "fp32",
+        "calibrated": "true" if spec.calibrated else "false",
+        "precision": spec.precision,
         "min_side": str(module.net.min_side),
         "output": ("distance_map: float32 [N,1,H,W]" if module.spatial else "distance: float32 [N]"),
         "backbone_digest": provenance.backbone_digest,
         "backbone_source": provenance.backbone_source,
-        "linear_sha256": provenance.linear_sha256,
+        "linear_sha256": provenance.linear_sha256 if spec.calibrated else "",
         "exporter": f"lpips-rt {_exporter_version()}",
         "torch_version": torch.__version__,
         "opset": str(opset),
     }
-    meta.update(input_contract(module))
+    meta.update(input_contract(module) if part == "fused" else _part_contract(module, spec))
     if module.trunk_dtype == torch.float16:
         last = module.net.taps[-1]
         meta["precision_detail"] = (f"float16: backbone features[{module.stem_layers}:{last}]; float32: input scaling, "
@@ -103,40 +122,82 @@ def _example_inputs(module: LPIPSModule, n: int, h: int, w: int, seed: int = 0) 
     return tuple(torch.randint(0, 256, shape, generator=g, dtype=torch.uint8) for _ in range(2))
 
 
-def _dynamic_axes(module: LPIPSModule) -> dict[str, dict[int, str]]:
+def _image_axes(module: LPIPSModule) -> dict[int, str]:
     nhwc = module.frame_format is not None and module.frame_format.layout == "nhwc"
-    image_axes = {0: "N", 1: "H", 2: "W"} if nhwc else {0: "N", 2: "H", 3: "W"}
+    return {0: "N", 1: "H", 2: "W"} if nhwc else {0: "N", 2: "H", 3: "W"}
+
+
+def _output_name(module: LPIPSModule) -> str:
+    return "distance_map" if module.spatial else "distance"
+
+
+def _dynamic_axes(module: LPIPSModule) -> dict[str, dict[int, str]]:
+    image_axes = _image_axes(module)
     out = {"distance_map": {0: "N", 2: "H", 3: "W"}} if module.spatial else {"distance": {0: "N"}}
     return {"img0": image_axes, "img1": image_axes, **out}
 
 
+def _encode(module: LPIPSModule, img: torch.Tensor) -> list[torch.Tensor]:
+    with torch.no_grad():
+        return module.encode(module.prepare(img))
+
+
+def _graph_io(module: LPIPSModule, part: str, n: int = 1, h: int = 64, w: int = 64, seed: int = 0):
+    """(torch graph, example args, input names, output names, dynamic axes) of one part.
+
+    The head's example features come from the encoder, so that tracing sees real shapes.
+    """
+    if part == "fused":
+        return (module, _example_inputs(module, n, h, w, seed), ["img0", "img1"], [_output_name(module)],
+                _dynamic_axes(module))
+    outs = feature_names(module)
+    if part == "encoder":
+        axes = {"img": _image_axes(module), **{o: {0: "N", 2: f"h{i}", 3: f"w{i}"} for i, o in enumerate(outs)}}
+        return EncoderGraph(module), _example_inputs(module, n, h, w, seed)[:1], ["img"], outs, axes
+    a, b = _example_inputs(module, n, h, w, seed)
+    feats = _encode(module, a) + _encode(module, b)
+    names = feature_names(module, "0") + feature_names(module, "1")
+    axes = {name: {0: "N0" if name.endswith("_0") else "N1", 2: f"h{name[4:-2]}", 3: f"w{name[4:-2]}"}
+            for name in names}
+    args = list(feats)
+    if module.spatial:
+        args.append(torch.zeros(0, h, w))
+        names.append(SIZE_INPUT)
+        axes[SIZE_INPUT] = {1: "H", 2: "W"}
+    out = _output_name(module)
+    axes[out] = {0: "N", 2: "H", 3: "W"} if module.spatial else {0: "N"}
+    return HeadGraph(module), tuple(args), names, [out], axes
+
+
 def export_onnx(module: LPIPSModule, provenance: Provenance, path: str | Path,
-                opset: int = DEFAULT_OPSET) -> Path:
-    """Write ``module`` as one self-contained ONNX file at ``path`` (atomically) and return the path."""
+                opset: int = DEFAULT_OPSET, part: str = "fused") -> Path:
+    """Write ``module`` (or its encoder or head ``part``) as one self-contained ONNX file at ``path``
+    (atomically) and return the path."""
     try:
         import onnx
     except ImportError:
         raise MissingExtraError("onnx", "export", "exporting to ONNX") from None
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    output = "distance_map" if module.spatial else "distance"
+    graph, args, inputs, outputs, axes = _graph_io(module, part)
     tmp = path.with_name(f"{path.name}.{os.getpid()}.partial")  # unique: concurrent exports must not clash
     with warnings.catch_warnings():
         # The TorchScript-based exporter is the one that honours our custom Split symbolic and
         # dynamic_axes; torch marks it deprecated. The file is checked below either way.
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            module, _example_inputs(module, 1, 64, 64), str(tmp), dynamo=False, opset_version=opset,
-            input_names=["img0", "img1"], output_names=[output], dynamic_axes=_dynamic_axes(module),
-            do_constant_folding=True,
+            graph, args, str(tmp), dynamo=False, opset_version=opset,
+            input_names=inputs, output_names=outputs, dynamic_axes=axes, do_constant_folding=True,
         )
     model = onnx.load(str(tmp))
-    if module.spatial:  # the tracer leaves the map's channel axis symbolic; it is always 1
+    if module.spatial and part != "encoder":  # the tracer leaves the map's channel axis symbolic; it is 1
         model.graph.output[0].type.tensor_type.shape.dim[1].dim_value = 1
     model.producer_name, model.producer_version = "lpips-rt", _exporter_version()
-    model.doc_string = (f"LPIPS ({module.net.name}, v{module.version}) perceptual distance; "
+    what = {"fused": "perceptual distance", "encoder": "encoder (features of one image batch)",
+            "head": "head (distance of two feature sets)"}[part]
+    model.doc_string = (f"LPIPS ({module.net.name}, v{module.version}) {what}; "
                         "see metadata_props for the input/output contract")
-    meta = build_metadata(module, provenance, opset)
+    meta = build_metadata(module, provenance, opset, part)
     onnx.helper.set_model_props(model, meta)
     _, meta["graph_sha256"] = scan_model_bytes(model.SerializeToString())
     onnx.helper.set_model_props(model, meta)
@@ -192,8 +253,11 @@ class CheckReport:
 
 
 def verify_export(path: str | Path, module: LPIPSModule, tolerance: float | None = None,
-                  reference: LPIPSModule | None = None) -> CheckReport:
+                  reference: LPIPSModule | None = None, part: str = "fused") -> CheckReport:
     """Full ONNX check, then ORT (CPU) against torch on ``check_shapes``.
+
+    ``part``: "fused", or "encoder"/"head" of a split export (float32 only; compared output by output:
+    every tap's features, or the head fed the torch features).
 
     * float32 graphs: max abs difference to ``module`` on random inputs <= ``PARITY_TOLERANCE``;
     * float16 (mixed) graphs: the graph's types must be the mixed ones (float16 backbone, float32
@@ -220,6 +284,8 @@ def verify_export(path: str | Path, module: LPIPSModule, tolerance: float | None
     except Exception as exc:
         raise ExportCheckError(f"onnx.checker rejected {path}: {str(exc).splitlines()[0]}") from exc
     fp16 = module.trunk_dtype == torch.float16
+    if part != "fused" and (fp16 or module.frame_format is not None):
+        raise ExportCheckError("split (encoder/head) exports are float32 with float inputs for now")
     if (fp16 or module.frame_format is not None) and reference is None:
         raise ValueError("fp16 and uint8-frame exports are checked against a float32 float-input reference module")
     if fp16:
@@ -234,7 +300,7 @@ def verify_export(path: str | Path, module: LPIPSModule, tolerance: float | None
         report = CheckReport("max relative error vs the float32 torch module", worst, limit, fp16_storage=emulated)
     else:
         limit = PARITY_TOLERANCE if tolerance is None else tolerance
-        report = CheckReport("max |ORT - torch|", _parity_error(path, session, module), limit)
+        report = CheckReport("max |ORT - torch|", _parity_error(path, session, module, part), limit)
     if not report.worst <= report.limit:  # also catches NaN
         raise ExportCheckError(f"{path}: {report.measure} is {report.worst:.2e} (> {report.limit:.0e})")
     if module.frame_format is not None and not fp16:
@@ -246,18 +312,20 @@ def verify_export(path: str | Path, module: LPIPSModule, tolerance: float | None
     return report
 
 
-def _parity_error(path, session, module: LPIPSModule) -> float:
+def _parity_error(path, session, module: LPIPSModule, part: str = "fused") -> float:
     worst = 0.0
     for n, h, w in check_shapes(module):
-        a, b = _example_inputs(module, n, h, w, seed=n * 1000 + h)
+        graph, args, inputs, _, _ = _graph_io(module, part, n, h, w, seed=n * 1000 + h)
         with torch.no_grad():
-            expected = module(a, b).numpy()
-        got = session.run(None, {"img0": a.numpy(), "img1": b.numpy()})[0]
-        if got.shape != expected.shape:
-            raise ExportCheckError(f"{path}: output shape {got.shape} != torch {expected.shape} at {n}x{h}x{w}")
-        diff = float(np.max(np.abs(got - expected)))
-        log.info("  check N=%d %dx%d: max |ort - torch| = %.2e", n, h, w, diff)
-        worst = max(worst, diff) if np.isfinite(diff) else float("inf")
+            expected = graph(*args)
+        expected = [t.numpy() for t in (expected if isinstance(expected, tuple) else (expected,))]
+        got = session.run(None, {name: a.numpy() for name, a in zip(inputs, args)})
+        for g, e in zip(got, expected):
+            if g.shape != e.shape:
+                raise ExportCheckError(f"{path}: output shape {g.shape} != torch {e.shape} at {n}x{h}x{w}")
+            diff = float(np.max(np.abs(g - e)))
+            worst = max(worst, diff) if np.isfinite(diff) else float("inf")
+        log.info("  check N=%d %dx%d: max |ort - torch| = %.2e", n, h, w, worst)
     return worst
 
 
@@ -313,8 +381,12 @@ def _frames_vs_float_error(session, module: LPIPSModule, reference: LPIPSModule)
 
 
 def export_model(spec: ModelSpec, out_dir: str | Path = "models", opset: int = DEFAULT_OPSET,
-                 backbone_weights: str | Path | None = None, check: bool = True) -> tuple[Path, CheckReport | None]:
-    """Build ``spec`` from verified weights, write ``out_dir/<spec.filename()>``, and check it.
+                 backbone_weights: str | Path | None = None, check: bool = True,
+                 portable: bool = True) -> tuple[Path, CheckReport | None]:
+    """Build ``spec`` (any part) from verified weights, write ``out_dir/<spec.filename()>``, and check it.
+
+    ``portable=False`` writes the natural graph form (see ``LPIPSModule``), for measurements only: the
+    file name does not say which form it holds.
 
     Returns (path, the check's report, or None when unchecked; ``float(report)`` is its primary
     measure). A file that fails its check is deleted, so no unverified export is left where the
@@ -325,9 +397,10 @@ def export_model(spec: ModelSpec, out_dir: str | Path = "models", opset: int = D
 
     frames = FrameFormat(*spec.frames.split("-")) if spec.frames else None
     trunk = torch.float16 if spec.precision == "fp16" else torch.float32
+    # An encoder needs no linear layers; the module is built calibrated only where the spec has them.
     module, provenance = build_lpips(spec.net, spec.version, spec.calibrated, spec.spatial, trunk_dtype=trunk,
-                                     frame_format=frames, backbone_weights=backbone_weights)
-    path = export_onnx(module, provenance, Path(out_dir) / spec.filename(), opset=opset)
+                                     frame_format=frames, backbone_weights=backbone_weights, portable=portable)
+    path = export_onnx(module, provenance, Path(out_dir) / spec.filename(), opset=opset, part=spec.part)
     if not check:
         return path, None
     reference = None
@@ -335,7 +408,7 @@ def export_model(spec: ModelSpec, out_dir: str | Path = "models", opset: int = D
         reference, _ = build_lpips(spec.net, spec.version, spec.calibrated, spec.spatial,
                                    backbone_weights=backbone_weights)
     try:
-        return path, verify_export(path, module, reference=reference)
+        return path, verify_export(path, module, reference=reference, part=spec.part)
     except ExportCheckError:
         path.unlink(missing_ok=True)
         raise

@@ -42,15 +42,19 @@ def _setup_logging(quiet: bool) -> None:
         logger.propagate = False
 
 
-def _mode(images, dir0, dir1, all_pairs, pairs_csv) -> str:
+def _mode(images, dir0, dir1, all_pairs, pairs_csv, ref, ref_dir) -> str:
     chosen = [name for name, on in (("pair", bool(images)), ("dirs", bool(dir0 or dir1)),
-                                    ("all-pairs", bool(all_pairs)), ("pairs", bool(pairs_csv))) if on]
+                                    ("all-pairs", bool(all_pairs)), ("pairs", bool(pairs_csv)),
+                                    ("ref", bool(ref or ref_dir))) if on]
     if len(chosen) != 1:
-        raise click.UsageError("give exactly one of: two images A B, --dir0/--dir1, --all-pairs DIR, --pairs CSV")
+        raise click.UsageError("give exactly one of: two images A B, --dir0/--dir1, --all-pairs DIR, --pairs CSV, "
+                               "--ref IMG --dir DIR")
     if chosen[0] == "pair" and len(images) != 2:
         raise click.UsageError(f"expected two images, got {len(images)}")
     if chosen[0] == "dirs" and not (dir0 and dir1):
         raise click.UsageError("--dir0 and --dir1 go together")
+    if chosen[0] == "ref" and not (ref and ref_dir):
+        raise click.UsageError("--ref and --dir go together")
     return chosen[0]
 
 
@@ -65,6 +69,8 @@ def _listing(names: list[str]) -> str:
 @click.option("--dir1", type=click.Path(file_okay=False))
 @click.option("--all-pairs", type=click.Path(file_okay=False), help="Score every pair i<j of one folder.")
 @click.option("--consecutive", is_flag=True, help="With --all-pairs: only neighbours (i, i+1) in name order.")
+@click.option("--ref", type=click.Path(dir_okay=False), help="One reference image, scored against every image in --dir.")
+@click.option("--dir", "ref_dir", type=click.Path(file_okay=False), help="The folder of images for --ref.")
 @click.option("--pairs", "pairs_csv", type=click.Path(dir_okay=False),
               help="CSV of two path columns (relative to the CSV's folder).")
 @click.option("--out", type=click.Path(dir_okay=False), help="Stream rows to a .csv or .jsonl file.")
@@ -94,18 +100,23 @@ def _listing(names: list[str]) -> str:
 @click.option("--resize", default="none", show_default=True,
               help="none (sizes must match), first (resize the second to the first), or WxH (both).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar, no summary.")
-def main(images, dir0, dir1, all_pairs, consecutive, pairs_csv, out, resume, overwrite, as_json, heatmap,
+def main(images, dir0, dir1, all_pairs, consecutive, ref, ref_dir, pairs_csv, out, resume, overwrite, as_json, heatmap,
          heatmap_alpha, heatmap_max, colormap, net, lpips_version, baseline, model, models_dir, backend, device,
          precision, threads, batch_size, workers, resize, quiet):
-    """LPIPS distance of two images (A B), or of many pairs (--dir0/--dir1, --all-pairs, --pairs).
+    """LPIPS distance of two images (A B), or of many pairs (--dir0/--dir1, --all-pairs, --pairs,
+    --ref/--dir).
+
+    --all-pairs and --ref/--dir encode each image once and compare the cached features (ONNX Runtime
+    backend): one reference against N images costs N+1 encoder runs, all pairs of N images N runs.
 
     \b
     lpips-score ref.png out.png                      prints the distance
     lpips-score ref.png out.png --heatmap diff.png   and writes where they differ
     lpips-score --dir0 gt/ --dir1 pred/ --out scores.csv
+    lpips-score --ref gt.png --dir outputs/ --out scores.csv
     """
     _setup_logging(quiet)
-    mode = _mode(images, dir0, dir1, all_pairs, pairs_csv)
+    mode = _mode(images, dir0, dir1, all_pairs, pairs_csv, ref, ref_dir)
     if mode == "pair" and (out or resume):
         raise click.UsageError("--out/--resume are for batch modes; a single pair prints its distance")
     if mode != "pair" and heatmap:
@@ -122,8 +133,8 @@ def main(images, dir0, dir1, all_pairs, consecutive, pairs_csv, out, resume, ove
             if mode == "pair":
                 _score_one(scorer, images, as_json, heatmap, heatmap_alpha, heatmap_max, colormap)
                 return
-            code = _score_many(scorer, mode, images, dir0, dir1, all_pairs, consecutive, pairs_csv, out, resume,
-                               overwrite, as_json, quiet)
+            code = _score_many(scorer, mode, dir0, dir1, all_pairs, consecutive, pairs_csv, ref, ref_dir, out,
+                               resume, overwrite, as_json, quiet)
     except LpipsError as exc:
         raise click.ClickException(str(exc)) from None
     sys.exit(code)
@@ -148,9 +159,19 @@ def _score_one(scorer, images, as_json, heatmap, alpha, vmax, colormap) -> None:
         click.echo(f"{value:.6f}")
 
 
-def _score_many(scorer, mode, images, dir0, dir1, all_pairs, consecutive, pairs_csv, out, resume, overwrite,
-                as_json, quiet) -> int:
-    from .pairs import folder_pairs, pair_folders, read_pairs_csv
+def _uses_cache(scorer, mode: str, consecutive: bool) -> bool:
+    """The feature cache serves one-vs-many and all-pairs runs on ONNX Runtime. "first" resizing makes an
+    image's size depend on its partner, so all pairs then go through the fused graph pair by pair."""
+    if scorer.backend_name != "ort":
+        return False
+    return mode == "ref" or (mode == "all-pairs" and not consecutive and scorer.resize.mode != "first")
+
+
+def _score_many(scorer, mode, dir0, dir1, all_pairs, consecutive, pairs_csv, ref, ref_dir, out, resume,
+                overwrite, as_json, quiet) -> int:
+    from pathlib import Path
+
+    from .pairs import folder_pairs, list_images, pair_folders, read_pairs_csv
     from .progress import Progress
     from .results import ResultWriter
 
@@ -162,6 +183,9 @@ def _score_many(scorer, mode, images, dir0, dir1, all_pairs, consecutive, pairs_
                 click.echo(f"only in dir{side} ({folder}), not scored: {_listing(names)}", err=True)
     elif mode == "all-pairs":
         pairs = folder_pairs(all_pairs, consecutive)
+    elif mode == "ref":
+        # The reference itself is left out when it lies in the folder (its distance would be 0).
+        pairs = [(Path(ref), p) for p in list_images(ref_dir) if p.resolve() != Path(ref).resolve()]
     else:
         pairs = read_pairs_csv(pairs_csv)
     label = scorer.spec.describe()
@@ -171,8 +195,14 @@ def _score_many(scorer, mode, images, dir0, dir1, all_pairs, consecutive, pairs_
     if writer.done and not quiet:
         click.echo(f"resuming {out}: {len(pairs) - len(todo)} pairs already there, {len(todo)} to go", err=True)
     progress = Progress(len(todo), enabled=not quiet and sys.stderr.isatty())
+    if not _uses_cache(scorer, mode, consecutive):
+        results = scorer.score_pairs(todo)
+    elif mode == "ref":
+        results = scorer.score_one_to_many(Path(ref), [p[1] for p in todo]) if todo else iter(())
+    else:
+        results = scorer.score_all_pairs(list_images(all_pairs), skip=writer.done)
     try:
-        for result in scorer.score_pairs(todo):
+        for result in results:
             writer.write(result)
             progress.update()
     except KeyboardInterrupt:

@@ -8,7 +8,7 @@ caught, while the metadata (which holds the digest) stays outside what is hashed
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .errors import LpipsError, ModelFileError
@@ -76,9 +76,24 @@ def scan_model_bytes(data: bytes) -> tuple[dict[str, str], str]:
     return metadata, graph_hash
 
 
+# What a file computes. "fused": two images -> distance (or map); "encoder": images -> the unit-normalised
+# features of every tap; "head": two feature sets -> distance (or map). encoder + head == fused.
+PARTS = ("fused", "encoder", "head")
+# metadata "kind" of each (part, spatial); an encoder has no spatial variant.
+_KINDS = {("fused", False): "distance", ("fused", True): "spatial", ("encoder", False): "encoder",
+          ("head", False): "head", ("head", True): "spatial-head"}
+_PART_OF_KIND = {kind: key for key, kind in _KINDS.items()}
+
+
 @dataclass(frozen=True)
 class ModelSpec:
-    """Which LPIPS graph: the options that name an export and that every backend builds from."""
+    """Which LPIPS graph: the options that name an export and that every backend builds from.
+
+    Fields a part does not depend on are normalised away, so that equal graphs have equal specs (and one
+    file name): an encoder has no linear layers and no spatial output (``calibrated=False``,
+    ``spatial=False``); a head takes float32 features whatever the trunk and input were
+    (``precision="fp32"``, ``frames=None``).
+    """
 
     net: str = "alex"
     version: str = "0.1"
@@ -86,6 +101,7 @@ class ModelSpec:
     spatial: bool = False
     precision: str = "fp32"  # "fp32", or "fp16" (float16 trunk, float32 head)
     frames: str | None = None  # uint8 frame input as "<layout>-<channels>", e.g. "nhwc-bgr"; None: float32 NCHW
+    part: str = "fused"  # one of PARTS
 
     def __post_init__(self):
         get_net(self.net)
@@ -97,11 +113,28 @@ class ModelSpec:
             if layout not in FRAME_LAYOUTS or channels not in FRAME_CHANNELS:
                 raise LpipsError(f"frames '{self.frames}': use <layout>-<channels> with layout "
                                  f"{'/'.join(FRAME_LAYOUTS)} and channels {'/'.join(FRAME_CHANNELS)}")
+        if self.part not in PARTS:
+            raise LpipsError(f"unknown model part '{self.part}': choose one of {', '.join(PARTS)}")
+        if self.part == "encoder":
+            object.__setattr__(self, "calibrated", False)
+            object.__setattr__(self, "spatial", False)
+        elif self.part == "head":
+            object.__setattr__(self, "precision", "fp32")
+            object.__setattr__(self, "frames", None)
+
+    @property
+    def kind(self) -> str:
+        """The metadata ``kind`` of this graph ("distance", "spatial", "encoder", "head", "spatial-head")."""
+        return _KINDS[(self.part, self.spatial)]
+
+    def with_part(self, part: str, spatial: bool | None = None) -> "ModelSpec":
+        """The spec of ``part`` of the same LPIPS (e.g. the encoder and head that split this fused graph)."""
+        return replace(self, part=part, spatial=self.spatial if spatial is None else spatial)
 
     def filename(self) -> str:
-        """``lpips-<net>-v<version>[-baseline][-spatial][-fp16][-u8<layout><channels>].onnx``."""
+        """``lpips-<net>-v<version>[-baseline][-spatial][-fp16][-u8<layout><channels>][-encoder|-head].onnx``."""
         parts = [f"lpips-{self.net}-v{self.version}"]
-        if not self.calibrated:
+        if not self.calibrated and self.part != "encoder":
             parts.append("baseline")
         if self.spatial:
             parts.append("spatial")
@@ -109,6 +142,8 @@ class ModelSpec:
             parts.append(self.precision)
         if self.frames:
             parts.append("u8" + self.frames.replace("-", ""))
+        if self.part != "fused":
+            parts.append(self.part)
         return "-".join(parts) + ".onnx"
 
     def export_command(self, out_dir: str | Path = "models") -> str:
@@ -116,7 +151,7 @@ class ModelSpec:
         args = [f"lpips-export --net {self.net}"]
         if self.version != "0.1":
             args.append(f"--version {self.version}")
-        if not self.calibrated:
+        if not self.calibrated and self.part != "encoder":
             args.append("--baseline")
         if self.spatial:
             args.append("--spatial")
@@ -125,14 +160,18 @@ class ModelSpec:
         if self.frames:
             layout, channels = self.frames.split("-")
             args.append(f"--input uint8 --layout {layout} --channels {channels}")
+        if self.part != "fused":
+            args.append(f"--part {self.part}")
         if str(out_dir) != "models":
             args.append(f"--out {out_dir}")
         return " ".join(args)
 
     def describe(self) -> str:
-        extra = [x for x in (("baseline" if not self.calibrated else ""), ("spatial" if self.spatial else ""),
+        extra = [x for x in (("baseline" if not self.calibrated and self.part != "encoder" else ""),
+                             ("spatial" if self.spatial else ""),
                              (self.precision if self.precision != "fp32" else ""),
-                             (f"uint8 {self.frames}" if self.frames else "")) if x]
+                             (f"uint8 {self.frames}" if self.frames else ""),
+                             (self.part if self.part != "fused" else "")) if x]
         return f"LPIPS-{self.net} v{self.version}" + (f" ({', '.join(extra)})" if extra else "")
 
 
@@ -144,8 +183,12 @@ class ModelInfo:
     metadata: dict
 
     @property
-    def kind(self) -> str:  # "distance" | "spatial" (and the split-graph kinds)
+    def kind(self) -> str:  # "distance" | "spatial" | "encoder" | "head" | "spatial-head"
         return self.metadata["kind"]
+
+    @property
+    def part(self) -> str:
+        return _PART_OF_KIND[self.kind][0]
 
     @property
     def net(self) -> NetSpec:
@@ -168,8 +211,8 @@ class ModelInfo:
         frames = None
         if self.input_dtype == "uint8":
             frames = f"{self.input_layout}-{self.input_channels}"
-        return ModelSpec(self.metadata["net"], self.version, self.calibrated, self.kind == "spatial",
-                         self.precision, frames)
+        return ModelSpec(self.metadata["net"], self.version, self.calibrated, _PART_OF_KIND[self.kind][1],
+                         self.precision, frames, self.part)
 
     @property
     def input_dtype(self) -> str:  # "float32" (NCHW RGB [-1,1]) or "uint8" (frames)
@@ -207,6 +250,9 @@ def read_model(path: str | Path) -> ModelInfo:
     if metadata.get("format") != FORMAT or any(k not in metadata for k in REQUIRED_KEYS):
         raise ModelFileError(f"{path} is not an LPIPS export of lpips-rt (no '{FORMAT}' metadata): "
                              "export one with lpips-export")
+    if metadata["kind"] not in _PART_OF_KIND:
+        raise ModelFileError(f"{path} is an lpips-rt export of unknown kind '{metadata['kind']}' "
+                             "(written by a newer lpips-rt?): re-export it with this version")
     try:
         net = get_net(metadata["net"])
     except Exception:

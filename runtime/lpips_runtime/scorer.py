@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 import threading
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,7 +12,9 @@ from pathlib import Path
 import numpy as np
 
 from .backends import Backend, backend_class, is_cuda, open_backend
-from .errors import InputError, LpipsError
+from .embedding import DEFAULT_MAX_MEMORY, FeatureCache
+from .errors import BackendError, InputError, LpipsError, ModelFileError
+from .features import Features
 from .images import ImageSource, ResizePolicy, check_unit_batch, describe, load_rgb, rgb_to_unit_nchw
 from .locate import default_models_dir, locate_model
 from .modelfile import ModelInfo, ModelSpec, read_model
@@ -32,6 +34,13 @@ class PairResult:
     @property
     def ok(self) -> bool:
         return self.error is None
+
+
+def _pair_indices(k: int, n: int) -> tuple[int, int]:
+    """(i, j) of the k-th pair i<j in ``itertools.combinations(range(n), 2)`` order."""
+    i = int(n - 2 - int(np.floor(np.sqrt(-8 * k + 4 * n * (n - 1) - 7) / 2.0 - 0.5)))
+    j = int(k + i + 1 - n * (n - 1) // 2 + (n - i) * ((n - i) - 1) // 2)
+    return i, j
 
 
 def _default_workers() -> int:
@@ -95,20 +104,24 @@ class Scorer:
         self.resize = resize if isinstance(resize, ResizePolicy) else ResizePolicy.parse(resize)
         self.auto_export = auto_export
         backend_cls = backend_class(backend, device)  # unknown name: error now, not at first use
-        self._models: dict[bool, ModelInfo] = {}
+        self._models: dict[tuple[bool, str], ModelInfo] = {}  # (spatial, part) -> checked file
         if str(model) in NET_NAMES:
             self.models_dir = Path(models_dir) if models_dir is not None else default_models_dir()
             self.spec = ModelSpec(str(model), version, not baseline, False, precision,
                                   self._choose_frames(str(model), version, not baseline, precision, frames, device))
         else:
             info = read_model(model)
-            self._models[info.spec.spatial] = info
+            if info.part != "fused":
+                raise ModelFileError(f"{model} is the {info.part} of a split export: give the fused model "
+                                     f"({info.spec.with_part('fused').filename()}) or a net name")
+            self._models[(info.spec.spatial, "fused")] = info
             self.spec = info.spec if not info.spec.spatial else ModelSpec(
                 info.spec.net, info.spec.version, info.spec.calibrated, False, info.spec.precision, info.spec.frames)
             # Siblings (e.g. the spatial variant) are looked for next to the given file.
             self.models_dir = Path(models_dir) if models_dir is not None else Path(model).parent
         self._needs_file = backend_cls.needs_file
         self._backends: dict[bool, Backend] = {}
+        self._cache: FeatureCache | None = None
         self._lock = threading.Lock()
 
     # -- set-up ----------------------------------------------------------------------------
@@ -133,12 +146,15 @@ class Scorer:
         s = self.spec
         return ModelSpec(s.net, s.version, s.calibrated, spatial, s.precision, s.frames)
 
-    def model_info(self, spatial: bool = False) -> ModelInfo:
-        """The checked model file used for distances (or maps), located or exported on first use."""
+    def model_info(self, spatial: bool = False, part: str = "fused") -> ModelInfo:
+        """The checked model file used for distances (or maps), or a ``part`` of its split export
+        ("encoder", "head"), located or exported on first use."""
         with self._lock:
-            if spatial not in self._models:
-                self._models[spatial] = locate_model(self._spec_for(spatial), self.models_dir, self.auto_export)
-            return self._models[spatial]
+            key = (spatial and part != "encoder", part)
+            if key not in self._models:
+                spec = self._spec_for(spatial).with_part(part)
+                self._models[key] = locate_model(spec, self.models_dir, self.auto_export)
+            return self._models[key]
 
     def _backend(self, spatial: bool) -> Backend:
         backend = self._backends.get(spatial)
@@ -151,11 +167,25 @@ class Scorer:
                                                        self.device, self.threads)
             return self._backends[spatial]
 
+    def _feature_cache(self) -> FeatureCache:
+        if self._cache is None:
+            if self.backend_name != "ort":
+                raise BackendError(f"the feature cache (embed, one_to_many, distance_matrix) runs the split graphs "
+                                   f"on ONNX Runtime, not the {self.backend_name} backend: use backend='ort'")
+            cache = FeatureCache(self)  # outside the lock: it locates its models through model_info
+            with self._lock:
+                if self._cache is None:
+                    self._cache = cache
+        return self._cache
+
     def close(self) -> None:
         with self._lock:
             for backend in self._backends.values():
                 backend.close()
             self._backends.clear()
+            if self._cache is not None:
+                self._cache.close()
+                self._cache = None
 
     def __enter__(self):
         return self
@@ -174,6 +204,17 @@ class Scorer:
         rgb0, rgb1 = self.resize.apply(rgb0, rgb1, (describe(src0), describe(src1)))
         self._check_size(*rgb0.shape[:2])
         return self._model_input(rgb0), self._model_input(rgb1)
+
+    def load_one(self, src: ImageSource, like: tuple[int, int] | None = None) -> np.ndarray:
+        """Decode/validate one image -> a model-ready [1,...] array. ``like``: (H, W) to resize it to
+        (the reference's size, for resize policy "first"); a fixed policy resizes to its own size."""
+        rgb = load_rgb(src)
+        if self.resize.mode == "fixed":
+            rgb = self.resize.apply(rgb, rgb)[0]
+        elif like is not None and rgb.shape[:2] != tuple(like):
+            rgb = ResizePolicy("fixed", (like[1], like[0])).apply(rgb, rgb)[0]
+        self._check_size(*rgb.shape[:2])
+        return self._model_input(rgb)
 
     def _model_input(self, rgb: np.ndarray) -> np.ndarray:
         """HxWx3 RGB -> the graph's input layout with a batch axis of 1."""
@@ -208,15 +249,24 @@ class Scorer:
 
     def distance(self, img0, img1):
         """LPIPS distance. Two single images -> float; float NCHW batches or lists of images ->
-        float32 array [N]. Raises ``InputError`` (one line) for anything that cannot be scored."""
+        float32 array [N]. Either side may be ``Features`` (from ``embed``): the other side is embedded
+        and the head compares them (one image against N broadcasts). Raises ``InputError`` (one line)
+        for anything that cannot be scored."""
         return self._score(img0, img1, spatial=False)
 
     def distance_map(self, img0, img1):
         """Per-pixel distance map (the spatial LPIPS). Two single images -> float32 [H,W];
-        batches -> float32 [N,1,H,W]; lists -> list of [H,W] maps."""
+        batches -> float32 [N,1,H,W]; lists -> list of [H,W] maps. ``Features`` as in ``distance``."""
         return self._score(img0, img1, spatial=True)
 
     def _score(self, img0, img1, spatial: bool):
+        if isinstance(img0, Features) or isinstance(img1, Features):
+            cache = self._feature_cache()
+            f0, f1 = cache.embed(img0), cache.embed(img1)
+            out = cache.head(f0, f1, spatial)
+            if len(out) == 1 and len(f0) == len(f1) == 1:
+                return out[0, 0] if spatial else float(out[0])
+            return out
         self._backend(spatial)  # model problems first: they are set-up errors, not input errors
         if _is_float_batch(img0) and img0.ndim == 4 or _is_float_batch(img1) and img1.ndim == 4:
             return self._run(spatial, *self._check_batches(img0, img1))
@@ -232,6 +282,80 @@ class Scorer:
         a, b = self.load_pair(img0, img1)
         out = self._run(spatial, a, b)
         return out[0, 0] if spatial else float(out[0])
+
+    # -- feature cache: embed once, compare many ------------------------------------------------
+
+    def embed(self, images) -> Features:
+        """Features of one image (N=1), a float NCHW batch [N,3,H,W] in [-1,1], or a list of same-size
+        images, to pass to ``distance``/``one_to_many`` instead of images. Memory: ``Features.nbytes``
+        (LPIPS-alex 256x256: about 2.6 MB per image; benchmarks/README.md lists every net and size)."""
+        return self._feature_cache().embed(images)
+
+    def one_to_many(self, ref, images) -> np.ndarray:
+        """float32 [N]: distance of ``ref`` (an image or 1-image ``Features``) to each of ``images``
+        (a list of images, a float NCHW batch, or ``Features``), embedding ``ref`` once.
+        ``InputError`` on the first image that cannot be scored (``score_one_to_many`` goes on instead)."""
+        cache = self._feature_cache()
+        if isinstance(images, Features) or _is_float_batch(images):
+            ref_feats = cache.embed(ref)
+            if len(ref_feats) != 1:
+                raise InputError(f"the reference must be one image, got {len(ref_feats)}")
+            if not isinstance(images, Features):  # encode chunk by chunk, straight into the head
+                batch = check_unit_batch(images, "images")
+                self._check_size(batch.shape[2], batch.shape[3])
+                return cache.one_to_many_batch(ref_feats, batch)
+            size = self.batch_size
+            return np.concatenate([cache.head(ref_feats, images[i:i + size]) for i in range(0, len(images), size)])
+        out = []
+        for result in cache.iter_one_to_many(ref, list(images)):
+            if not result.ok:
+                raise InputError(f"image {result.index}: {result.error}")
+            out.append(result.distance)
+        return np.asarray(out, dtype=np.float32)
+
+    def distance_matrix(self, images, *, max_memory: int = DEFAULT_MAX_MEMORY, spill_dir: str | Path | None = None,
+                        block: int | None = None) -> np.ndarray:
+        """float32 [N,N] symmetric matrix of LPIPS distances between same-size ``images`` (a list of
+        images, a float NCHW batch, or ``Features``; zero diagonal).
+
+        Each image is encoded once (N encoder runs, not N(N-1)/2 pair runs); the distances come from
+        block matrix products over the cached features. Memory: the [N,N] result, plus the features
+        (N x bytes per image) in RAM up to ``max_memory``, beyond that in a temporary file in
+        ``spill_dir`` (RAM then stays at a few blocks of ``block`` images). For very large N use
+        ``score_all_pairs``, which streams rows without the matrix. A resize policy of "first" does not
+        apply here (no image is "first" of every pair): use a fixed "WxH" to compare different sizes.
+        """
+        cache = self._feature_cache()
+        if _is_float_batch(images):
+            images = cache.embed(images)
+        if isinstance(images, Features):  # already embedded: straight to the block products
+            return cache.matrix_of(images, block)
+        images = list(images)
+        n = len(images)
+        matrix = np.zeros((n, n), np.float32)
+        results = cache.iter_all_pairs(images, max_memory=max_memory, spill_dir=spill_dir, block=block)
+        try:
+            for result in results:
+                if not result.ok:
+                    raise InputError(f"pair {result.img0} / {result.img1}: {result.error}")
+                i, j = _pair_indices(result.index, n)
+                matrix[i, j] = matrix[j, i] = result.distance
+        finally:
+            results.close()  # releases the feature store now, not at garbage collection
+        return matrix
+
+    def score_one_to_many(self, ref: ImageSource, images: Iterable[ImageSource]) -> Iterator[PairResult]:
+        """Like ``score_pairs`` for the pairs (ref, image): one ``PairResult`` per image, in order,
+        through the feature cache (``ref`` encoded once)."""
+        yield from self._feature_cache().iter_one_to_many(ref, list(images))
+
+    def score_all_pairs(self, images: Sequence[ImageSource], skip: Iterable[tuple[str, str]] = (),
+                        *, max_memory: int = DEFAULT_MAX_MEMORY, spill_dir: str | Path | None = None,
+                        block: int | None = None) -> Iterator[PairResult]:
+        """Every pair i<j of ``images`` (``itertools.combinations`` order) through the feature cache,
+        streamed: memory as in ``distance_matrix`` without the [N,N] result. Pairs named in ``skip``
+        (as ``(str(img0), str(img1))``) are left out, for resuming."""
+        yield from self._feature_cache().iter_all_pairs(list(images), frozenset(skip), max_memory, spill_dir, block)
 
     def score_pairs(self, pairs: Iterable[tuple[ImageSource, ImageSource]], batch_size: int | None = None,
                     workers: int | None = None) -> Iterator[PairResult]:

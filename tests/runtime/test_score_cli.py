@@ -168,11 +168,11 @@ def test_all_pairs_and_pairs_csv(models_dir, images, tmp_path):
     for name in ("ref", "blur", "grey", "rgba"):
         (folder / images[name].name).write_bytes(images[name].read_bytes())
     result = CliRunner().invoke(main, ["--all-pairs", str(folder), "--json", "-q", "--models-dir", str(models_dir)])
-    rows = [json.loads(line) for line in result.output.splitlines()]
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
     assert result.exit_code == 0 and len(rows) == 6 and all(r["distance"] is not None for r in rows)
     result = CliRunner().invoke(main, ["--all-pairs", str(folder), "--consecutive", "-q", "--models-dir",
                                        str(models_dir)])
-    assert len(result.output.strip().splitlines()) == 1 + 3  # header + 3 neighbours
+    assert len(result.stdout.strip().splitlines()) == 1 + 3  # header + 3 neighbours
     listing = tmp_path / "pairs.csv"
     listing.write_text("img0,img1\nset/ref.png,set/blur.png\nset/ref.png,set/missing.png\n")
     result = CliRunner().invoke(main, ["--pairs", str(listing), "--out", str(tmp_path / "r.jsonl"),

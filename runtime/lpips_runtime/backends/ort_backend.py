@@ -97,3 +97,19 @@ class OrtBackend(Backend):
 
     def close(self) -> None:
         self.session = None
+
+
+class OrtGraph:
+    """A session of one split part (encoder or head): named float32 inputs -> every output, as host arrays
+    owned by the caller. Thread-safe (``InferenceSession.run`` is)."""
+
+    def __init__(self, path: Path, device: str = "cpu", threads: int | None = None):
+        self.session = make_session(path, device, threads)
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        self.output_names = [o.name for o in self.session.get_outputs()]
+
+    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        return self.session.run(self.output_names, feeds)
+
+    def close(self) -> None:
+        self.session = None

@@ -31,8 +31,10 @@ class TorchBackend(Backend):
             layout, channels = spec.frames.split("-")
             frames = FrameFormat(layout, channels)
         trunk = torch.float16 if spec.precision == "fp16" else torch.float32
+        # The natural form (torch.sum/mean, plain Sub): nothing is exported from here, and eager torch
+        # runs it 20-30% faster than the portable one's unit-weight convolutions (benchmarks/README.md).
         module, self.provenance = build_lpips(spec.net, spec.version, spec.calibrated, spec.spatial,
-                                              trunk_dtype=trunk, frame_format=frames)
+                                              trunk_dtype=trunk, frame_format=frames, portable=False)
         self._torch = torch
         self._device = torch.device(device)
         self.module = module.to(self._device)

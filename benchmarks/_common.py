@@ -1,0 +1,212 @@
+"""Shared pieces of the benchmark scripts: timing, peak memory, worker subprocesses, README sections.
+
+Benchmarks are noisy on shared machines: every script compares only numbers measured in the same run,
+takes medians over repeats, and excludes a warm-up run (first-run allocations, ORT's shape planning).
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+README = HERE / "README.md"
+RESULTS = HERE / "results"
+
+
+def timed_runs(fn, repeats: int, budget_s: float, warmup: int = 1) -> list[float]:
+    """Seconds of each timed call of ``fn`` after ``warmup`` untimed ones: ``repeats`` calls, fewer
+    (at least one) when they would pass ``budget_s``."""
+    for _ in range(warmup):
+        fn()
+    times: list[float] = []
+    start = time.perf_counter()
+    while len(times) < repeats:
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+        if time.perf_counter() - start + statistics.median(times) > budget_s:
+            break
+    return times
+
+
+def interleaved_runs(fns: dict, repeats: int, warmup: int = 1) -> dict[str, list[float]]:
+    """Time several variants in turns (A B A B ...), so that load changes on a shared machine hit all alike."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return times
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+# -- peak memory ---------------------------------------------------------------------------------
+
+
+def reset_peak_rss() -> bool:
+    """Reset this process's peak RSS (Linux: writing 5 to /proc/self/clear_refs); False where unsupported."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_rss_mb() -> float | None:
+    """This process's peak RSS since start or the last ``reset_peak_rss`` (VmHWM), in MiB."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+def run_worker(args: list[str], env: dict | None = None, timeout: float = 900) -> tuple[dict, float]:
+    """Run ``python <args> --result FILE`` in a child process; return (the JSON it wrote, its ru_maxrss
+    in MiB from ``os.wait4``). Workers report their own peaks (VmHWM) too, and those are the ones to
+    quote: Linux carries a parent's high-water mark into a forked child's ru_maxrss across exec, so
+    ru_maxrss is at least the parent's peak (here: the parent that exported the models with torch).
+    """
+    import tempfile
+
+    with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as tmp:
+        result = Path(tmp.name)
+    try:
+        proc = subprocess.Popen([sys.executable, *args, "--result", str(result)], env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        deadline = time.monotonic() + timeout
+        output = []
+        for line in proc.stdout:  # stream the child's progress lines
+            output.append(line)
+            if line.startswith("  "):
+                print(line, end="", flush=True)
+            if time.monotonic() > deadline:
+                proc.kill()
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode != 0:
+            tail = "".join(output[-15:])
+            raise RuntimeError(f"worker {' '.join(args[:4])} failed ({proc.returncode}):\n{tail}")
+        return json.loads(result.read_text()), usage.ru_maxrss / 1024
+    finally:
+        result.unlink(missing_ok=True)
+
+
+# -- machine and report -----------------------------------------------------------------------------
+
+
+def machine_info() -> dict:
+    flags, model = set(), platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name") and model in ("", platform.processor()):
+                model = line.split(":", 1)[1].strip()
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    from lpips_runtime.system import physical_cores
+
+    versions = {}
+    for mod in ("numpy", "onnxruntime", "torch", "lpips"):
+        try:
+            from importlib.metadata import version
+
+            versions[mod] = version(mod)
+        except Exception:
+            versions[mod] = None
+    return {
+        "cpu": model, "logical_cpus": os.cpu_count(), "physical_cores": physical_cores(),
+        "isa": [f for f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile") if f in flags],
+        "python": platform.python_version(), "versions": versions,
+        "load_average_at_start": os.getloadavg() if hasattr(os, "getloadavg") else None,
+    }
+
+
+def today() -> str:
+    return datetime.date.today().isoformat()
+
+
+def replace_section(name: str, text: str, path: Path = README) -> None:
+    """Put ``text`` between ``<!-- name:start -->`` and ``<!-- name:end -->`` in ``path`` (created if
+    absent; the section is appended if its markers are absent). Nothing outside the markers changes:
+    other sections of the file belong to other scripts and people."""
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    body = f"{start}\n{text.rstrip()}\n{end}"
+    old = path.read_text() if path.exists() else "# Benchmarks\n"
+    pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.S)
+    new = pattern.sub(lambda _: body, old, count=1) if pattern.search(old) else old.rstrip() + "\n\n" + body + "\n"
+    path.write_text(new)
+
+
+class Worker:
+    """A child process that answers JSON commands, one per line, so that a parent can time several
+    implementations in turns while each keeps its own process (own peak RSS, own thread pools).
+
+    The child prints each reply as one line starting with ``@@ `` (other output is ignored); its
+    stderr goes to a temporary file that is shown if it fails.
+    """
+
+    PREFIX = "@@ "
+
+    def __init__(self, args: list[str], env: dict | None = None):
+        import tempfile
+
+        self._err = tempfile.TemporaryFile(mode="w+")
+        self.proc = subprocess.Popen([sys.executable, *args], env=env, stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=self._err, text=True, bufsize=1)
+        self.args = args
+        self.ready = self._reply()
+
+    def _reply(self) -> dict:
+        for line in self.proc.stdout:
+            if line.startswith(self.PREFIX):
+                return json.loads(line[len(self.PREFIX):])
+        self._err.seek(0)
+        tail = "".join(self._err.read().splitlines(keepends=True)[-15:])
+        raise RuntimeError(f"worker {' '.join(self.args[-6:])} died ({self.proc.wait()}):\n{tail}")
+
+    def call(self, **command) -> dict:
+        self.proc.stdin.write(json.dumps(command) + "\n")
+        self.proc.stdin.flush()
+        return self._reply()
+
+    def close(self) -> dict:
+        last = self.call(cmd="exit")
+        self.proc.wait(timeout=60)
+        self._err.close()
+        return last
+
+
+def serve(handlers: dict) -> None:
+    """The child side of ``Worker``: announce readiness, then answer commands until "exit"."""
+    def reply(obj):
+        print(Worker.PREFIX + json.dumps(obj), flush=True)
+
+    reply({"ready": True})
+    for line in sys.stdin:
+        command = json.loads(line)
+        name = command.pop("cmd")
+        reply(handlers[name](**command))
+        if name == "exit":
+            return

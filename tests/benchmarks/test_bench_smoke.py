@@ -1,0 +1,25 @@
+"""The benchmark scripts run end to end in their quick modes and write only their own README sections."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize("script,section", [("cpu.py", "cpu-table"), ("cache.py", "cache-table")])
+def test_quick_run(tmp_path, script, section):
+    readme = tmp_path / "README.md"
+    readme.write_text("# Benchmarks\n\nsomeone else's text\n\n<!-- fp16:start -->\nkeep me\n<!-- fp16:end -->\n")
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / script), "--quick", "--readme", str(readme),
+                           "--results-dir", str(tmp_path)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    text = readme.read_text()
+    assert "someone else's text" in text and "<!-- fp16:start -->\nkeep me\n<!-- fp16:end -->" in text
+    assert f"<!-- {section}:start -->" in text and f"<!-- {section}:end -->" in text
+    result = json.loads(next(tmp_path.glob("*.json")).read_text())
+    assert result["machine"]["physical_cores"] >= 1
