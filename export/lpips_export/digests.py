@@ -3,17 +3,10 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
-from pathlib import Path
 
 import numpy as np
 
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+from lpips_runtime.hashing import file_sha256  # noqa: F401 - re-exported: the weights modules use it
 
 
 def tensor_digest(items: Iterable[tuple[str, object]]) -> str:

@@ -8,7 +8,6 @@ before it tries.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -16,6 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .errors import BackendError, InputError, LpipsError
+from .hashing import file_sha256  # noqa: F401 - part of this module's API (sidecars record it)
 from .nets import NetSpec
 
 SIDECAR_FORMAT = "lpips-rt-engine/1"
@@ -31,14 +31,6 @@ def engine_path_for(onnx_path: str | Path) -> Path:
 def sidecar_path_for(engine_path: str | Path) -> Path:
     engine_path = Path(engine_path)
     return engine_path.with_name(engine_path.name + ".json")
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def parse_shape(text: str) -> tuple[int, int, int]:
