@@ -40,6 +40,11 @@ class Features:
     def __len__(self) -> int:
         return int(self.layers[0].shape[0])
 
+    def __repr__(self) -> str:  # the arrays themselves are megabytes of numbers
+        h, w = self.image_size
+        return (f"Features({len(self)} image(s) of {w}x{h}, {len(self.layers)} taps, "
+                f"{self.nbytes / 2**20:.2f} MiB, encoder={self.encoder!r})")
+
     def __getitem__(self, index) -> "Features":
         """Image ``index`` (an int keeps a batch axis of 1) or a slice, as views (no copy)."""
         if isinstance(index, (int, np.integer)):
