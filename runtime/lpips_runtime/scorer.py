@@ -367,6 +367,19 @@ class Scorer:
         """
         yield from self._iter_results(pairs, False, batch_size, workers)
 
+    def score_folders(self, dir0: str | Path, dir1: str | Path, **options) -> Iterator[PairResult]:
+        """``score_pairs`` over the images of identical name in two folders, sorted by name
+        (``pairs.pair_folders`` also lists the names found on one side only)."""
+        from .pairs import pair_folders
+
+        yield from self.score_pairs(pair_folders(dir0, dir1).pairs, **options)
+
+    def score_pair_list(self, csv_path: str | Path, **options) -> Iterator[PairResult]:
+        """``score_pairs`` over a CSV of two path columns (relative to the CSV's folder)."""
+        from .pairs import read_pairs_csv
+
+        yield from self.score_pairs(read_pairs_csv(csv_path), **options)
+
     def _iter_results(self, pairs, spatial: bool, batch_size: int | None = None,
                       workers: int | None = None) -> Iterator[PairResult]:
         """Decode in a thread pool one chunk ahead; batch same-size pairs; keep up to the backend's

@@ -145,3 +145,17 @@ def test_torch_backend_names_its_extra(monkeypatch):
     monkeypatch.setattr(tb, "require", missing)
     with pytest.raises(MissingExtraError, match=r"pip install 'lpips-rt\[export\]'"):
         Scorer("alex", backend="torch").distance(np.zeros((32, 32, 3), np.uint8), np.zeros((32, 32, 3), np.uint8))
+
+
+def test_folder_and_list_helpers(models_dir, tmp_path):
+    scorer = Scorer("alex", models_dir=models_dir)
+    d0, d1 = tmp_path / "a", tmp_path / "b"
+    d0.mkdir(), d1.mkdir()
+    for i in range(3):
+        ref = crop(photo("coffee"), 64, 64 + 8 * i)
+        cv2.imwrite(str(d0 / f"{i}.png"), ref[..., ::-1])
+        cv2.imwrite(str(d1 / f"{i}.png"), distort(ref, "noise", 0.5, seed=i)[..., ::-1])
+    (tmp_path / "list.csv").write_text("a/2.png,b/2.png\na/0.png,b/0.png\n")
+    by_folder = [r.distance for r in scorer.score_folders(d0, d1)]
+    by_list = [r.distance for r in scorer.score_pair_list(tmp_path / "list.csv")]
+    assert by_list == [by_folder[2], by_folder[0]] and all(d > 0 for d in by_folder)
