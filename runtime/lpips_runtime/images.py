@@ -120,7 +120,7 @@ def check_unit_batch(arr: np.ndarray, name: str = "input") -> np.ndarray:
         raise InputError(f"{name}: contains NaN or infinity")
     if lo < -1 - _RANGE_SLACK or hi > 1 + _RANGE_SLACK:
         raise InputError(f"{name}: values span [{lo:.4g}, {hi:.4g}] but LPIPS takes [-1,1] "
-                         "(use normalize=True for [0,1] data, or np.clip)")
+                         "(map [0,1] data with 2*x-1, as LPIPS(normalize=True) does, or np.clip)")
     return arr
 
 
