@@ -147,6 +147,14 @@ def today() -> str:
     return datetime.date.today().isoformat()
 
 
+def publish(result_name: str, section: str, report: dict, text: str) -> None:
+    """Write ``report`` to ``results/<result_name>-<date>.json``, put ``text`` in its README section, print it."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{result_name}-{today()}.json").write_text(json.dumps(report, indent=1) + "\n")
+    replace_section(section, text)
+    print(text)
+
+
 def replace_section(name: str, text: str, path: Path = README) -> None:
     """Put ``text`` between ``<!-- name:start -->`` and ``<!-- name:end -->`` in ``path`` (created if
     absent; the section is appended if its markers are absent). Nothing outside the markers changes:

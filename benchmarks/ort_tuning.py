@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, interleaved_runs, machine_info, median, replace_section, today  # noqa: E402
+from _common import interleaved_runs, machine_info, median, publish, today  # noqa: E402
 
 
 def options(ort, level, threads, spinning=True, optimized_path=None, profile_prefix=None, arena=True):
@@ -123,11 +123,7 @@ def main(argv=None) -> int:
                      "settings": compare(ort, path, feeds, threads, work, args.repeats)}
             report["nets"][net] = entry
             print(net, json.dumps({k: round(v["median_s"], 3) for k, v in entry["settings"].items()}), flush=True)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"ort-tuning-{today()}.json").write_text(json.dumps(report, indent=1) + "\n")
-    text = render(report)
-    replace_section("ort-tuning", text)
-    print(text)
+    publish("ort-tuning", "ort-tuning", report, render(report))
     return 0
 
 

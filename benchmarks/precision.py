@@ -29,7 +29,7 @@ import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, interleaved_runs, machine_info, median, replace_section, today  # noqa: E402
+from _common import interleaved_runs, machine_info, median, publish, today  # noqa: E402
 
 EVAL_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "immunohistochemistry", "hubble_deep_field",
                "camera", "retina")
@@ -220,11 +220,7 @@ def main(argv=None) -> int:
             report["nets"][net] = entry
             print(net, json.dumps({k: {x: (round(y, 4) if isinstance(y, float) else y) for x, y in v.items()
                                        if x != "times_s"} for k, v in entry.items()}), flush=True)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"precision-{today()}.json").write_text(json.dumps(report, indent=1) + "\n")
-    text = render(report)
-    replace_section("precision-table", text)
-    print(text)
+    publish("precision", "precision-table", report, render(report))
     return 0
 
 
