@@ -144,12 +144,15 @@ def _score_one(scorer, images, as_json, heatmap, alpha, vmax, colormap) -> None:
     from .heatmap import render_heatmap, write_image
     from .images import load_rgb
 
-    value = scorer.distance(images[0], images[1])
     if heatmap:
-        dmap = scorer.distance_map(images[0], images[1])
-        # The picture is drawn over the reference as it was scored (after any --resize).
-        reference = scorer.resize.apply(load_rgb(images[0]), load_rgb(images[1]))[0] if alpha < 1 else None
-        write_image(heatmap, render_heatmap(dmap, reference, alpha, colormap, vmax))
+        scorer.model_info()  # model problems first, as for a plain pair
+        # Decode once for the distance, the map and the picture (drawn over the reference as scored).
+        rgb0, rgb1 = scorer.resize.apply(load_rgb(images[0]), load_rgb(images[1]), (images[0], images[1]))
+        value = scorer.distance(rgb0, rgb1)
+        dmap = scorer.distance_map(rgb0, rgb1)
+        write_image(heatmap, render_heatmap(dmap, rgb0 if alpha < 1 else None, alpha, colormap, vmax))
+    else:
+        value = scorer.distance(images[0], images[1])
     if as_json:
         spec = scorer.spec
         click.echo(json.dumps({"img0": images[0], "img1": images[1], "distance": value, "net": spec.net,
