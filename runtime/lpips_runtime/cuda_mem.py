@@ -23,6 +23,14 @@ class CudaError(BackendError):
     """A CUDA runtime call failed."""
 
 
+# The failures a first GPU run usually meets, and where to look (CUDA's own words do not say).
+_HINTS = {
+    "cudaErrorInsufficientDriver": ": no NVIDIA driver, or one older than this CUDA runtime (nvidia-smi shows it)",
+    "cudaErrorNoDevice": ": no CUDA GPU is visible (check nvidia-smi and CUDA_VISIBLE_DEVICES)",
+    "cudaErrorInvalidDevice": ": no GPU with that index (check CUDA_VISIBLE_DEVICES and --device cuda:<index>)",
+}
+
+
 def runtime(extra: str = "gpu"):
     """The ``cuda.bindings.runtime`` module; ``MissingExtraError`` naming ``lpips-rt[extra]`` if absent."""
     return require("cuda.bindings.runtime", extra, "CUDA memory and streams (cuda-python)")
@@ -35,7 +43,9 @@ def call(rt, name: str, *args):
     if status != rt.cudaError_t.cudaSuccess:
         _, message = rt.cudaGetErrorString(status)
         text = message.decode() if isinstance(message, bytes) else str(message)
-        raise CudaError(f"CUDA {name} failed: {text} ({getattr(status, 'name', status)})")
+        code = getattr(status, "name", str(status))
+        hint = _HINTS.get(code, "")
+        raise CudaError(f"CUDA {name} failed: {text} ({code}){hint}")
     if not values:
         return None
     return values[0] if len(values) == 1 else values

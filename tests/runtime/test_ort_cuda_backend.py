@@ -1,19 +1,19 @@
 """The ONNX Runtime CUDA backend's own logic (staging, binding, stream ordering, pipelining) on the
-CPU: cuda-python is faked (device memory is host memory) and the CUDA session is a CPU session
-behind a fake IOBinding that reads and writes those "device" pointers. What only a GPU can show
-(ORT's CUDA kernels, real asynchrony) is in test_gpu.py, marked gpu."""
+CPU, through tests/ort_cuda_standin.py (fake CUDA, real ORT IOBinding on CPU sessions). What only a
+GPU can show (ORT's CUDA kernels, real asynchrony) is in test_gpu.py, marked gpu."""
 from __future__ import annotations
 
-import ctypes
+from types import SimpleNamespace
 
 import numpy as np
 import onnxruntime as ort
 import pytest
 
-import fake_cuda
+import ort_cuda_standin
 from conftest import crop, distort, photo
 from lpips_runtime.backends import backend_class, open_backend
-from lpips_runtime.backends.ort_backend import OrtBackend, cuda_provider_options
+from lpips_runtime.backends import ort_backend
+from lpips_runtime.backends.ort_backend import OrtBackend, cuda_provider_options, make_session
 from lpips_runtime.backends.ort_cuda_backend import OrtCudaBackend
 from lpips_runtime.errors import BackendError
 from lpips_runtime.images import rgb_to_unit_nchw
@@ -21,63 +21,9 @@ from lpips_runtime.modelfile import ModelSpec, read_model
 from lpips_runtime.scorer import Scorer
 
 
-def _array_at(ptr: int, dtype, shape) -> np.ndarray:
-    dtype = np.dtype(dtype)
-    count = int(np.prod(shape))
-    return np.frombuffer((ctypes.c_ubyte * (count * dtype.itemsize)).from_address(ptr), dtype=dtype).reshape(shape)
-
-
-class FakeIOBinding:
-    def __init__(self):
-        self.inputs, self.outputs = {}, {}
-
-    def bind_input(self, name, device_type, device_id, element_type, shape, buffer_ptr):
-        assert device_type == "cuda"
-        self.inputs[name] = (np.dtype(element_type), tuple(shape), int(buffer_ptr))
-
-    def bind_output(self, name, device_type, device_id, element_type, shape, buffer_ptr):
-        assert device_type == "cuda"
-        self.outputs[name] = (np.dtype(element_type), tuple(shape), int(buffer_ptr))
-
-
-class FakeCudaSession:
-    """A CPU session that honours IOBinding device pointers (which the fake CUDA keeps on the host)."""
-
-    def __init__(self, path, rt):
-        self.cpu = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        self.rt = rt
-
-    def get_inputs(self):
-        return self.cpu.get_inputs()
-
-    def get_outputs(self):
-        return self.cpu.get_outputs()
-
-    def io_binding(self):
-        return FakeIOBinding()
-
-    def run_with_iobinding(self, binding):
-        feeds = {name: _array_at(ptr, dtype, shape).copy() for name, (dtype, shape, ptr) in binding.inputs.items()}
-        out = self.cpu.run(None, feeds)[0]
-        (dtype, shape, ptr), = binding.outputs.values()
-        assert out.shape == shape and out.dtype == dtype
-        ctypes.memmove(ptr, out.ctypes.data, out.nbytes)
-        self.rt.log.append(("run",))
-
-
 @pytest.fixture
 def rt(monkeypatch):
-    fake = fake_cuda.install(monkeypatch)
-    opened = []
-
-    def fake_make_session(path, device, threads, stream_handle=None):
-        opened.append((device, stream_handle))
-        return FakeCudaSession(path, fake)
-
-    monkeypatch.setattr("lpips_runtime.backends.ort_cuda_backend.require_cuda_provider", lambda: None)
-    monkeypatch.setattr("lpips_runtime.backends.ort_cuda_backend.make_session", fake_make_session)
-    fake.opened = opened
-    return fake
+    return ort_cuda_standin.install(monkeypatch)
 
 
 def _photo_batch(n, h, w, seed=0):
@@ -157,3 +103,15 @@ def test_scorer_pairs_on_the_cuda_backend_equal_the_cpu(rt, exported, photo_pair
 def test_light_metadata_of_frame_exports(exported_spec):
     info = read_model(exported_spec(ModelSpec("alex", frames="nhwc-bgr")))
     assert (info.input_dtype, info.input_layout, info.input_channels, info.precision) == ("uint8", "nhwc", "bgr", "fp32")
+
+
+def test_a_session_that_fell_back_to_the_cpu_is_refused(exported, monkeypatch):
+    # onnxruntime-gpu without usable CUDA libraries or driver logs a warning and builds a CPU-only
+    # session (seen with onnxruntime-gpu 1.31.1 on a machine without a GPU); simulate exactly that.
+    fallback = SimpleNamespace(**{name: getattr(ort, name) for name in ("SessionOptions", "GraphOptimizationLevel",
+                                                                         "ExecutionMode")})
+    fallback.InferenceSession = lambda path, options, providers: ort.InferenceSession(
+        path, options, providers=["CPUExecutionProvider"])
+    monkeypatch.setattr(ort_backend, "require_cuda_provider", lambda: fallback)
+    with pytest.raises(BackendError, match="could not start its CUDA execution provider for cuda:1"):
+        make_session(exported("alex"), "cuda:1")

@@ -8,7 +8,7 @@ import shutil
 import numpy as np
 import pytest
 
-import fake_cuda
+import ort_cuda_standin
 from conftest import crop, distort, photo
 from lpips_runtime.backends.base import Backend
 from lpips_runtime.backends.staging import Pending
@@ -52,12 +52,7 @@ def test_frame_graph_skips_cpu_preprocessing_and_matches(models_dir, photo_pair_
 
 def test_frame_graph_on_the_cuda_backend(models_dir, photo_pair_files, monkeypatch):
     """Net name + cuda: the frame export is picked and scored through the CUDA backend (faked)."""
-    from test_ort_cuda_backend import FakeCudaSession
-
-    rt = fake_cuda.install(monkeypatch)
-    monkeypatch.setattr("lpips_runtime.backends.ort_cuda_backend.require_cuda_provider", lambda: None)
-    monkeypatch.setattr("lpips_runtime.backends.ort_cuda_backend.make_session",
-                        lambda path, device, threads, stream_handle=None: FakeCudaSession(path, rt))
+    ort_cuda_standin.install(monkeypatch)
     with Scorer("alex", models_dir=models_dir) as floats:
         expected = [r.distance for r in floats.score_pairs(photo_pair_files)]
     with Scorer("alex", device="cuda", models_dir=models_dir) as gpu:

@@ -72,9 +72,17 @@ def make_session(path: Path, device: str = "cpu", threads: int | None = None, op
         _preload_cuda_libraries(ort)
         providers = [("CUDAExecutionProvider", cuda_provider_options(device, stream_handle)), "CPUExecutionProvider"]
     try:
-        return ort.InferenceSession(str(path), options or session_options(ort, threads), providers=providers)
+        session = ort.InferenceSession(str(path), options or session_options(ort, threads), providers=providers)
     except Exception as exc:  # ORT raises its own Fail/InvalidGraph types; one line suffices
         raise ModelFileError(f"ONNX Runtime cannot load {path}: {str(exc).splitlines()[0]}") from exc
+    if device != "cpu" and "CUDAExecutionProvider" not in session.get_providers():
+        # When the CUDA provider cannot start (CUDA/cuDNN libraries or the driver missing, no GPU), ORT
+        # logs why and quietly runs the session on the CPU. Device pointers bound to such a session would
+        # fail obscurely, and a silent CPU run is not what device='cuda' asked for.
+        raise BackendError(f"ONNX Runtime could not start its CUDA execution provider for {device} (its log above "
+                           "says why: usually the CUDA/cuDNN libraries your onnxruntime-gpu was built for, or the "
+                           "NVIDIA driver, are missing)")
+    return session
 
 
 class OrtBackend(Backend):
