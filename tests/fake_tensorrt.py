@@ -112,14 +112,14 @@ class FakeTensorRT(types.ModuleType):
             def __init__(self, network, logger):
                 self.num_errors = 0
 
-            def parse_from_file(self, path):
-                fake.calls.append(("parse_from_file", path))
+            def parse_from_file(self, model):
+                fake.calls.append(("parse_from_file", model))
                 if not fake.parse_ok:
                     self.num_errors = len(fake.parse_errors)
                 return fake.parse_ok
 
-            def get_error(self, i):
-                return ParserError(fake.parse_errors[i])
+            def get_error(self, index):
+                return ParserError(fake.parse_errors[index])
 
         class TimingCache:
             def __init__(self, data: bytes):
@@ -132,8 +132,8 @@ class FakeTensorRT(types.ModuleType):
             def __init__(self):
                 self._cache = None
 
-            def set_memory_pool_limit(self, pool, size):
-                fake.calls.append(("set_memory_pool_limit", pool, size))
+            def set_memory_pool_limit(self, pool, pool_size):
+                fake.calls.append(("set_memory_pool_limit", pool, pool_size))
 
             def set_flag(self, flag):
                 fake.calls.append(("set_flag", flag))
@@ -145,9 +145,9 @@ class FakeTensorRT(types.ModuleType):
                 fake.calls.append(("add_optimization_profile", profile.shapes))
                 return 0
 
-            def create_timing_cache(self, data):
-                fake.calls.append(("create_timing_cache", bytes(data)))
-                return TimingCache(data)
+            def create_timing_cache(self, serialized_timing_cache):
+                fake.calls.append(("create_timing_cache", bytes(serialized_timing_cache)))
+                return TimingCache(serialized_timing_cache)
 
             def set_timing_cache(self, cache, ignore_mismatch):
                 fake.calls.append(("set_timing_cache", ignore_mismatch))
@@ -161,14 +161,15 @@ class FakeTensorRT(types.ModuleType):
             def __init__(self):
                 self.shapes = {}
 
-            def set_shape(self, name, min, opt, max):  # noqa: A002 - TensorRT's parameter names
-                self.shapes[name] = (tuple(min), tuple(opt), tuple(max))
+            def set_shape(self, input, min, opt, max):  # noqa: A002 - TensorRT's parameter names
+                self.shapes[input] = (tuple(min), tuple(opt), tuple(max))
 
         class Runtime:
             def __init__(self, logger):
                 self.logger = logger
 
-            def deserialize_cuda_engine(self, data):
+            def deserialize_cuda_engine(self, serialized_engine):
+                data = serialized_engine
                 fake.calls.append(("deserialize_cuda_engine", len(data)))
                 if not fake.deserialize_ok:
                     self.logger.log(_Severity.ERROR, "fake: serialization version mismatch")
@@ -181,8 +182,8 @@ class FakeTensorRT(types.ModuleType):
                 self.names = ["img0", "img1", "distance_map" if desc["spatial"] else "distance"]
                 self.num_io_tensors = 3
 
-            def get_tensor_name(self, i):
-                return self.names[i]
+            def get_tensor_name(self, index):
+                return self.names[index]
 
             def get_tensor_mode(self, name):
                 return TensorIOMode.OUTPUT if name.startswith("distance") else TensorIOMode.INPUT
@@ -202,8 +203,8 @@ class FakeTensorRT(types.ModuleType):
                 self.shapes[name] = tuple(shape)
                 return True
 
-            def set_tensor_address(self, name, ptr):
-                self.addresses[name] = int(ptr)
+            def set_tensor_address(self, name, memory):
+                self.addresses[name] = int(memory)
                 return True
 
             def get_tensor_shape(self, name):
@@ -229,6 +230,12 @@ class FakeTensorRT(types.ModuleType):
                 return True
 
         self.Builder, self.OnnxParser, self.Runtime = Builder, OnnxParser, Runtime
+        # The TensorRT class each stand-in imitates: test_trt_bindings_real.py checks every method and
+        # parameter name here against the real bindings of each TensorRT release we claim.
+        self.imitates = {"Builder": Builder, "INetworkDefinition": Network, "OnnxParser": OnnxParser,
+                         "ParserError": ParserError, "ITimingCache": TimingCache, "IBuilderConfig": Config,
+                         "IOptimizationProfile": Profile, "Runtime": Runtime, "ICudaEngine": Engine,
+                         "IExecutionContext": Context, "ILogger": ILogger}
 
     def flags_set(self) -> list:
         return [c[1] for c in self.calls if c[0] == "set_flag"]
