@@ -68,8 +68,9 @@ def _prepare(version: str, folder: Path) -> None:
         tmp = Path(tmp)
         requirement = tmp / "requirements.txt"
         requirement.write_text(f"tensorrt-cu12-bindings=={version} --hash=sha256:{WHEELS[version]}\n")
+        # No retries and a short timeout: offline (e.g. on the GPU machine) this should skip, not stall.
         _run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--require-hashes",
-              "-q", "-d", str(tmp / "wheel"), "-r", str(requirement)])
+              "--retries", "0", "--timeout", "20", "-q", "-d", str(tmp / "wheel"), "-r", str(requirement)])
         site = tmp / "site"
         with zipfile.ZipFile(next((tmp / "wheel").glob("*.whl"))) as wheel:
             wheel.extractall(site)
