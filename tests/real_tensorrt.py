@@ -36,8 +36,10 @@ last_error: dict[str, str] = {}
 
 
 def cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "lpips-rt" / "tensorrt-api"
+    # imported here: the --dump subprocess runs without the project on its path
+    from lpips_export.backbone_weights import default_cache_dir  # noqa: PLC0415
+
+    return default_cache_dir() / "tensorrt-api"
 
 
 def api(version: str) -> dict | None:
