@@ -6,40 +6,15 @@ Exit codes: 0 every pair scored; 1 an error stopped the run (one line on stderr)
 from __future__ import annotations
 
 import json
-import logging
-import os
 import sys
 
 import click
 
-from .backends import BACKENDS
-from .errors import LpipsError
-from .modelfile import PRECISIONS
-from .nets import DEFAULT_VERSION, NET_NAMES, VERSIONS
+from .cli_common import errors_to_click, model_options, open_scorer, setup_logging
 
 EXIT_PAIRS_FAILED = 3
 EXIT_INTERRUPTED = 130
 _LIST_LIMIT = 20  # names shown per side for unpaired files; the rest are counted
-
-
-def _quiet_opencv() -> None:
-    """OpenCV logs decoder warnings to stderr; our own one-line errors say the same, once."""
-    if "OPENCV_LOG_LEVEL" in os.environ:  # the user asked for OpenCV's logs
-        return
-    import cv2
-
-    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
-
-
-def _setup_logging(quiet: bool) -> None:
-    _quiet_opencv()
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    for name in ("lpips_runtime", "lpips_export"):
-        logger = logging.getLogger(name)
-        logger.handlers[:] = [handler]
-        logger.setLevel(logging.WARNING)
-        logger.propagate = False
 
 
 def _mode(images, dir0, dir1, all_pairs, pairs_csv, ref, ref_dir) -> str:
@@ -84,25 +59,14 @@ def _listing(names: list[str]) -> str:
               help="Map value shown as the top colour (default: the map's maximum).")
 @click.option("--colormap", type=click.Choice(["inferno", "jet", "viridis", "magma", "turbo"]), default="inferno",
               show_default=True)
-@click.option("--net", type=click.Choice(NET_NAMES), default="alex", show_default=True)
-@click.option("--version", "lpips_version", type=click.Choice(VERSIONS), default=DEFAULT_VERSION, show_default=True)
-@click.option("--baseline", is_flag=True, help="Uncalibrated baseline (no linear layers).")
-@click.option("--model", type=click.Path(dir_okay=False), help="An exported .onnx (overrides --net/--version).")
-@click.option("--models-dir", type=click.Path(file_okay=False),
-              help="Where exports are looked up (default: $LPIPS_RT_MODELS or ./models).")
-@click.option("--backend", type=click.Choice(BACKENDS), default="ort", show_default=True)
-@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:<index>.")
-@click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True,
-              help="fp16: the mixed-precision export (float16 backbone, float32 head), for GPUs.")
-@click.option("--threads", type=click.IntRange(min=1), help="CPU threads (default: physical cores).")
+@model_options
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
 @click.option("--workers", type=click.IntRange(min=1), help="Decoding threads (default: up to 4).")
 @click.option("--resize", default="none", show_default=True,
               help="none (sizes must match), first (resize the second to the first), or WxH (both).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar, no summary.")
 def main(images, dir0, dir1, all_pairs, consecutive, ref, ref_dir, pairs_csv, out, resume, overwrite, as_json, heatmap,
-         heatmap_alpha, heatmap_max, colormap, net, lpips_version, baseline, model, models_dir, backend, device,
-         precision, threads, batch_size, workers, resize, quiet):
+         heatmap_alpha, heatmap_max, colormap, batch_size, workers, resize, quiet, **model_opts):
     """LPIPS distance of two images (A B), or of many pairs (--dir0/--dir1, --all-pairs, --pairs,
     --ref/--dir).
 
@@ -115,7 +79,7 @@ def main(images, dir0, dir1, all_pairs, consecutive, ref, ref_dir, pairs_csv, ou
     lpips-score --dir0 gt/ --dir1 pred/ --out scores.csv
     lpips-score --ref gt.png --dir outputs/ --out scores.csv
     """
-    _setup_logging(quiet)
+    setup_logging(quiet)
     mode = _mode(images, dir0, dir1, all_pairs, pairs_csv, ref, ref_dir)
     if mode == "pair" and (out or resume):
         raise click.UsageError("--out/--resume are for batch modes; a single pair prints its distance")
@@ -123,20 +87,14 @@ def main(images, dir0, dir1, all_pairs, consecutive, ref, ref_dir, pairs_csv, ou
         raise click.UsageError("--heatmap is for a single pair A B")
     if resume and not out:
         raise click.UsageError("--resume needs --out")
-    try:
-        from .scorer import Scorer
-
-        scorer = Scorer(model or net, version=lpips_version, baseline=baseline, backend=backend, device=device,
-                        precision=precision, threads=threads, batch_size=batch_size, workers=workers, resize=resize,
-                        models_dir=models_dir)
+    with errors_to_click():
+        scorer = open_scorer(model_opts, batch_size=batch_size, workers=workers, resize=resize)
         with scorer:
             if mode == "pair":
                 _score_one(scorer, images, as_json, heatmap, heatmap_alpha, heatmap_max, colormap)
                 return
             code = _score_many(scorer, mode, dir0, dir1, all_pairs, consecutive, pairs_csv, ref, ref_dir, out,
                                resume, overwrite, as_json, quiet)
-    except LpipsError as exc:
-        raise click.ClickException(str(exc)) from None
     sys.exit(code)
 
 

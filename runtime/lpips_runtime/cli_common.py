@@ -1,0 +1,87 @@
+"""What every command line of the runtime shares: logging to stderr, the options that choose and
+configure the model (one definition for ``lpips-score`` and every front end), and the Scorer they build.
+
+Each command stays a thin parser: it collects these options, calls ``open_scorer`` and turns the library's
+typed errors into one line on stderr with exit code 1 (``errors_to_click``).
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+
+import click
+
+from .backends import BACKENDS
+from .errors import LpipsError
+from .modelfile import PRECISIONS
+from .nets import DEFAULT_VERSION, NET_NAMES, VERSIONS
+
+# Keyword names of the model options below, in the order they are declared.
+MODEL_OPTION_NAMES = ("net", "lpips_version", "baseline", "model", "models_dir", "backend", "device", "precision",
+                      "threads")
+
+
+def quiet_opencv() -> None:
+    """OpenCV logs decoder warnings to stderr; our own one-line errors say the same, once."""
+    if "OPENCV_LOG_LEVEL" in os.environ:  # the user asked for OpenCV's logs
+        return
+    import cv2
+
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+
+
+def setup_logging(quiet: bool = False) -> None:
+    """Our loggers write bare messages to stderr (never stdout: it carries results only)."""
+    quiet_opencv()
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    for name in ("lpips_runtime", "lpips_export"):
+        logger = logging.getLogger(name)
+        logger.handlers[:] = [handler]
+        logger.setLevel(logging.WARNING)
+        logger.propagate = False
+
+
+_MODEL_OPTIONS = (
+    click.option("--net", type=click.Choice(NET_NAMES), default="alex", show_default=True),
+    click.option("--version", "lpips_version", type=click.Choice(VERSIONS), default=DEFAULT_VERSION,
+                 show_default=True),
+    click.option("--baseline", is_flag=True, help="Uncalibrated baseline (no linear layers)."),
+    click.option("--model", type=click.Path(dir_okay=False), help="An exported .onnx (overrides --net/--version)."),
+    click.option("--models-dir", type=click.Path(file_okay=False),
+                 help="Where exports are looked up (default: $LPIPS_RT_MODELS or ./models)."),
+    click.option("--backend", type=click.Choice(BACKENDS), default="ort", show_default=True),
+    click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:<index>."),
+    click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True,
+                 help="fp16: the mixed-precision export (float16 backbone, float32 head), for GPUs."),
+    click.option("--threads", type=click.IntRange(min=1), help="CPU threads (default: physical cores)."),
+)
+
+
+def model_options(command):
+    """Decorate a click command with the options that choose the model and where it runs
+    (their keyword names: ``MODEL_OPTION_NAMES``)."""
+    for option in reversed(_MODEL_OPTIONS):
+        command = option(command)
+    return command
+
+
+def open_scorer(options: dict, **settings):
+    """A ``Scorer`` from the values of ``model_options`` (``options`` may hold other keys too) and
+    further Scorer keywords in ``settings`` (batch_size, workers, resize, ...)."""
+    from .scorer import Scorer
+
+    return Scorer(options["model"] or options["net"], version=options["lpips_version"], baseline=options["baseline"],
+                  backend=options["backend"], device=options["device"], precision=options["precision"],
+                  threads=options["threads"], models_dir=options["models_dir"], **settings)
+
+
+@contextlib.contextmanager
+def errors_to_click():
+    """Turn the library's typed errors into click's one-line error (exit code 1, no traceback)."""
+    try:
+        yield
+    except LpipsError as exc:
+        raise click.ClickException(str(exc)) from None
