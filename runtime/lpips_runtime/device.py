@@ -24,7 +24,7 @@ def _cuda_gpu() -> tuple[str | None, str]:
 
     try:
         rt = cuda_mem.runtime()
-        count = cuda_mem.call(rt, "cudaGetDeviceCount")
+        count = cuda_mem.device_count(rt)
         if not count:
             return None, "no CUDA GPU is visible"
         return cuda_mem.device_info(rt, 0).name, ""

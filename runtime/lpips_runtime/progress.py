@@ -7,15 +7,25 @@ import time
 import click
 
 
+def _isatty(stream) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
 class Progress:
     """A context manager around ``click.progressbar`` for ``total`` items. Drawn only when ``enabled``
-    and its stream is a terminal (click's own rule). The rate shown is items done / seconds since the bar
+    and its stream is a terminal. The rate shown is items done / seconds since the bar
     was created, so it is right from the first update: create the bar when the work starts (after the
     model is loaded) and it counts no set-up time."""
 
     def __init__(self, total: int, enabled: bool, unit: str = "pairs", stream=None):
         self.total, self.unit, self.count = total, unit, 0
-        self._bar = click.progressbar(length=max(total, 1), hidden=not enabled, file=stream or sys.stderr,
+        stream = stream or sys.stderr
+        # Not on a terminal click would still print the (empty) label line once: hide the bar altogether.
+        shown = enabled and _isatty(stream)
+        self._bar = click.progressbar(length=max(total, 1), hidden=not shown, file=stream,
                                       show_pos=True, show_percent=True, show_eta=True, width=24,
                                       item_show_func=self._rate)
         self._start = time.monotonic()
