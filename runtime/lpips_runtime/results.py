@@ -18,7 +18,7 @@ import csv
 import io
 import json
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
@@ -95,11 +95,13 @@ class ResultWriter:
         self.done: set[tuple] = set()
         self.fmt = format_for(target, fmt)
         self.rows_written = 0
+        # The CSV header goes out with the first row (or at close): a run that fails while loading its
+        # model leaves no header-only output on stdout.
+        self._needs_header = self.fmt == "csv"
         if target in (None, "-"):
             if stream is None:
                 raise InputError("rows to a stream need the stream")
             self.path, self._file, self._owned = None, stream, False
-            self._header()
             return
         self.path, self._owned = Path(target), True
         exists = self.path.exists() and self.path.stat().st_size > 0
@@ -109,12 +111,11 @@ class ResultWriter:
             if exists and resume:
                 self._load_existing()
                 self._file = open(self.path, "a", encoding="utf-8", newline="")
-                if self.path.stat().st_size == 0:  # only a partial header was there
-                    self._header()
+                # a header is there, unless only a partial one was (dropped with the partial line)
+                self._needs_header = self._needs_header and self.path.stat().st_size == 0
             else:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 self._file = open(self.path, "w", encoding="utf-8", newline="")
-                self._header()
         except OSError as exc:
             raise InputError(f"{self.path}: cannot write ({exc.strerror})") from None
 
@@ -175,11 +176,13 @@ class ResultWriter:
         self._file.flush()
 
     def _header(self) -> None:
-        if self.fmt == "csv":
+        if self._needs_header:
+            self._needs_header = False
             self._emit(",".join(self.columns) + "\n")
 
     def write_row(self, row: dict) -> None:
         """Write one row (missing columns are empty/null; ``constants`` fill their columns)."""
+        self._header()
         values = {**self.constants, **row}
         for c in self.path_columns:
             if values.get(c) is not None:
@@ -201,11 +204,10 @@ class ResultWriter:
         distance = None if result.distance is None else np.float32(result.distance)
         self.write_row({"img0": result.img0, "img1": result.img1, "distance": distance, "error": result.error})
 
-    def write_all(self, results: Iterable) -> None:
-        for result in results:
-            self.write(result)
-
     def close(self) -> None:
+        """Finish the output (a CSV with no row still gets its header) and close a file this writer opened."""
+        if not self._file.closed:
+            self._header()
         if self._owned and not self._file.closed:
             self._file.flush()
             os.fsync(self._file.fileno())
