@@ -121,7 +121,7 @@ _SUFFIXES = " ".join(sorted(IMAGE_SUFFIXES))
               help="Write the spatial distance map as a picture (.png, .jpg, ...) with a colour bar.")
 @click.option("--heatmap-alpha", type=click.FloatRange(0, 1), default=DEFAULT_ALPHA, show_default=True,
               help="Opacity of the colours over the (greyed) reference where the distance is at the top of "
-                   "the scale; 1: colours only.")
+                   "the scale (a fifth of it where the distance is 0); 1: colours only.")
 @click.option("--heatmap-max", callback=_heatmap_max, metavar="VALUE|auto",
               help="Map value at the top of the colour bar. [default: a fixed scale per net, the same for "
                    "every picture: alex 0.7, vgg 0.6, squeeze 0.5; auto: each map's own maximum]")

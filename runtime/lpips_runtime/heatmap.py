@@ -90,7 +90,7 @@ def render_heatmap(distance_map: np.ndarray, reference_rgb: np.ndarray | None = 
     Values are scaled to [0, ``vmax``] (beyond it: the top colour). With ``reference_rgb`` (HxWx3 RGB,
     uint8 or uint16) the colours are laid over the reference in grey, each pixel's colour weighted by
     ``alpha`` times its place on the scale (at least a fifth of that), so the photograph stays readable where
-    the images agree; without it, or with ``alpha`` 1 at the top, the colours alone.
+    the images agree; without it, or with ``alpha`` 1, the colours alone.
     """
     if distance_map.ndim != 2:
         raise InputError(f"heatmap needs an [H,W] map, got shape {distance_map.shape}")
@@ -98,7 +98,7 @@ def render_heatmap(distance_map: np.ndarray, reference_rgb: np.ndarray | None = 
         raise InputError(f"the heatmap scale must be positive, got {vmax}")
     scaled = np.clip(distance_map.astype(np.float32) / vmax, 0, 1)
     picture = cv2.applyColorMap((scaled * 255).round().astype(np.uint8), COLORMAPS[colormap])
-    if reference_rgb is not None:
+    if reference_rgb is not None and alpha < 1:
         base = _grey_bgr(reference_rgb, picture.shape[:2]).astype(np.float32)
         weight = (alpha * (_FLOOR + (1 - _FLOOR) * scaled))[..., None]
         picture = (base * (1 - weight) + picture.astype(np.float32) * weight).round().astype(np.uint8)

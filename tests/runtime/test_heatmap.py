@@ -58,3 +58,10 @@ def test_unwritable_formats_are_input_errors(tmp_path):
         write_image(tmp_path / "map.txt", np.zeros((8, 8, 3), np.uint8))
     with pytest.raises(InputError, match="cannot write"):
         write_image(tmp_path / "missing-folder" / "map.png", np.zeros((8, 8, 3), np.uint8))
+
+
+def test_alpha_one_is_colours_only():
+    dmap = np.linspace(0, 0.7, 64 * 64, dtype=np.float32).reshape(64, 64)
+    alone = render_heatmap(dmap, None, vmax=0.7, with_bar=False)
+    over = render_heatmap(dmap, crop(photo("rocket"), 64, 64), alpha=1.0, vmax=0.7, with_bar=False)
+    assert np.array_equal(alone, over)
