@@ -24,10 +24,8 @@ SCRIPT = str(Path(sys.executable).with_name("lpips-score"))
 
 
 @pytest.fixture(scope="module")
-def models_dir(exported):
-    exported("alex")
-    exported("alex", spatial=True)
-    return exported("alex").parent
+def models_dir(alex_models):
+    return alex_models
 
 
 @pytest.fixture(scope="module")

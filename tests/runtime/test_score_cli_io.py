@@ -21,12 +21,6 @@ from lpips_runtime.formatting import float32_text
 
 
 @pytest.fixture(scope="module")
-def models_dir(exported):
-    exported("alex", spatial=True)
-    return exported("alex").parent
-
-
-@pytest.fixture(scope="module")
 def tree(tmp_path_factory):
     """gt/ and pred/ with a subfolder, a file on one side only, and a non-image file."""
     root = tmp_path_factory.mktemp("io")
@@ -40,17 +34,17 @@ def tree(tmp_path_factory):
     return root
 
 
-def _invoke(models_dir, *args):
-    return CliRunner().invoke(main, [*map(str, args), "--models-dir", str(models_dir)])
+def _invoke(alex_models, *args):
+    return CliRunner().invoke(main, [*map(str, args), "--models-dir", str(alex_models)])
 
 
 def _json_lines(text: str) -> list[dict]:
     return [json.loads(line) for line in text.splitlines()]
 
 
-def test_json_stdout_parses_in_every_mode(models_dir, tree, tmp_path):
+def test_json_stdout_parses_in_every_mode(alex_models, tree, tmp_path):
     gt, pred = tree / "gt", tree / "pred"
-    pair = _invoke(models_dir, gt / "a.png", pred / "a.png", "--json", "--device", "auto")
+    pair = _invoke(alex_models, gt / "a.png", pred / "a.png", "--json", "--device", "auto")
     record = json.loads(pair.stdout)  # the device notice went to stderr
     assert record["distance"] == float(float32_text(record["distance"])) and "device: cpu" in pair.stderr
     listing = tmp_path / "pairs.csv"
@@ -58,7 +52,7 @@ def test_json_stdout_parses_in_every_mode(models_dir, tree, tmp_path):
     batches = {"dirs": ["--dir0", gt, "--dir1", pred, "-r"], "all-pairs": ["--all-pairs", gt],
                "ref": ["--ref", gt / "a.png", "--dir", pred], "pairs": ["--pairs", listing]}
     for name, args in batches.items():
-        result = _invoke(models_dir, *args, "--json")
+        result = _invoke(alex_models, *args, "--json")
         assert result.exit_code == 0, (name, result.output)
         rows = _json_lines(result.stdout)
         assert rows and all(r["distance"] is not None for r in rows), name
@@ -100,9 +94,9 @@ def test_first_run_export_keeps_stdout_for_results(tree, tmp_path):
         "LPIPS_RT_MODELS=DIR"]
 
 
-def test_summary_json_and_rows_agree(models_dir, tree, tmp_path):
+def test_summary_json_and_rows_agree(alex_models, tree, tmp_path):
     out, summary_file = tmp_path / "rows.csv", tmp_path / "summary.json"
-    result = _invoke(models_dir, "--dir0", tree / "gt", "--dir1", tree / "pred", "--recursive", "--out", out,
+    result = _invoke(alex_models, "--dir0", tree / "gt", "--dir1", tree / "pred", "--recursive", "--out", out,
                      "--summary-json", summary_file)
     assert result.exit_code == 0, result.output
     rows = list(csv.DictReader(out.open()))
@@ -115,28 +109,28 @@ def test_summary_json_and_rows_agree(models_dir, tree, tmp_path):
     assert summary["model"] == "LPIPS-alex v0.1" and summary["precision"] == "fp32"
     assert (summary["backend"], summary["device"]) == ("ort", "cpu")
     assert summary["pairs_this_run"] == 2 and summary["elapsed_s"] > 0 and summary["pairs_per_s"] > 0
-    expected = Scorer(models_dir / "lpips-alex-v0.1.onnx").distance(tree / "gt" / "a.png", tree / "pred" / "a.png")
+    expected = Scorer(alex_models / "lpips-alex-v0.1.onnx").distance(tree / "gt" / "a.png", tree / "pred" / "a.png")
     assert rows[0]["distance"] == float32_text(expected)  # full float32 precision in the rows
 
 
-def test_out_dash_and_format(models_dir, tree):
+def test_out_dash_and_format(alex_models, tree):
     base = ["--dir0", tree / "gt", "--dir1", tree / "pred"]
-    as_jsonl = _invoke(models_dir, *base, "--out", "-", "--format", "jsonl", "-q")
+    as_jsonl = _invoke(alex_models, *base, "--out", "-", "--format", "jsonl", "-q")
     assert as_jsonl.exit_code == 0 and _json_lines(as_jsonl.stdout)[0]["img0"].endswith("a.png")
-    as_csv = _invoke(models_dir, *base, "--out", "-", "-q")
+    as_csv = _invoke(alex_models, *base, "--out", "-", "-q")
     assert as_csv.stdout.splitlines()[0] == "img0,img1,distance,error,model"
     for args, message in ((["--json", "--out", "x.csv"], "--json writes JSON lines, but --out x.csv"),
                           (["--format", "csv", "--out", "x.jsonl"], "x.jsonl is a jsonl file name"),
                           (["--out", "x.txt"], "results go to a .csv or .jsonl file"),
                           (["--resume", "--out", "-"], "--resume needs --out FILE"),
                           (["--json", "--format", "csv"], "drop --format csv or --json")):
-        result = _invoke(models_dir, *base, *args)
+        result = _invoke(alex_models, *base, *args)
         assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output, result.output
-    single = _invoke(models_dir, tree / "gt" / "a.png", tree / "pred" / "a.png", "--summary-json", "s.json")
+    single = _invoke(alex_models, tree / "gt" / "a.png", tree / "pred" / "a.png", "--summary-json", "s.json")
     assert single.exit_code == 2 and "are for batch modes" in single.output
 
 
-def test_nothing_to_score_says_so_and_fails(models_dir, tree, tmp_path):
+def test_nothing_to_score_says_so_and_fails(alex_models, tree, tmp_path):
     (tmp_path / "empty").mkdir()
     (tmp_path / "one").mkdir()
     cv2.imwrite(str(tmp_path / "one" / "x.png"), crop(photo("coffee"), 64, 64))
@@ -147,34 +141,34 @@ def test_nothing_to_score_says_so_and_fails(models_dir, tree, tmp_path):
              (["--ref", tmp_path / "one" / "x.png", "--dir", tmp_path / "one"], "besides the reference"),
              (["--pairs", header_only], "lists no pairs")]
     for args, message in cases:
-        result = _invoke(models_dir, *args)
+        result = _invoke(alex_models, *args)
         assert result.exit_code == 1, result.output
         assert result.stderr.strip().splitlines()[-1].startswith("Error: nothing to score: ") and message in result.stderr
 
 
-def test_unpaired_and_skipped_files_are_listed(models_dir, tree):
-    result = _invoke(models_dir, "--dir0", tree / "gt", "--dir1", tree / "pred")
+def test_unpaired_and_skipped_files_are_listed(alex_models, tree):
+    result = _invoke(alex_models, "--dir0", tree / "gt", "--dir1", tree / "pred")
     assert "only in dir0" in result.stderr and "only-gt.png" in result.stderr
     assert f"not images (by extension) in dir0 ({tree / 'gt'}), skipped: notes.txt" in result.stderr
     assert len(result.stdout.splitlines()) == 2  # header + a.png: sub/ needs --recursive
-    deep = _invoke(models_dir, "--dir0", tree / "gt", "--dir1", tree / "pred", "--recursive")
+    deep = _invoke(alex_models, "--dir0", tree / "gt", "--dir1", tree / "pred", "--recursive")
     assert [Path(r).name for r in (row.split(",")[0] for row in deep.stdout.splitlines()[1:])] == ["a.png", "b.png"]
-    ref = _invoke(models_dir, "--ref", tree / "gt" / "a.png", "--dir", tree / "gt")
+    ref = _invoke(alex_models, "--ref", tree / "gt" / "a.png", "--dir", tree / "gt")
     assert f"not images (by extension) in {tree / 'gt'}, skipped: notes.txt" in ref.stderr
 
 
-def test_pairs_header_detection_is_said(models_dir, tree, tmp_path):
+def test_pairs_header_detection_is_said(alex_models, tree, tmp_path):
     listing = tmp_path / "list.csv"
     listing.write_text(f"Reference Image,Test Image\n{tree / 'gt' / 'a.png'},{tree / 'pred' / 'a.png'}\n")
-    result = _invoke(models_dir, "--pairs", listing, "--json")
+    result = _invoke(alex_models, "--pairs", listing, "--json")
     assert result.exit_code == 0 and len(_json_lines(result.stdout)) == 1
     assert "taken as a header: Reference Image,Test Image (--no-header scores it)" in result.stderr
-    forced = _invoke(models_dir, "--pairs", listing, "--json", "--no-header")
+    forced = _invoke(alex_models, "--pairs", listing, "--json", "--no-header")
     assert forced.exit_code == 3  # the header row scored as a pair: its files do not exist
     assert "no such file" in _json_lines(forced.stdout)[0]["error"]
 
 
-def test_resume_from_another_working_folder(models_dir, tree, tmp_path, monkeypatch):
+def test_resume_from_another_working_folder(alex_models, tree, tmp_path, monkeypatch):
     """The same --pairs run, resumed from another folder (other relative spellings): no pair is scored twice."""
     work = tmp_path / "work"
     (work / "lists").mkdir(parents=True)
@@ -184,42 +178,42 @@ def test_resume_from_another_working_folder(models_dir, tree, tmp_path, monkeypa
     listing.write_text(f"{gt / 'a.png'},{pred / 'a.png'}\n{gt / 'sub' / 'b.png'},{pred / 'sub' / 'b.png'}\n"
                        f"{gt / 'a.png'},{pred / 'sub' / 'b.png'}\n")
     monkeypatch.chdir(work)
-    first = _invoke(models_dir, "--pairs", "lists/pairs.csv", "--out", "results/r.csv")
+    first = _invoke(alex_models, "--pairs", "lists/pairs.csv", "--out", "results/r.csv")
     assert first.exit_code == 0, first.output
     lines = (work / "results" / "r.csv").read_text().splitlines(keepends=True)
     (work / "results" / "r.csv").write_text("".join(lines[:3]))  # as if killed after two rows
     monkeypatch.chdir(work / "results")
-    again = _invoke(models_dir, "--pairs", "../lists/pairs.csv", "--out", "r.csv", "--resume")
+    again = _invoke(alex_models, "--pairs", "../lists/pairs.csv", "--out", "r.csv", "--resume")
     assert again.exit_code == 0, again.output
     assert "2 pairs already there, 1 to go" in again.stderr
     rows = list(csv.DictReader((work / "results" / "r.csv").open()))
     assert len(rows) == 3 and len({(r["img0"], r["img1"]) for r in rows}) == 3
 
 
-def test_device_auto_is_said_unless_quiet(models_dir, tree):
+def test_device_auto_is_said_unless_quiet(alex_models, tree):
     args = [tree / "gt" / "a.png", tree / "pred" / "a.png", "--device", "auto"]
-    loud, quiet = _invoke(models_dir, *args), _invoke(models_dir, *args, "-q")
+    loud, quiet = _invoke(alex_models, *args), _invoke(alex_models, *args, "-q")
     assert loud.exit_code == quiet.exit_code == 0
     assert loud.stderr.startswith("device: ") and quiet.stderr == ""
     assert loud.stdout == quiet.stdout and len(loud.stdout.strip()) == 8  # the human line: 0.xxxxxx
 
 
-def test_heatmap_of_an_unwritable_format_is_a_usage_error(models_dir, tree, tmp_path):
-    result = _invoke(models_dir, tree / "gt" / "a.png", tree / "pred" / "a.png", "--heatmap", tmp_path / "out.txt")
+def test_heatmap_of_an_unwritable_format_is_a_usage_error(alex_models, tree, tmp_path):
+    result = _invoke(alex_models, tree / "gt" / "a.png", tree / "pred" / "a.png", "--heatmap", tmp_path / "out.txt")
     assert result.exit_code == 2 and "Traceback" not in result.output
     assert "OpenCV cannot write" in result.output and not (tmp_path / "out.txt").exists()
 
 
-def test_heatmap_picture(models_dir, tree, tmp_path):
+def test_heatmap_picture(alex_models, tree, tmp_path):
     out = tmp_path / "map.png"
-    result = _invoke(models_dir, tree / "gt" / "a.png", tree / "pred" / "a.png", "--heatmap", out)
+    result = _invoke(alex_models, tree / "gt" / "a.png", tree / "pred" / "a.png", "--heatmap", out)
     assert result.exit_code == 0, result.output
     picture = cv2.imread(str(out))
     assert picture.shape[0] > 96 and picture.shape[1] > 128  # the map, its colour bar and a caption
-    auto = _invoke(models_dir, tree / "gt" / "a.png", tree / "pred" / "a.png", "--heatmap", tmp_path / "auto.png",
+    auto = _invoke(alex_models, tree / "gt" / "a.png", tree / "pred" / "a.png", "--heatmap", tmp_path / "auto.png",
                    "--heatmap-max", "auto")
     assert auto.exit_code == 0 and not np.array_equal(cv2.imread(str(tmp_path / "auto.png")), picture)
-    bad = _invoke(models_dir, tree / "gt" / "a.png", tree / "pred" / "a.png", "--heatmap", out, "--heatmap-max", "-1")
+    bad = _invoke(alex_models, tree / "gt" / "a.png", tree / "pred" / "a.png", "--heatmap", out, "--heatmap-max", "-1")
     assert bad.exit_code == 2 and "neither a positive number nor 'auto'" in bad.output
 
 
