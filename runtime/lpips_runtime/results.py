@@ -67,10 +67,6 @@ def _json_value(value):
     return value
 
 
-def _real(path: str) -> str:
-    return os.path.realpath(path)
-
-
 class ResultWriter:
     """Writes rows of ``columns`` to ``target`` (a path; None or "-" with ``stream``: that text stream).
 
@@ -93,6 +89,7 @@ class ResultWriter:
         self.key_columns, self.path_columns = tuple(key_columns), tuple(path_columns)
         self.summary = summary
         self.done: set[tuple] = set()
+        self._real_paths: dict[str, str] = {}  # all-pairs runs name each image many times
         self.fmt = format_for(target, fmt)
         self.rows_written = 0
         # The CSV header goes out with the first row (or at close): a run that fails while loading its
@@ -131,13 +128,20 @@ class ResultWriter:
             return text
         return os.path.relpath(os.path.abspath(text), self._folder())
 
+    def _real(self, path: str) -> str:
+        real = self._real_paths.get(path)
+        if real is None:
+            real = self._real_paths[path] = os.path.realpath(path)
+        return real
+
     def key_of(self, row: dict) -> tuple:
         """The resume key of a row as the caller gives it (paths as given, relative to the working folder)."""
-        return tuple(_real(os.fspath(row[c])) if c in self.path_columns else str(row[c]) for c in self.key_columns)
+        return tuple(self._real(os.fspath(row[c])) if c in self.path_columns else str(row[c])
+                     for c in self.key_columns)
 
     def _stored_key(self, row: dict) -> tuple:
         """The resume key of a row read back from the file (relative paths are relative to its folder)."""
-        return tuple(_real(os.path.join(self._folder(), row[c])) if c in self.path_columns else str(row[c])
+        return tuple(self._real(os.path.join(self._folder(), row[c])) if c in self.path_columns else str(row[c])
                      for c in self.key_columns)
 
     # -- reading a file to resume ----------------------------------------------------------------
