@@ -7,6 +7,7 @@ distance (None for a failed item) to ``add``, rows found in a resumed file to ``
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import InputError
+from .outfile import make_parent_folder
 
 
 @dataclass
@@ -104,11 +106,12 @@ class RunSummary:
     def write_json(self, path: str | Path, complete: bool = True) -> None:
         """Write ``as_dict`` to ``path`` atomically (a reader never sees half a file)."""
         path = Path(path)
+        make_parent_folder(path)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
             tmp.write_text(json.dumps(self.as_dict(complete), indent=2) + "\n", encoding="utf-8")
             os.replace(tmp, path)
         except OSError as exc:
-            tmp.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
             raise InputError(f"{path}: cannot write the summary ({exc.strerror})") from None
