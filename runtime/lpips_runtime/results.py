@@ -47,6 +47,9 @@ NUMBER_COLUMNS = ("distance",)
 FORMATS = ("csv", "jsonl")
 _SUFFIX_FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 _STDOUT = "standard output"
+# Rows are bytes as they are (no newline translation where the system has text mode) and the descriptor
+# is not inherited by child processes.
+_OPEN_FLAGS = getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0)
 
 log = logging.getLogger(__name__)
 
@@ -166,8 +169,8 @@ class ResultWriter:
             if st is not None and not stat.S_ISREG(st.st_mode):
                 if resume:
                     raise InputError(f"{self.path} is not a regular file: --resume needs one")
-                return os.open(self.path, os.O_WRONLY | os.O_CLOEXEC)  # a device or a pipe: a stream
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+                return os.open(self.path, os.O_WRONLY | _OPEN_FLAGS)  # a device or a pipe: a stream
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | _OPEN_FLAGS, 0o666)
         except OSError as exc:
             raise InputError(f"{self.path}: cannot write ({exc.strerror})") from None
         self._regular = True
