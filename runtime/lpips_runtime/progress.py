@@ -8,7 +8,7 @@ import time
 class Progress:
     """Shown only when ``enabled`` (a TTY, not --quiet) and only once the run passes ``delay`` seconds."""
 
-    def __init__(self, total: int, enabled: bool, delay: float = 0.5, unit: str = "pairs", stream=None):
+    def __init__(self, total: int | None, enabled: bool, delay: float = 0.5, unit: str = "pairs", stream=None):
         self.total, self.enabled, self.delay, self.unit = total, enabled, delay, unit
         self.stream = stream or sys.stderr
         self.count = 0
@@ -20,13 +20,18 @@ class Progress:
         if not self.enabled:
             return
         now = time.monotonic()
-        if now - self.start < self.delay or (now - self._last < 0.2 and self.count < self.total):
+        finished = self.total is not None and self.count >= self.total
+        if now - self.start < self.delay or (now - self._last < 0.2 and not finished):
             return
         self._last = now
         rate = self.count / max(now - self.start, 1e-9)
-        eta = (self.total - self.count) / rate if rate > 0 else 0.0
-        mins, secs = divmod(int(eta + 0.5), 60)
-        self.stream.write(f"\r{self.count}/{self.total} {self.unit}  {rate:.1f}/s  ETA {mins}:{secs:02d} ")
+        if self.total is None:  # length unknown (e.g. a video whose container does not say)
+            text = f"\r{self.count} {self.unit}  {rate:.1f}/s "
+        else:
+            eta = (self.total - self.count) / rate if rate > 0 else 0.0
+            mins, secs = divmod(int(eta + 0.5), 60)
+            text = f"\r{self.count}/{self.total} {self.unit}  {rate:.1f}/s  ETA {mins}:{secs:02d} "
+        self.stream.write(text)
         self.stream.flush()
         self._shown = True
 

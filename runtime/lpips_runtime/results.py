@@ -45,22 +45,27 @@ class Summary:
 
 
 class ResultWriter:
-    """Writes one row per pair, flushed as it is written, so an interrupted run keeps every finished row.
+    """Writes one row per pair (or per frame, ...), flushed as it is written, so an interrupted run keeps
+    every finished row.
 
-    ``resume=True`` reads the rows already in ``path`` (their pairs are then skipped by the caller via
-    ``done``), drops a partial last line left by a kill mid-write, and appends. Without ``resume`` an
-    existing file is an error unless ``overwrite`` is set: results are never clobbered by accident.
+    ``columns`` name the row fields in file order (``model`` is filled in by the writer); ``key`` names
+    the columns that identify a row. ``resume=True`` reads the rows already in ``path`` (kept in
+    ``existing``; their keys, as strings, in ``done`` for the caller to skip), drops a partial last line
+    left by a kill mid-write, and appends. Without ``resume`` an existing file is an error unless
+    ``overwrite`` is set: results are never clobbered by accident.
     """
 
     def __init__(self, path: str | Path | None, model: str, resume: bool = False, overwrite: bool = False,
-                 stream=None, jsonl: bool = False):
-        self.model = model
-        self.done: set[tuple[str, str]] = set()
+                 stream=None, jsonl: bool = False, columns: tuple[str, ...] = COLUMNS,
+                 key: tuple[str, ...] = ("img0", "img1")):
+        self.model, self.columns, self.key = model, tuple(columns), tuple(key)
+        self.done: set[tuple[str, ...]] = set()
+        self.existing: list[dict] = []
         self.summary = Summary()
         if path is None:  # rows to an already open text stream (e.g. stdout), nothing to resume
             self.path, self.jsonl, self._file, self._owned = None, jsonl, stream, False
             if not self.jsonl:
-                self._emit(",".join(COLUMNS) + "\n")
+                self._emit(",".join(self.columns) + "\n")
             return
         self._owned = True
         self.path = Path(path)
@@ -74,12 +79,12 @@ class ResultWriter:
             self._load_existing()
             self._file = open(self.path, "a", encoding="utf-8", newline="")
             if not self.jsonl and self.path.stat().st_size == 0:  # only a partial header was there
-                self._emit(",".join(COLUMNS) + "\n")
+                self._emit(",".join(self.columns) + "\n")
         else:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._file = open(self.path, "w", encoding="utf-8", newline="")
             if not self.jsonl:
-                self._emit(",".join(COLUMNS) + "\n")
+                self._emit(",".join(self.columns) + "\n")
 
     def _load_existing(self) -> None:
         raw = self.path.read_bytes()
@@ -94,7 +99,12 @@ class ResultWriter:
             if row.get("model") and row["model"] != self.model:
                 raise InputError(f"{self.path} holds results of {row['model']}, not {self.model}: "
                                  "resume with the same options or write a new file")
-            self.done.add((row["img0"], row["img1"]))
+            missing = [k for k in self.key if k not in row]
+            if missing:
+                raise InputError(f"{self.path} has no {', '.join(missing)} column: it holds other results "
+                                 "(write a new file)")
+            self.done.add(tuple(str(row[k]) for k in self.key))
+            self.existing.append(row)
             distance = row.get("distance")
             self.summary.add(float(distance) if distance not in (None, "") else None)
 
@@ -103,17 +113,22 @@ class ResultWriter:
         self._file.flush()
 
     def write(self, result: PairResult) -> None:
-        self.summary.add(result.distance)
-        row = {"img0": result.img0, "img1": result.img1,
-               "distance": None if result.distance is None else float(format_distance(result.distance)),
-               "error": result.error, "model": self.model}
+        self.write_row({"img0": result.img0, "img1": result.img1, "distance": result.distance,
+                        "error": result.error})
+
+    def write_row(self, row: dict) -> None:
+        """Write one row: ``row`` maps column names to values (missing ones are empty; floats are written
+        with 9 significant digits, enough for a float32 to survive the round trip)."""
+        self.summary.add(row.get("distance"))
+        row = {c: self.model if c == "model" else row.get(c) for c in self.columns}
+        row = {c: float(format_distance(v)) if isinstance(v, float) else v for c, v in row.items()}
         if self.jsonl:
             self._emit(json.dumps(row, ensure_ascii=False) + "\n")
         else:
             out = io.StringIO()
             csv.writer(out, lineterminator="\n").writerow(
-                ["" if row[c] is None else (format_distance(row[c]) if c == "distance" else row[c])
-                 for c in COLUMNS])
+                ["" if row[c] is None else (format_distance(row[c]) if isinstance(row[c], float) else row[c])
+                 for c in self.columns])
             self._emit(out.getvalue())  # one write per row: a kill leaves at most one partial line
 
     def close(self) -> None:
