@@ -1,9 +1,11 @@
 """Find the exported model for a spec in the models folder, exporting it on demand when possible."""
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import logging
 import os
+import sys
 from pathlib import Path
 
 from .errors import ModelFileError
@@ -45,7 +47,8 @@ def locate_model(spec: ModelSpec, models_dir: Path | None = None, auto_export: b
         from lpips_export.onnx_export import export_model
 
         log.warning("%s not found: exporting %s now", path, spec.describe())
-        export_model(spec, models_dir)
+        with contextlib.redirect_stdout(sys.stderr):  # torch.hub reports downloads on stdout: it carries results
+            export_model(spec, models_dir)
     info = read_model(path)
     if info.spec != spec:
         raise ModelFileError(f"{path} holds {info.spec.describe()}, not {spec.describe()}: re-export it")

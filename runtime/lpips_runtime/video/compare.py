@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ..errors import InputError
 from ..images import ResizePolicy
-from .align import Alignment, PairingOutcome, counts_message, pair_frames
+from .align import Alignment, FramePair, PairingOutcome, counts_message, pair_frames
 from .colour import ColourConversion, FrameConverter
 from .decode import FrameReader
 from .score import FrameResult, score_frames
@@ -82,12 +82,13 @@ class VideoComparison:
         n = (max(0, min(counts)) + a.step - 1) // a.step
         return max(0, (n if a.max_frames is None else min(n, a.max_frames)) - already_done)
 
-    def frames(self, scorer, skip: frozenset[int] = frozenset(), keep_frames: bool = False) -> Iterator[FrameResult]:
-        """Score the aligned frame pairs (REF frame indices in ``skip`` are left out), in order. Reading
-        starts here, in one thread per video; call once. Afterwards ``outcome`` tells whether the streams
-        had different lengths and ``read_errors`` whether one stopped early."""
+    def pairs(self, skip: frozenset[int] = frozenset()) -> Iterator[FramePair]:
+        """The aligned frame pairs, decoded and converted to RGB (REF frame indices in ``skip`` are left
+        out), in order. Reading starts here, in one thread per video; call once (``frames`` calls it).
+        Afterwards ``outcome`` tells whether the videos had different lengths and ``read_errors``
+        whether one stopped early."""
         if self.readers:
-            raise InputError("VideoComparison.frames runs once per comparison: open the videos again")
+            raise InputError("a VideoComparison reads its videos once: open them again")
         a = self.alignment
         self.readers = [FrameReader(self.ref, FrameConverter(self.conversions[0]), a.ref_wanted(skip)),
                         FrameReader(self.dist, FrameConverter(self.conversions[1]), a.dist_wanted(skip))]
@@ -97,8 +98,12 @@ class VideoComparison:
                 reader.stop_converting()
             return sum(1 for _ in frames)
 
-        pairs = pair_frames(*(iter(r.start()) for r in self.readers), a, skip, self.outcome, count_rest)
-        yield from score_frames(scorer, pairs, keep_frames=keep_frames)
+        return pair_frames(*(iter(r.start()) for r in self.readers), a, skip, self.outcome, count_rest)
+
+    def frames(self, scorer, skip: frozenset[int] = frozenset(), keep_frames: bool = False) -> Iterator[FrameResult]:
+        """Score the aligned frame pairs with ``scorer``: one ``FrameResult`` per pair, in order (see ``pairs``).
+        ``keep_frames``: results carry the two RGB frames (for heatmaps)."""
+        return score_frames(scorer, self.pairs(skip), keep_frames=keep_frames)
 
     @property
     def read_errors(self) -> list[str]:
