@@ -10,7 +10,7 @@ import sys
 
 import click
 
-from .cli_common import errors_to_click, model_options, open_scorer, setup_logging
+from .cli_common import errors_to_click, heatmap_options, model_options, open_scorer, setup_logging
 
 EXIT_PAIRS_FAILED = 3
 EXIT_INTERRUPTED = 130
@@ -53,12 +53,7 @@ def _listing(names: list[str]) -> str:
 @click.option("--overwrite", is_flag=True, help="Replace an existing --out file.")
 @click.option("--json", "as_json", is_flag=True, help="JSON output (a JSON object; JSON lines in batch modes).")
 @click.option("--heatmap", type=click.Path(dir_okay=False), help="Write the spatial distance map as a picture.")
-@click.option("--heatmap-alpha", type=click.FloatRange(0, 1), default=0.6, show_default=True,
-              help="Weight of the colours over the reference image (1: colours only).")
-@click.option("--heatmap-max", type=click.FloatRange(min=0, min_open=True),
-              help="Map value shown as the top colour (default: the map's maximum).")
-@click.option("--colormap", type=click.Choice(["inferno", "jet", "viridis", "magma", "turbo"]), default="inferno",
-              show_default=True)
+@heatmap_options(max_default="the map's maximum")
 @model_options
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
 @click.option("--workers", type=click.IntRange(min=1), help="Decoding threads (default: up to 4).")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from ..cli_common import errors_to_click, model_options, open_scorer, setup_logging
+from ..cli_common import errors_to_click, heatmap_options, model_options, open_scorer, setup_logging
 from ..pooling import STAT_NAMES
 
 EXIT_FRAMES_FAILED = 3
@@ -55,12 +55,7 @@ def auto_batch_size(width: int, height: int) -> int:
               help="Write the pooled statistics as JSON (also printed on stderr).")
 @click.option("--heatmap-video", type=click.Path(dir_okay=False),
               help="Write each frame's spatial distance map as a video (e.g. heat.mp4; one more inference per frame).")
-@click.option("--heatmap-alpha", type=click.FloatRange(0, 1), default=0.6, show_default=True,
-              help="Weight of the colours over the reference frame (1: colours only).")
-@click.option("--heatmap-max", type=click.FloatRange(min=0, min_open=True),
-              help="Map value shown as the top colour, the same for every frame (default 1.0).")
-@click.option("--colormap", type=click.Choice(["inferno", "jet", "viridis", "magma", "turbo"]), default="inferno",
-              show_default=True)
+@heatmap_options(max_default="1.0, the same for every frame")
 @model_options
 @click.option("--batch-size", type=click.IntRange(min=1), help="Frame pairs per inference (default: ~2 Mpx).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress, no summary on stderr.")

@@ -10,7 +10,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +20,7 @@ pytest.importorskip("av")
 
 from lpips_runtime import Scorer  # noqa: E402
 from lpips_runtime.modelfile import ModelSpec  # noqa: E402
+from conftest import wait_for_lines  # noqa: E402
 from lpips_runtime.video.cli import main  # noqa: E402
 from video_clips import (HEIGHT, WIDTH, corrupt_packet, decode_reference, distorted, pan, write,  # noqa: E402
                          write_raw)
@@ -286,11 +286,7 @@ def test_resume_after_an_interruption_keeps_every_row(models_dir, tmp_path):
     out = tmp_path / "frames.csv"
     args = [SCRIPT, str(ref), str(dist), "--out", str(out), "--batch-size", "1", "--models-dir", str(models_dir)]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and proc.poll() is None:
-        if out.exists() and out.read_bytes().count(b"\n") > 6:
-            break
-        time.sleep(0.01)
+    wait_for_lines(out, 6, proc)
     os.kill(proc.pid, signal.SIGINT)
     _, stderr = proc.communicate(timeout=60)
     before = out.read_text().splitlines()
