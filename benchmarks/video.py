@@ -1,7 +1,7 @@
 """Video benchmark: lpips-video's frames/s for LPIPS-alex on the CPU against its two ceilings, decoding
 alone and inference alone, measured in the same run.
 
-    python benchmarks/video.py            # 1280x720 and 1920x1080, 32 frames, 3 rounds (see README for its time)
+    python benchmarks/video.py            # 1280x720 and 1920x1080, 24 frames, 2 rounds (about 7 minutes on 2 quiet cores)
     python benchmarks/video.py --quick    # smoke run: 320x180 and 640x360, 8 frames, 1 round (< 1 minute)
 
 The clips are made here with PyAV: a pan over a mosaic of photographs, REF encoded with libx264 at CRF 12
@@ -96,7 +96,8 @@ def measure(ref: Path, dist: Path, n: int, models_dir: Path, threads: int | None
 def render(report: dict) -> str:
     lines = [f"### Video (lpips-video), LPIPS-alex on the CPU, {report['date']}", "",
              f"{report['machine']['cpu']}, {report['machine']['logical_cpus']} logical CPUs, ORT threads "
-             f"{report['threads']}, load average at start {report['machine']['load_average_at_start']}; "
+             f"{report['threads']}, load average at start "
+             f"{' / '.join(f'{x:.1f}' for x in report['machine']['load_average_at_start'] or ())}; "
              f"{report['frames']} frame pairs per run, H.264 REF (CRF 12) vs DIST (CRF 36), medians of "
              f"{report['repeats']} rounds timed in turns. `python benchmarks/video.py` "
              f"({'--quick, ' if report['quick'] else ''}took {report['wall_s']:.0f} s).", "",
@@ -129,8 +130,8 @@ def main(argv=None) -> int:
 
     start = time.perf_counter()
     sizes = ((320, 180), (640, 360)) if args.quick else ((1280, 720), (1920, 1080))
-    n = args.frames or (8 if args.quick else 32)
-    repeats = args.repeats or (1 if args.quick else 3)
+    n = args.frames or (8 if args.quick else 24)
+    repeats = args.repeats or (1 if args.quick else 2)
     threads = args.threads or physical_cores()
     models_dir = args.models_dir or default_models_dir()
     report = {"date": today(), "machine": machine_info(), "threads": threads, "frames": n, "repeats": repeats,
