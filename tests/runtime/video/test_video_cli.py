@@ -279,27 +279,38 @@ def test_bad_inputs_are_one_line_errors(clips, models_dir, tmp_path):
 
 def test_resume_after_an_interruption_keeps_every_row(models_dir, tmp_path):
     """Interrupt a streaming run (SIGINT: exit 130), resume it: rows written before stay as they were and
-    every frame is there exactly once; a partial last row (a kill mid-write) is dropped and redone."""
-    frames = pan(60, 128, 160, name="coffee")
-    ref = write(tmp_path / "ref.mkv", frames)
-    dist = write(tmp_path / "dist.mkv", distorted(frames))
+    every frame is there exactly once; a partial last row (a kill mid-write) is dropped and redone.
+    DIST first comes through a pipe that holds back its last frames, so the run is surely midway."""
+    n, held_back = 40, 12
+    frames = pan(n, 128, 160, name="coffee")
+    ref = write(tmp_path / "ref.y4m", frames, codec="rawvideo", fmt="yuv4mpegpipe")
+    dist = write(tmp_path / "dist.y4m", distorted(frames), codec="rawvideo", fmt="yuv4mpegpipe")
+    data = dist.read_bytes()
+    frame_bytes = (len(data) - data.index(b"FRAME")) // n
+    pipe = tmp_path / "dist-pipe.y4m"
+    os.mkfifo(pipe)
     out = tmp_path / "frames.csv"
-    args = [SCRIPT, str(ref), str(dist), "--out", str(out), "--batch-size", "1", "--models-dir", str(models_dir)]
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    wait_for_lines(out, 6, proc)
-    os.kill(proc.pid, signal.SIGINT)
-    _, stderr = proc.communicate(timeout=60)
+    options = ["--out", str(out), "--batch-size", "1", "--models-dir", str(models_dir)]
+    proc = subprocess.Popen([SCRIPT, str(ref), str(pipe), *options], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    with open(pipe, "wb") as feed:  # opens once lpips-video opens the pipe
+        feed.write(data[:len(data) - held_back * frame_bytes])
+        feed.flush()
+        wait_for_lines(out, 12, proc)  # rows are streaming; the reader waits for the frames held back
+        os.kill(proc.pid, signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)  # the pipe closed: the reader thread ends too
     before = out.read_text().splitlines()
-    assert proc.returncode == 130 and 1 < len(before) - 1 < 60, stderr
+    assert proc.returncode == 130 and 12 < len(before) - 1 <= n - held_back, stderr
     assert f"rerun with --resume to finish {out}" in stderr
     with out.open("a") as f:
         f.write("999,3.96,3.96,0.12")  # a partial row, as a kill mid-write leaves it
-    done = subprocess.run(args + ["--resume"], capture_output=True, text=True, timeout=300)
+    done = subprocess.run([SCRIPT, str(ref), str(dist), *options, "--resume"], capture_output=True, text=True,
+                          timeout=300)
     assert done.returncode == 0, done.stderr
     assert f"resuming {out}: {len(before) - 1} frames already there" in done.stderr
     after = out.read_text().splitlines()
     assert after[:len(before)] == before  # earlier rows untouched
-    assert sorted(int(r["frame"]) for r in _rows("\n".join(after))) == list(range(60))
+    assert sorted(int(r["frame"]) for r in _rows("\n".join(after))) == list(range(n))
     full = _invoke(ref, dist, models_dir=models_dir)
     assert sorted(_rows(full.stdout), key=lambda r: int(r["frame"])) == \
         sorted(_rows("\n".join(after)), key=lambda r: int(r["frame"]))
