@@ -119,9 +119,9 @@ def _score(videos, scorer, out, resume, overwrite, as_json, summary_path, heatma
     from .score import FRAME_COLUMNS, FRAME_KEY
 
     label = replace(scorer.spec, frames=None).describe()  # one label for 8-bit (frame graph) and deeper runs
-    columns = {"columns": FRAME_COLUMNS, "key": FRAME_KEY}
-    writer = (ResultWriter(out, label, resume=resume, overwrite=overwrite, **columns) if out
-              else ResultWriter(None, label, stream=sys.stdout, jsonl=as_json, **columns))
+    writer = ResultWriter(out, columns=FRAME_COLUMNS, fmt="jsonl" if as_json else None, constants={"model": label},
+                          key_columns=FRAME_KEY, path_columns=(), resume=resume, overwrite=overwrite,
+                          stream=sys.stdout)
     pooling = Pooling()
     for row in writer.existing:  # rows of an earlier run (--resume) count in the statistics
         pooling.add(int(row["frame"]), float(row["distance"]) if row.get("distance") not in (None, "") else None)
@@ -132,21 +132,20 @@ def _score(videos, scorer, out, resume, overwrite, as_json, summary_path, heatma
             click.echo(f"{source.name}: {info.size()} {info.pix_fmt} {info.codec}; {conversion.describe()}", err=True)
         if done:
             click.echo(f"resuming {out}: {len(done)} frames already there", err=True)
-    progress = Progress(videos.expected_pairs(len(done)), enabled=not quiet and sys.stderr.isatty(), unit="frames")
+    progress = Progress(videos.expected_pairs(len(done)) or 0, enabled=not quiet, unit="frames")
     try:
-        for result in videos.frames(scorer, done, keep_frames=heatmap is not None):
-            writer.write_row(result.row())
-            pooling.add(result.frame, result.distance)
-            if heatmap is not None and result.ok:
-                heatmap.write(scorer.distance_map(result.ref, result.dist), result.ref)
-            progress.update()
+        with progress:
+            for result in videos.frames(scorer, done, keep_frames=heatmap is not None):
+                writer.write_row(result.row())
+                pooling.add(result.frame, result.distance)
+                if heatmap is not None and result.ok:
+                    heatmap.write(scorer.distance_map(result.ref, result.dist), result.ref)
+                progress.update()
     except KeyboardInterrupt:
-        progress.close()
         where = f"; rerun with --resume to finish {out}" if out else ""
         click.echo(f"interrupted after {progress.count} frames{where}", err=True)
         return EXIT_INTERRUPTED
     finally:
-        progress.close()
         writer.close()
         if heatmap is not None:
             heatmap.close()

@@ -36,8 +36,10 @@ class FrameResult:
         return self.error is None
 
     def row(self) -> dict:
-        return {"frame": self.frame, "pts_ref": self.pts_ref, "pts_dist": self.pts_dist,
-                "distance": self.distance, "error": self.error}
+        """The result row (the distance as the float32 the model computed: written with its shortest digits)."""
+        distance = None if self.distance is None else np.float32(self.distance)
+        return {"frame": self.frame, "pts_ref": self.pts_ref, "pts_dist": self.pts_dist, "distance": distance,
+                "error": self.error}
 
 
 def score_frames(scorer, pairs: Iterable[FramePair], batch_size: int | None = None,
