@@ -99,6 +99,26 @@ def resolve_device(device: str, backend: str, quiet: bool = False) -> str:
     return choice.device
 
 
+def heatmap_options(max_default: str):
+    """Decorate a click command with the options that style a heatmap (``heatmap_alpha``, ``heatmap_max``,
+    ``colormap``); ``max_default`` says what ``--heatmap-max`` defaults to in that command."""
+    options = (
+        click.option("--heatmap-alpha", type=click.FloatRange(0, 1), default=0.6, show_default=True,
+                     help="Weight of the colours over the reference picture (1: colours only)."),
+        click.option("--heatmap-max", type=click.FloatRange(min=0, min_open=True),
+                     help=f"Map value shown as the top colour (default: {max_default})."),
+        click.option("--colormap", type=click.Choice(["inferno", "jet", "viridis", "magma", "turbo"]),
+                     default="inferno", show_default=True),
+    )
+
+    def decorate(command):
+        for option in reversed(options):
+            command = option(command)
+        return command
+
+    return decorate
+
+
 def open_scorer(options: dict, quiet: bool = False, **settings):
     """A ``Scorer`` from the values of ``model_options`` (``options`` may hold other keys too) and
     further Scorer keywords in ``settings`` (batch_size, workers, resize, ...). ``quiet``: do not say

@@ -2,6 +2,7 @@
 advisory lock that keeps a second writer off a file being written."""
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -11,6 +12,8 @@ try:
     import fcntl
 except ImportError:  # not POSIX: no advisory lock
     fcntl = None
+
+log = logging.getLogger(__name__)
 
 
 def make_parent_folder(path: str | os.PathLike) -> None:
@@ -50,8 +53,9 @@ def lock_for_writing(fd: int, path: str | os.PathLike) -> None:
         who = f" (pid {holder})" if holder else ""
         raise InputError(f"{path} is being written by another process{who}: wait for it to end, "
                          "or write to another file") from None
-    except OSError:  # a file system without locks (some network mounts): write unguarded
-        return
+    except OSError as exc:  # a file system without locks (some network or FUSE mounts): write unguarded
+        log.warning("%s: cannot lock it (%s): a second run writing it at the same time would not be refused",
+                    path, exc.strerror)
 
 
 def _lock_holder(fd: int) -> int | None:

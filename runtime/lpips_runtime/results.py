@@ -111,7 +111,7 @@ class ResultWriter:
     rows hold another value is an error. ``key_columns``: what identifies a row for resuming; ``path_columns``:
     those holding file paths (see the module docstring); ``number_columns``: those holding numbers (checked
     when a file is resumed). ``summary``: a ``RunSummary`` fed each row's ``distance`` (rows already in a
-    resumed file with ``resumed=True``).
+    resumed file with ``resumed=True``). ``keep_existing``: keep those rows in ``existing`` too.
 
     Without ``resume`` an existing non-empty file is an error unless ``overwrite`` is set: results are
     never clobbered by accident. ``done`` holds the keys of the rows already in a resumed file (path
@@ -126,13 +126,18 @@ class ResultWriter:
     def __init__(self, target: str | Path | None, *, columns: Sequence[str] = PAIR_COLUMNS, fmt: str | None = None,
                  constants: dict | None = None, key_columns: Sequence[str] = PAIR_PATH_COLUMNS,
                  path_columns: Sequence[str] = PAIR_PATH_COLUMNS, number_columns: Sequence[str] = NUMBER_COLUMNS,
-                 resume: bool = False, overwrite: bool = False, stream: TextIO | None = None, summary=None):
+                 resume: bool = False, overwrite: bool = False, stream: TextIO | None = None, summary=None,
+                 keep_existing: bool = False):
         self.columns = tuple(columns)
         self.constants = dict(constants or {})
         self.key_columns, self.path_columns = tuple(key_columns), tuple(path_columns)
         self.number_columns = tuple(c for c in number_columns if c in self.columns)
         self.summary = summary
         self.done: set[tuple] = set()
+        # The rows of a resumed file as read back (number columns as floats), kept only when asked
+        # (``keep_existing``, e.g. for pooled statistics): a resumed all-pairs file can hold millions.
+        self.keep_existing = keep_existing
+        self.existing: list[dict] = []
         self._real_paths: dict[str, str] = {}  # all-pairs runs name each image many times
         self.fmt = format_for(target, fmt)
         self.rows_written = 0
@@ -145,8 +150,9 @@ class ResultWriter:
         # model leaves no header-only output on stdout.
         self._needs_header = self.fmt == "csv"
         if target in (None, "-"):
-            if stream is None:
-                raise InputError("rows to a stream need the stream")
+            if stream is None:  # sys.stdout is None when stdout was closed at start (>&-)
+                raise OutputError("standard output is closed: nowhere to write the rows (give --out FILE)",
+                                  errno.EBADF, stream=True)
             self.path, self._stream, self.name = None, stream, _STDOUT
             return
         self.path = Path(target)
@@ -240,6 +246,8 @@ class ResultWriter:
                     repeats += 1
                     first_repeat = first_repeat or line
                 self.done.add(key)
+                if self.keep_existing:
+                    self.existing.append(row)
                 if "distance" in self.columns:
                     distances.append(row.get("distance"))
         if stored.end < stored.size:
