@@ -61,7 +61,9 @@ def write_bytes(stream, data: bytes) -> None:
 def reserve_closed_std_fds() -> None:
     """Point each standard descriptor (0, 1, 2) that is closed at /dev/null, so that no file opened later
     takes its number (C libraries would print into it). Python has already set the matching
-    ``sys.stdin``/``sys.stdout``/``sys.stderr`` to None, so the closed stream stays visible."""
+    ``sys.stdin``/``sys.stdout``/``sys.stderr`` to None: stdin and stdout stay None (a closed stdout is
+    visible, and refused where results go there); a closed stderr becomes a stream to /dev/null, since
+    click writes its messages to stdout when ``sys.stderr`` is None."""
     for fd in (0, 1, 2):
         try:
             os.fstat(fd)
@@ -70,6 +72,8 @@ def reserve_closed_std_fds() -> None:
             if null != fd:
                 os.dup2(null, fd)
                 os.close(null)
+    if sys.stderr is None:
+        sys.stderr = open(2, "w", encoding="utf-8", errors="backslashreplace", closefd=False)  # noqa: SIM115
 
 
 def silence_stdout() -> None:

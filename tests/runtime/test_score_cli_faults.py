@@ -252,6 +252,25 @@ def test_stdout_faults_fail_with_one_line(alex_models, many, mode, stdout, messa
     assert _clean_one_line(done.stderr) == message
 
 
+@pytest.mark.parametrize("mode", ["batch", "pair", "error"])
+def test_a_closed_stderr_keeps_messages_off_stdout(alex_models, many, mode):
+    """``2>&-``: messages (progress, the summary, an error) go nowhere; stdout still carries results only.
+    Found on this branch: click sent them to stdout when ``sys.stderr`` was None."""
+    imgs = many / "imgs"
+    args = {"batch": ["--dir0", imgs, "--dir1", imgs], "pair": [imgs / "im00.png", imgs / "im01.png"],
+            "error": ["--dir0", imgs, "--dir1", imgs / "nope"]}[mode]
+    done = subprocess.run(["sh", "-c", 'exec "$@" 2>&-', "sh", *_command(*args, "--models-dir", alex_models)],
+                          stdout=subprocess.PIPE, timeout=TIMEOUT)
+    assert done.returncode == (1 if mode == "error" else 0)
+    lines = done.stdout.decode().splitlines()
+    if mode == "batch":
+        assert lines[0].startswith("img0,img1,") and len(lines) == 13 and all(",LPIPS-alex" in x for x in lines[1:])
+    elif mode == "pair":
+        assert len(lines) == 1 and float(lines[0]) > 0
+    else:
+        assert lines == []
+
+
 def test_a_closed_pipe_ends_the_run_quietly(alex_models, many):
     """``lpips-score ... | head -1``: exit 141 (as a tool killed by SIGPIPE reads in the shell), nothing on
     stderr, no 'Exception ignored' at interpreter shutdown."""
