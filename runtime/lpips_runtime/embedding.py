@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .backends.ort_backend import OrtGraph
-from .errors import InputError, LpipsError
+from .errors import InputError, ModelFileError, error_text
 from .features import FeatureStore, Features, check_comparable, distance_block, energies, layer_scales
 from .gram import GramProduct
 from .images import ImageSource, check_unit_batch, describe
@@ -25,10 +25,6 @@ if TYPE_CHECKING:
 SIZE_INPUT = "image_size"  # the spatial head's shape-only input (see lpips_export.parts)
 DEFAULT_MAX_MEMORY = 1 << 30  # features held in RAM by an all-pairs run before it spills to disk
 _SCRATCH = 256 << 20  # float64 scratch of one block product (rows + columns), bytes
-
-
-def _error_text(exc: Exception) -> str:
-    return str(exc) if isinstance(exc, LpipsError) else f"{type(exc).__name__}: {exc}"
 
 
 class FeatureCache:
@@ -106,6 +102,11 @@ class FeatureCache:
                 zeros = [np.zeros((c, k, 1, 1), np.float32) for k in channels]
                 found.append(self.head(Features(tuple(probe), (1, 1), self.encoder_name),
                                        Features(tuple(zeros), (1, 1), self.encoder_name)).astype(np.float64))
+            if any(not np.isfinite(w).all() or w.min() < 0 for w in found):
+                # LPIPS weights are non-negative (the official training clamps them): a head that says otherwise
+                # would give negative distances
+                raise ModelFileError(f"{self.scorer.model_info(part='head').path} has negative or non-finite "
+                                     "per-channel weights: not an LPIPS head; re-export it")
             self._weights = found
         return self._weights
 
@@ -157,7 +158,7 @@ class FeatureCache:
                     try:
                         yield index, name, future.result(), None
                     except Exception as exc:  # one bad image fails its pairs, not the run
-                        yield index, name, None, _error_text(exc)
+                        yield index, name, None, error_text(exc)
 
     def _encode_stream(self, sources: Sequence[ImageSource], like: tuple[int, int] | None = None):
         """Yield, per decoded chunk of ``batch_size`` images, (items, batches): items are
@@ -176,7 +177,7 @@ class FeatureCache:
                     encoded = self.encode(np.concatenate([m[2] for m in members]))
                 except Exception as exc:
                     for m in members:
-                        feats[m[0]] = _error_text(exc)
+                        feats[m[0]] = error_text(exc)
                     continue
                 batches.append(([m[0] for m in members], encoded))
                 for k, m in enumerate(members):
@@ -215,7 +216,7 @@ class FeatureCache:
                 try:  # the whole encoded batch at once: no copy of its features
                     values.update(zip(indices, map(float, self.head(ref_feats, batch))))
                 except Exception as exc:
-                    values.update((i, _error_text(exc)) for i in indices)
+                    values.update((i, error_text(exc)) for i in indices)
             for index, name, feats, error in chunk:
                 if feats is not None and index not in values:
                     (h0, w0), (h1, w1) = ref_feats.image_size, feats.image_size

@@ -7,10 +7,12 @@ from itertools import combinations
 from pathlib import Path
 
 from .errors import InputError
+from .fileio import UnreadableFile, read_regular_file
 
 # Extensions OpenCV decodes; other files in a folder (notes, sidecars) are not images to score.
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".jpe", ".bmp", ".dib", ".tif", ".tiff", ".webp", ".ppm",
                             ".pgm", ".pbm", ".pnm", ".pfm", ".jp2", ".sr", ".ras", ".exr", ".hdr", ".pic", ".avif"})
+MAX_LIST_BYTES = 1 << 30  # a --pairs CSV: millions of rows, not an endless stream
 _HEADER_WORDS = {"img0", "img1", "image0", "image1", "path0", "path1", "p0", "p1", "ref", "dist",
                  "reference", "distorted", "a", "b"}
 
@@ -57,10 +59,10 @@ def read_pairs_csv(path: str | Path) -> list[tuple[Path, Path]]:
     """
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        text = read_regular_file(path, MAX_LIST_BYTES).decode("utf-8-sig")
     except FileNotFoundError:
         raise InputError(f"{path}: no such file") from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except (UnreadableFile, UnicodeDecodeError) as exc:
         raise InputError(f"{path}: cannot read ({exc})") from None
     pairs = []
     for line_no, row in enumerate(csv.reader(text.splitlines()), start=1):
