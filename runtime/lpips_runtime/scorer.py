@@ -609,7 +609,7 @@ class Scorer:
 
     @staticmethod
     def _record_failure(done: dict, part: list, exc: Exception) -> None:
-        message = error_text(exc)
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__  # a backend's own words
         for index, name0, name1, *_ in part:
             done[index] = PairResult(index, name0, name1, error=message)
 
