@@ -93,6 +93,13 @@ def _peak_rss_mb() -> float:
 
 def child(spec: dict) -> dict:
     """Run one cell in this (fresh) process and return its measurements."""
+    import resource
+
+    # The RSS watcher polls; one large allocation can outrun it. An address-space cap makes such an
+    # allocation fail here instead of the kernel's OOM killer picking a process on a shared machine.
+    if spec.get("as_limit_mb"):
+        limit = int(spec["as_limit_mb"]) << 20
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     from lpips_runtime.scorer import Scorer
 
     settings = {k: spec[k] for k in ("tile", "max_memory", "batch_size") if k in spec}
@@ -116,6 +123,7 @@ def run_cell(spec: dict, cap_mb: float, timeout: float) -> dict:
     """``child(spec)`` in a fresh process, killed above ``cap_mb`` of RSS or after ``timeout`` seconds."""
     with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as out:
         result = Path(out.name)
+    spec = {**spec, "as_limit_mb": cap_mb + 4096}  # virtual size runs ~1-3 GB above RSS (libraries, arenas)
     proc = subprocess.Popen([sys.executable, __file__, "--child", json.dumps(spec), "--result", str(result)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     start, highest, verdict = time.monotonic(), 0.0, None
@@ -123,10 +131,11 @@ def run_cell(spec: dict, cap_mb: float, timeout: float) -> dict:
         while proc.poll() is None:
             try:
                 with open(f"/proc/{proc.pid}/status") as f:
-                    rss = next((int(line.split()[1]) / 1024 for line in f if line.startswith("VmRSS:")), 0.0)
-            except OSError:
-                rss = 0.0
-            highest = max(highest, rss)
+                    status = {line.split(":")[0]: line.split()[1:2] for line in f}
+                rss, hwm = (int(status.get(k, ["0"])[0]) / 1024 for k in ("VmRSS", "VmHWM"))
+            except (OSError, ValueError, IndexError):
+                rss = hwm = 0.0
+            highest = max(highest, rss, hwm)
             if rss > cap_mb:
                 verdict = f"does not fit (> {cap_mb / 1024:.0f} GB, killed at {rss / 1024:.1f} GB)"
             elif time.monotonic() - start > timeout:
@@ -134,10 +143,14 @@ def run_cell(spec: dict, cap_mb: float, timeout: float) -> dict:
             if verdict:
                 proc.send_signal(signal.SIGKILL)
                 proc.wait()
-                return {"error": verdict, "watched_rss_mb": highest}
+                return {"error": verdict, "watched_rss_mb": highest}  # for a time-out: the peak so far
             time.sleep(0.1)
         if proc.returncode != 0:
-            return {"error": f"failed ({proc.returncode}): {proc.stderr.read().strip().splitlines()[-1:]}"}
+            last = (proc.stderr.read().strip().splitlines() or ["?"])[-1]
+            if "MemoryError" in last or "bad_alloc" in last or "Failed to allocate" in last or proc.returncode == -9:
+                return {"error": f"does not fit (> {cap_mb / 1024:.0f} GB: allocation refused at "
+                                 f"{highest / 1024:.1f} GB RSS)", "watched_rss_mb": highest}
+            return {"error": f"failed ({proc.returncode}): {last[:200]}"}
         return {**json.loads(result.read_text()), "watched_rss_mb": highest}
     finally:
         if proc.poll() is None:
@@ -169,6 +182,7 @@ def main(argv=None) -> int:
                         "Scorer's 1 GiB; --quick: 128)")
     parser.add_argument("--cap-gb", type=float, default=10.0, help="kill a cell whose RSS passes this")
     parser.add_argument("--timeout", type=float, default=5400.0, help="seconds per cell")
+    parser.add_argument("--skip-folders", action="store_true", help="only the pairs (part 1)")
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--work", type=Path, help="folder for models and images (default: a temporary one)")
     parser.add_argument("--readme", type=Path)
@@ -217,8 +231,8 @@ def main(argv=None) -> int:
                     row["abs_diff"] = abs(t["distance"] - u["distance"])
                     row["throughput_ratio"] = u["seconds"] / t["seconds"]
                 report["pairs"].append(row)
-        d0, d1 = (str(p) for p in _folders(n_folder, *folder_hw, images))
-        for label, settings in (("before, batch 16", {"tile": "off", "max_memory": NO_BUDGET, "batch_size": 16}),
+        d0, d1 = (str(p) for p in _folders(n_folder, *folder_hw, images)) if not args.skip_folders else ("", "")
+        for label, settings in () if args.skip_folders else (("before, batch 16", {"tile": "off", "max_memory": NO_BUDGET, "batch_size": 16}),
                                 ("before, batch 1", {"tile": "off", "max_memory": NO_BUDGET, "batch_size": 1}),
                                 ("after (defaults), batch 16", {"batch_size": 16, **({"max_memory": budget} if budget else {})})):
             spec = {"kind": "folders", "net": "alex", "models": str(models), "threads": threads, "warmup": warmup,
@@ -247,6 +261,8 @@ def _cell_text(cell: dict) -> str:
 
 
 def _cell(cell: dict) -> tuple[str, str]:
+    if "error" in cell and cell["error"].startswith("timed out"):
+        return f"{cell['watched_rss_mb']:,.0f} MiB until then", cell["error"]
     if "error" in cell:
         return cell["error"], "-"
     return f"{cell['peak_rss_mb']:,.0f} MiB", f"{cell['seconds']:.1f} s"

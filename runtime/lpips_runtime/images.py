@@ -5,6 +5,10 @@ channels; alpha is dropped; JPEG EXIF orientation applied), then ``x / 127.5 - 1
 and stored as float32. We decode from bytes (so any path, including non-ASCII ones, works), keep
 16-bit depth and scale it from its full range instead of truncating it to 8 bits, and reproduce the
 float64-then-float32 rounding exactly through a lookup table.
+
+Hostile input is bounded before it costs anything: files are read only if regular and not larger than
+the pixel limit allows (``fileio``), and the size an image declares is checked against the pixel limit
+from its header (``headers``), before OpenCV allocates a pixel.
 """
 from __future__ import annotations
 

@@ -75,7 +75,7 @@ def _pair_bytes(prepared) -> int:
 class _DecodeAhead:
     """How many pairs to decode ahead of inference. Two chunks are alive at once (one being scored, the
     next decoding), each within half of ``budget`` bytes at the largest decoded pair seen so far; before
-    any pair is seen, ``first`` pairs (one per decoding thread)."""
+    any pair is seen, ``first`` pairs."""
 
     def __init__(self, budget: int, most: int, first: int):
         self.budget, self.most, self.first = budget, most, first
@@ -532,7 +532,7 @@ class Scorer:
         in input order once complete."""
         batch_size = self.batch_size if batch_size is None else check_batch_size(batch_size)
         workers = self.workers if workers is None else check_workers(workers)
-        ahead = _DecodeAhead(self.max_memory, max(2 * batch_size, 8), workers)
+        ahead = _DecodeAhead(self.max_memory, max(2 * batch_size, 8), first=1)  # sizes unknown: one pair
         items = iter(enumerate(pairs))
         backend = self._backend(spatial)  # a missing model or backend fails the whole run now, not pair by pair
         chunks: deque = deque()  # (chunk, done) in input order, not yet yielded

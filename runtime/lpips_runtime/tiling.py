@@ -211,22 +211,32 @@ def tiled_lpips(plan: TilePlan, crop0: CropSource, crop1: CropSource, encode: Ca
     sums = np.zeros(len(sizes))
     maps = [np.zeros(size, np.float32) for size in sizes] if spatial else None
     w32 = [np.asarray(w, np.float32).reshape(-1) for w in weights]
+    geometry = tap_geometry(plan.net)
     for row in plan.rows:
         for col in plan.cols:
-            f0 = encode(crop0(row.crop, col.crop))
-            f1 = encode(crop1(row.crop, col.crop))
-            for layer, (g, (y0, y1), (x0, x1)) in enumerate(zip(tap_geometry(plan.net), row.owned, col.owned)):
-                if y0 == y1 or x0 == x1:
-                    continue
+            owned = []  # per tap: (window of the crop's map, window of the full map), or None if it owns nothing
+            for g, (y0, y1), (x0, x1) in zip(geometry, row.owned, col.owned):
                 oy, ox = row.crop[0] // g.stride, col.crop[0] // g.stride  # the crop's first position
-                window = (0, slice(None), slice(y0 - oy, y1 - oy), slice(x0 - ox, x1 - ox))
-                term = weighted_square_difference(f0.layers[layer][window], f1.layers[layer][window], w32[layer])
-                if term.shape != (y1 - y0, x1 - x0):  # the plan and the encoder disagree: never silently
+                owned.append(None if y0 == y1 or x0 == x1 else
+                             ((0, slice(None), slice(y0 - oy, y1 - oy), slice(x0 - ox, x1 - ox)),
+                              (slice(y0, y1), slice(x0, x1))))
+            # Keep only the owned part of the first image's features (a copy), so that the encoder's
+            # buffers for the whole crop are free again before the second image is encoded.
+            f0 = encode(crop0(row.crop, col.crop))
+            kept = [None if o is None else np.array(f0.layers[layer][o[0]]) for layer, o in enumerate(owned)]
+            del f0
+            f1 = encode(crop1(row.crop, col.crop))
+            for layer, (o, a) in enumerate(zip(owned, kept)):
+                if o is None:
+                    continue
+                (ys, xs) = o[1]
+                term = weighted_square_difference(a, f1.layers[layer][o[0]], w32[layer])
+                if term.shape != (ys.stop - ys.start, xs.stop - xs.start):  # plan and encoder disagree: never silently
                     raise LpipsError(f"tile {row.crop}x{col.crop}: tap {layer} map too small for its owned positions")
                 sums[layer] += term.sum(dtype=np.float64)
                 if maps is not None:
-                    maps[layer][y0:y1, x0:x1] = term
-            del f0, f1
+                    maps[layer][ys, xs] = term
+            del f1, kept
     if maps is None:
         return float(sum(s / (h * w) for s, (h, w) in zip(sums, sizes)))
     out = np.zeros((plan.height, plan.width), np.float32)
