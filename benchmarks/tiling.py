@@ -8,7 +8,7 @@
    untiled (tile="off"). The parent watches each child's RSS and kills an untiled cell above ``--cap-gb``
    ("does not fit"): the machine is shared. Reported: the child's peak RSS (VmHWM, whole process), the
    time of the distance call, the tile grid, and |tiled - untiled| where both ran.
-2. Batch mode (LPIPS-alex): ``score_folders`` over a folder of 2000x1500 JPEG pairs, "before" (no memory
+2. Batch mode (LPIPS-alex, else the first of --nets): ``score_folders`` over a folder of 2000x1500 JPEG pairs, "before" (no memory
    budget, no tiling: the previous behaviour, 32 pairs decoded ahead and batches of 16) at batch sizes 16 and 1,
    and "after" (defaults: batches and decode-ahead within --max-memory).
 Writes benchmarks/results/tiling-<date>.json and the tiling section of benchmarks/README.md (not with --quick,
@@ -183,6 +183,9 @@ def main(argv=None) -> int:
     parser.add_argument("--cap-gb", type=float, default=10.0, help="kill a cell whose RSS passes this")
     parser.add_argument("--timeout", type=float, default=5400.0, help="seconds per cell")
     parser.add_argument("--skip-folders", action="store_true", help="only the pairs (part 1)")
+    parser.add_argument("--repeats", type=int, default=1, help="run each pair's tiled and untiled cells in turns this "
+                        "many times (median time, largest peak): a shared machine's load hits both alike")
+    parser.add_argument("--section", default="tiling", help="README section (and results file) name")
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--work", type=Path, help="folder for models and images (default: a temporary one)")
     parser.add_argument("--readme", type=Path)
@@ -205,6 +208,7 @@ def main(argv=None) -> int:
     cap_mb = args.cap_gb * 1024
     started = time.monotonic()
     report = {"date": today(), "machine": machine_info(), "threads": threads, "cap_gb": args.cap_gb,
+              "repeats": args.repeats,
               "budget_bytes": budget or "default (1 GiB)", "pairs": [], "folders": []}
     print(f"tiling benchmark, {threads} threads, {today()}, cap {args.cap_gb} GB", flush=True)
     with tempfile.TemporaryDirectory(prefix="lpips-tiling-bench-") as tmp:
@@ -219,23 +223,31 @@ def main(argv=None) -> int:
             img0, img1 = (str(p) for p in _photo_pair(h, w, images, f"pair-{w}x{h}"))
             for net in nets:
                 row = {"net": net, "mpx": mpx, "height": h, "width": w}
-                for mode in ("tiled", "untiled"):
-                    spec = {"kind": "pair", "net": net, "models": str(models), "threads": threads, "warmup": warmup,
-                            "img0": img0, "img1": img1, "hw": [h, w], "tile": "auto" if mode == "tiled" else "off"}
-                    if budget:
-                        spec["max_memory"] = budget
-                    row[mode] = run_cell(spec, cap_mb, args.timeout)
-                    print(f"  {net} {w}x{h} {mode}: {_cell_text(row[mode])}", flush=True)
+                runs: dict[str, list] = {"tiled": [], "untiled": []}
+                for _ in range(args.repeats):
+                    for mode in ("tiled", "untiled"):
+                        if runs[mode] and "error" in runs[mode][-1]:
+                            continue  # it did not fit: no second try
+                        spec = {"kind": "pair", "net": net, "models": str(models), "threads": threads,
+                                "warmup": warmup, "img0": img0, "img1": img1, "hw": [h, w],
+                                "tile": "auto" if mode == "tiled" else "off"}
+                        if budget:
+                            spec["max_memory"] = budget
+                        runs[mode].append(run_cell(spec, cap_mb, args.timeout))
+                        print(f"  {net} {w}x{h} {mode}: {_cell_text(runs[mode][-1])}", flush=True)
+                for mode, cells in runs.items():
+                    row[mode] = _combine(cells)
                 t, u = row["tiled"], row["untiled"]
                 if "distance" in t and "distance" in u:
                     row["abs_diff"] = abs(t["distance"] - u["distance"])
                     row["throughput_ratio"] = u["seconds"] / t["seconds"]
                 report["pairs"].append(row)
         d0, d1 = (str(p) for p in _folders(n_folder, *folder_hw, images)) if not args.skip_folders else ("", "")
+        folder_net = report["folder_net"] = "alex" if "alex" in nets else nets[0]
         for label, settings in () if args.skip_folders else (("before, batch 16", {"tile": "off", "max_memory": NO_BUDGET, "batch_size": 16}),
                                 ("before, batch 1", {"tile": "off", "max_memory": NO_BUDGET, "batch_size": 1}),
                                 ("after (defaults), batch 16", {"batch_size": 16, **({"max_memory": budget} if budget else {})})):
-            spec = {"kind": "folders", "net": "alex", "models": str(models), "threads": threads, "warmup": warmup,
+            spec = {"kind": "folders", "net": folder_net, "models": str(models), "threads": threads, "warmup": warmup,
                     "dir0": d0, "dir1": d1, **settings}
             cell = run_cell(spec, cap_mb, args.timeout)
             print(f"  folders {n_folder} x {folder_hw[1]}x{folder_hw[0]} {label}: {_cell_text(cell)}", flush=True)
@@ -247,11 +259,23 @@ def main(argv=None) -> int:
     if not args.quick or args.readme:
         readme = args.readme or README
         args.results_dir.mkdir(parents=True, exist_ok=True)
-        path = args.results_dir / f"tiling-{today()}{'-quick' if args.quick else ''}.json"
+        name = args.section + ("-quick" if args.quick else "")
+        path = args.results_dir / f"{name}-{today()}.json"
         path.write_text(json.dumps(report, indent=1) + "\n")
-        replace_section("tiling" + ("-quick" if args.quick else ""), text, readme)
-        print(f"wrote {path} and the tiling section of {readme}")
+        replace_section(name, text, readme)
+        print(f"wrote {path} and the {name} section of {readme}")
     return 0
+
+
+def _combine(cells: list[dict]) -> dict:
+    """One cell from repeats: the median time, the largest peak (an error if any run failed)."""
+    failed = [c for c in cells if "error" in c]
+    if failed or len(cells) == 1:
+        return failed[0] if failed else cells[0]
+    times = sorted(c["seconds"] for c in cells)
+    return {**cells[0], "seconds": times[len(times) // 2] if len(times) % 2 else sum(times[len(times) // 2 - 1:
+            len(times) // 2 + 1]) / 2, "all_seconds": [c["seconds"] for c in cells],
+            "peak_rss_mb": max(c["peak_rss_mb"] for c in cells)}
 
 
 def _cell_text(cell: dict) -> str:
@@ -274,7 +298,9 @@ def render(report: dict) -> str:
     lines = [f"Run {report['date']} on {m['cpu']} ({m['physical_cores']} cores, load average at start "
              f"{', '.join(f'{v:.1f}' for v in load) if load else '?'}), {report['threads']} threads, ONNX Runtime, "
              f"memory budget {report['budget_bytes']}; each cell a fresh process (peak RSS = the whole process's "
-             f"VmHWM), untiled cells killed above {report['cap_gb']:.0f} GB. Total running time "
+             f"VmHWM), untiled cells killed above {report['cap_gb']:.0f} GB"
+             + (f"; tiled and untiled run in turns {report['repeats']} times (median time)"
+                if report.get("repeats", 1) > 1 else "") + ". Total running time "
              f"{report['total_seconds'] / 60:.1f} min.", "",
              "| net | pair | tiled: peak RSS | tiled: time | tiles (halo overhead) | untiled: peak RSS | untiled: time "
              "| untiled / tiled time | abs diff |",
@@ -286,7 +312,8 @@ def render(report: dict) -> str:
         diff = f"{r['abs_diff']:.1e}" if "abs_diff" in r else "-"
         lines.append(f"| {r['net']} | {r['width']}x{r['height']} ({r['mpx']:g} Mpx) | {' | '.join(_cell(t))} | {grid} | "
                      f"{' | '.join(_cell(u))} | {ratio} | {diff} |")
-    lines += ["", "Batch mode, LPIPS-alex, `score_folders` (as `--dir0/--dir1`) over JPEG pairs:", "",
+    lines += ["", f"Batch mode, LPIPS-{report.get('folder_net', 'alex')}, `score_folders` (as `--dir0/--dir1`) "
+              "over JPEG pairs:", "",
               "| folders | settings | peak RSS | time |", "|---|---|---|---|"]
     for f in report["folders"]:
         lines.append(f"| {f['pairs']} pairs of {f['width']}x{f['height']} | {f['label']} | {' | '.join(_cell(f))} |")

@@ -128,7 +128,7 @@ class Scorer:
     * ``tile``: "auto" (default) scores a pair in tiles when it would need more than ``max_memory`` at once,
       "off" never, an int always above that side (square tiles of about that many pixels). Tiled results
       equal untiled ones (``lpips_runtime.tiling``: <= 1e-5, maps included); tiles run the split encoder on
-      ONNX Runtime (``backend="ort"``; other backends do not tile).
+      ONNX Runtime (``backend="ort"``, fp32 float-input graphs; others do not tile).
     """
 
     def __init__(
@@ -162,9 +162,6 @@ class Scorer:
         self.resize.check_limit(self.max_pixels)
         self.auto_export = auto_export
         backend_cls = backend_class(backend, device)  # unknown name: error now, not at first use
-        if isinstance(self.tile, int) and backend != "ort":
-            raise BackendError(f"tiles run the split encoder on ONNX Runtime, not the {backend} backend: "
-                               "use backend='ort' or tile='off'")
         self._models: dict[tuple[bool, str], ModelInfo] = {}  # (spatial, part) -> checked file
         if str(model) in NET_NAMES:
             self.models_dir = Path(models_dir) if models_dir is not None else default_models_dir()
@@ -181,6 +178,9 @@ class Scorer:
             # Siblings (e.g. the spatial variant) are looked for next to the given file.
             self.models_dir = Path(models_dir) if models_dir is not None else Path(model).parent
         self._needs_file = backend_cls.needs_file
+        if isinstance(self.tile, int) and not self._can_tile():
+            raise BackendError(f"tiles run the split float32 encoder on ONNX Runtime ({self.spec.describe()} on the "
+                               f"{backend} backend has none): use backend='ort' with an fp32 float graph, or tile='off'")
         self._backends: dict[bool, Backend] = {}
         self._cache: FeatureCache | None = None
         self._lock = threading.Lock()
@@ -305,7 +305,7 @@ class Scorer:
     def tile_plan(self, height: int, width: int) -> TilePlan | None:
         """The tiles a pair of ``height`` x ``width`` is scored in, or None for one piece: per ``tile``,
         and with "auto" when one piece would need more than ``max_memory`` (see ``NetSpec.work_bytes_per_pixel``)."""
-        if self.tile == "off" or self.backend_name != "ort":
+        if self.tile == "off" or not self._can_tile():
             return None
         net = self.net
         if self.tile == "auto":
@@ -317,6 +317,11 @@ class Scorer:
         else:
             plan = plan_tiles(net, height, width, tile=self.tile)
         return plan if plan.count > 1 else None
+
+    def _can_tile(self) -> bool:
+        """Tiles run the split encoder, which exists for fp32 float-input graphs on ONNX Runtime only (frame and
+        fp16 graphs have no split export yet): other Scorers score every pair in one piece."""
+        return self.backend_name == "ort" and self.spec.frames is None and self.spec.precision == "fp32"
 
     def _pairs_per_batch(self, pixels: int, batch_size: int) -> int:
         """Pairs of ``pixels`` each in one inference call: ``batch_size``, fewer when they would need more

@@ -149,3 +149,15 @@ def test_budget_plan_respects_the_budget_and_prefers_less_halo():
     assert plan.computed_pixels < 1.2 * 6000 * 8000
     finest = plan_tiles(alex, 6000, 8000, max_crop_pixels=10)  # no grid fits: the one with the smallest crops
     assert finest.largest_crop <= min(plan_tiles(alex, 6000, 8000, tile=t).largest_crop for t in (100, 400, 2000))
+
+
+def test_only_fp32_float_graphs_on_ort_tile(tmp_path):
+    """Tiles need the split encoder, exported for fp32 float-input graphs only: other Scorers do not tile
+    (auto) and refuse an explicit tile size."""
+    from lpips_runtime.errors import BackendError
+
+    for settings in ({"precision": "fp16"}, {"frames": "nhwc-bgr"}, {"backend": "torch"}):
+        with pytest.raises(BackendError, match="tiles run the split float32 encoder"):
+            Scorer("alex", models_dir=tmp_path, auto_export=False, tile=512, **settings)
+        assert Scorer("alex", models_dir=tmp_path, auto_export=False, **settings).tile_plan(9000, 9000) is None
+    assert Scorer("alex", models_dir=tmp_path, auto_export=False).tile_plan(9000, 9000) is not None
