@@ -70,8 +70,8 @@ def main(images, dir0, dir1, all_pairs, consecutive, ref, ref_dir, pairs_csv, ou
     """LPIPS distance of two images (A B), or of many pairs (--dir0/--dir1, --all-pairs, --pairs,
     --ref/--dir).
 
-    --all-pairs and --ref/--dir encode each image once and compare the cached features (ONNX Runtime
-    backend): one reference against N images costs N+1 encoder runs, all pairs of N images N runs.
+    --all-pairs and --ref/--dir encode each image once and compare the cached features (ort and openvino
+    backends): one reference against N images costs N+1 encoder runs, all pairs of N images N runs.
 
     \b
     lpips-score ref.png out.png                      prints the distance
@@ -115,15 +115,19 @@ def _score_one(scorer, images, as_json, heatmap, alpha, vmax, colormap) -> None:
         spec = scorer.spec
         click.echo(json.dumps({"img0": images[0], "img1": images[1], "distance": value, "net": spec.net,
                                "version": spec.version, "calibrated": spec.calibrated,
-                               "backend": scorer.backend_name, "device": scorer.device}))
+                               "backend": scorer.backend_name, "device": scorer.device,
+                               "precision": scorer.precision, "model": scorer.describe()}))
     else:
         click.echo(f"{value:.6f}")
 
 
 def _uses_cache(scorer, mode: str, consecutive: bool) -> bool:
-    """The feature cache serves one-vs-many and all-pairs runs on ONNX Runtime. "first" resizing makes an
-    image's size depend on its partner, so all pairs then go through the fused graph pair by pair."""
-    if scorer.backend_name != "ort":
+    """The feature cache serves one-vs-many and all-pairs runs on the backends that run split graphs. "first"
+    resizing makes an image's size depend on its partner, so all pairs then go through the fused graph pair
+    by pair."""
+    from .backends import GRAPH_BACKENDS
+
+    if scorer.backend_name not in GRAPH_BACKENDS:
         return False
     return mode == "ref" or (mode == "all-pairs" and not consecutive and scorer.resize.mode != "first")
 
@@ -149,7 +153,7 @@ def _score_many(scorer, mode, dir0, dir1, all_pairs, consecutive, pairs_csv, ref
         pairs = [(Path(ref), p) for p in list_images(ref_dir) if p.resolve() != Path(ref).resolve()]
     else:
         pairs = read_pairs_csv(pairs_csv)
-    label = scorer.spec.describe()
+    label = scorer.describe()
     writer = (ResultWriter(out, label, resume=resume, overwrite=overwrite) if out
               else ResultWriter(None, label, stream=sys.stdout, jsonl=as_json))
     todo = [p for p in pairs if (str(p[0]), str(p[1])) not in writer.done]
