@@ -128,7 +128,7 @@ def machine_info() -> dict:
     from lpips_runtime.system import physical_cores
 
     versions = {}
-    for mod in ("numpy", "onnxruntime", "torch", "lpips"):
+    for mod in ("numpy", "onnxruntime", "torch", "lpips", "openvino"):
         try:
             from importlib.metadata import version
 

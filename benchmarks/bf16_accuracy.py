@@ -145,9 +145,6 @@ def main(argv=None) -> int:
     sets = build_sets(args.quick)
     report = {"date": today(), "machine": machine_info(), "threads": threads, "quick": args.quick,
               "reference": "ONNX Runtime fp32 (= official lpips 0.1.4 to 1e-5)", "accept": ACCEPT, "nets": {}}
-    import openvino
-
-    report["machine"]["versions"]["openvino"] = openvino.__version__
     with tempfile.TemporaryDirectory(prefix="lpips-bf16-") as tmp:
         models = args.models_dir or Path(tmp)
         for net in nets:

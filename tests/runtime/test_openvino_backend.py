@@ -18,9 +18,11 @@ from lpips_runtime.backends.openvino_backend import OpenVinoGraph, cpu_capabilit
 from lpips_runtime.errors import BackendError  # noqa: E402
 
 FP32_TOL = 1e-5  # against the official package, as every fp32 backend
-# bf16 against fp32 on natural photographs: the documented bound (README, "bf16 accuracy"; the benchmark
-# measures it on many more images: benchmarks/bf16_accuracy.py).
+# bf16 against fp32: the documented bound (README, "bf16"; benchmarks/bf16_accuracy.py measures it on many more
+# images): 1e-3 on distortions of natural photographs, plus 0.2% of the distance for the large distances of
+# unrelated photographs.
 BF16_MAX_ABS = 1e-3
+BF16_MAX_REL = 2e-3
 
 
 def _has_bf16() -> bool:
@@ -180,14 +182,15 @@ def test_feature_cache_on_openvino(split_models, photo_set, precision):
     images = photo_set[:6]
     with Scorer("squeeze", models_dir=models, auto_export=False) as ort_scorer:
         expected = np.stack([ort_scorer.distance([images[i]] * len(images), images) for i in range(len(images))])
-    tol = 1e-6 if precision == "fp32" else BF16_MAX_ABS
+    # fp32: equal to ORT; bf16: within its bound (these unrelated photographs lie up to ~0.7 apart)
+    tol = np.full_like(expected, 1e-6) if precision == "fp32" else BF16_MAX_ABS + BF16_MAX_REL * expected
     with Scorer("squeeze", backend="openvino", precision=precision, models_dir=models, auto_export=False) as scorer:
         feats = scorer.embed(images)
         assert feats.encoder.endswith("(bf16)") == (precision == "bf16")  # never compared with fp32 features
-        assert np.abs(scorer.distance_matrix(images) - expected).max() <= tol
-        assert np.abs(scorer.distance_matrix(feats) - expected).max() <= tol
-        assert np.abs(scorer.one_to_many(images[0], images) - expected[0]).max() <= tol
-        assert abs(scorer.distance(feats[1], images[2]) - expected[1, 2]) <= tol
+        assert (np.abs(scorer.distance_matrix(images) - expected) <= tol).all()
+        assert (np.abs(scorer.distance_matrix(feats) - expected) <= tol).all()
+        assert (np.abs(scorer.one_to_many(images[0], images) - expected[0]) <= tol[0]).all()
+        assert np.all(abs(scorer.distance(feats[1], images[2]) - expected[1, 2]) <= tol[1, 2])
         if precision == "fp32":  # the cached path equals the fused graph on the same backend
             fused = scorer.distance(images[:3], images[3:6])
             assert np.abs(fused - expected[[0, 1, 2], [3, 4, 5]]).max() <= 1e-6
