@@ -155,6 +155,17 @@ def publish(result_name: str, section: str, report: dict, text: str) -> None:
     print(text)
 
 
+def finish(result_name: str, section: str, report: dict, text: str, quick: bool, start: float) -> None:
+    """End of a script's run: a --quick run only prints its tables (results and README untouched); a full run
+    publishes them. ``start``: the run's ``time.monotonic()`` at its start, for the elapsed time."""
+    report["elapsed_s"] = time.monotonic() - start
+    if quick:
+        print(text)
+    else:
+        publish(result_name, section, report, text)
+    print(f"({report['elapsed_s']:.0f} s)")
+
+
 def replace_section(name: str, text: str, path: Path = README) -> None:
     """Put ``text`` between ``<!-- name:start -->`` and ``<!-- name:end -->`` in ``path`` (created if
     absent; the section is appended if its markers are absent). Nothing outside the markers changes:
@@ -201,7 +212,7 @@ class Worker:
 
     def close(self) -> dict:
         last = self.call(cmd="exit")
-        self.proc.wait(timeout=60)
+        self.proc.wait(timeout=300)  # a loaded machine (swapping) can take minutes to tear torch down
         self._err.close()
         return last
 

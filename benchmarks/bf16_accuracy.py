@@ -36,7 +36,7 @@ import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import REPO, machine_info, publish, today  # noqa: E402
+from _common import REPO, finish, machine_info, today  # noqa: E402
 from precision import crop, distort, photo, unit  # noqa: E402
 
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "immunohistochemistry")
@@ -167,13 +167,7 @@ def main(argv=None) -> int:
                         for v in VARIANTS), flush=True)
                 for graph in graphs.values():
                     graph.close()
-    report["elapsed_s"] = time.monotonic() - start
-    text = render(report)
-    if args.quick:
-        print(text)
-    else:
-        publish("bf16-accuracy", "bf16-accuracy", report, text)
-    print(f"({report['elapsed_s']:.0f} s)")
+    finish("bf16-accuracy", "bf16-accuracy", report, render(report), args.quick, start)
     return 0
 
 

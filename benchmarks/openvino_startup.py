@@ -29,7 +29,7 @@ T0 = time.perf_counter()  # the worker's start, before its imports
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import interleaved_runs, machine_info, median, publish, run_worker, today  # noqa: E402
+from _common import finish, interleaved_runs, machine_info, median, run_worker, today  # noqa: E402
 
 NEW_SIZES = ((200, 300), (256, 384), (333, 250), (300, 400), (240, 320), (384, 512))  # (H, W)
 
@@ -150,13 +150,7 @@ def main(argv=None) -> int:
                                           NEW_SIZES[:2] if args.quick else NEW_SIZES)
             entry["stem"] = stem_cost(path, net, args.threads, repeats, cache / "stem")
             report["nets"][net] = entry
-    report["elapsed_s"] = time.monotonic() - start
-    text = render(report)
-    if args.quick:
-        print(text)
-    else:
-        publish("openvino-startup", "openvino-startup", report, text)
-    print(f"({report['elapsed_s']:.0f} s)")
+    finish("openvino-startup", "openvino-startup", report, render(report), args.quick, start)
     return 0
 
 
