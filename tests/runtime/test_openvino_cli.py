@@ -99,3 +99,14 @@ def test_batch_and_feature_cache_modes(split_models, folder, tmp_path, precision
         result = _invoke(models, "--all-pairs", folder, "--backend", "openvino", "--precision", other, "--out",
                          tmp_path / f"all-{precision}.csv", "--resume")
         assert result.exit_code == 1 and "resume with the same options" in result.stderr
+
+
+def test_bf16_on_a_cpu_without_it_exits_1_with_one_line(split_models, folder, monkeypatch):
+    from lpips_runtime.backends import openvino_backend
+
+    monkeypatch.setattr(openvino_backend, "cpu_capabilities", lambda core: ["FP32", "INT8"])  # e.g. an AVX2-only CPU
+    result = _invoke(split_models("squeeze"), folder / "img0.png", folder / "img1.png", "--precision", "bf16")
+    assert result.exit_code == 1 and result.stdout == ""
+    assert result.stderr.strip().splitlines()[-1] == (
+        "Error: bf16 needs a CPU with native bfloat16 (AVX512_BF16 or AMX); OpenVINO finds only FP32, INT8 on this "
+        "one: use --precision fp32")

@@ -8,10 +8,11 @@ reported as bf16 was computed in bf16 and one reported as fp32 in fp32. (OpenVIN
 such CPUs is bf16: the fp32 hint is always set explicitly.)
 
 In bf16 the graph is cut after its first ReLU: the stem (input scaling, first convolution, ReLU)
-runs in fp32 and everything after it in bf16. Rounding the [-1,1] input itself to bfloat16's 8-bit
-mantissa costs about one grey level of 8-bit input near +-1 (and more after the scaling layer); the fp32
-stem cuts LPIPS-alex's error against fp32 about four-fold for about a tenth of the time
-(benchmarks/README.md, "bf16 accuracy").
+runs in fp32 and everything after it in bf16. Rounding the input image itself to bfloat16's 8-bit
+mantissa costs about a grey level after the scaling layer, noise that differs between the two images
+and that LPIPS measures: without the fp32 stem no net met the accuracy bound on natural images (max
+abs error 1.2-3.7e-3 against <= 1e-3 with it); the stem costs from nothing (vgg) to a third or more of
+bf16's time (squeeze, whose first feature map is the largest). benchmarks/README.md, "OpenVINO and bf16".
 
 Shapes: see ``SHAPE_MODE``. Compiled models are also written to OpenVINO's model cache
 (``<lpips-rt cache>/openvino``), so that a second process skips compilation.
