@@ -56,7 +56,7 @@ _MODEL_OPTIONS = (
     click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:<index>."),
     click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True,
                  help="fp16: the mixed-precision export (float16 backbone, float32 head), for GPUs; bf16: the "
-                      "fp32 export computed in bfloat16 on OpenVINO (CPUs with native bf16; ~2x speed, "
+                      "fp32 export computed in bfloat16 on OpenVINO (CPUs with native bf16; faster, "
                       "distances within ~1e-3 of fp32). fp32 reproduces published numbers."),
     click.option("--threads", type=click.IntRange(min=1), help="CPU threads (default: physical cores)."),
 )

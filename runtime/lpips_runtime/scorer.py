@@ -65,8 +65,8 @@ class Scorer:
 
     ``precision``: "fp32" (the default, equal to the official package to 1e-5), "fp16" (with a net name:
     the mixed export, float16 backbone and float32 head, meant for GPUs), or "bf16": the fp32 export
-    computed in bfloat16 on ``backend="openvino"`` (CPUs with native bfloat16 only; about 2x fp32 speed,
-    distances within about 1e-3 of fp32: see the README). Another backend with bf16 is an error that names
+    computed in bfloat16 on ``backend="openvino"`` (CPUs with native bfloat16 only; faster than fp32,
+    distances within about 1e-3 of fp32: README, "bf16 on the CPU"). Another backend with bf16 is an error that names
     the fix. ``self.precision`` is what the distances are computed in; ``describe()`` includes it.
 
     Frame graphs (uint8 inputs; scaling, layout and channel order inside the graph) are used:
