@@ -11,7 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .backends import Backend, backend_class, is_cuda, open_backend
+from .backends import (Backend, backend_class, check_graph_backend, check_precisions, is_cuda, open_backend,
+                       split_precision)
 from .embedding import DEFAULT_MAX_MEMORY, FeatureCache
 from .errors import BackendError, InputError, ModelFileError, error_text
 from .features import Features
@@ -101,8 +102,11 @@ class Scorer:
     Images are paths, encoded bytes, HxWx3 uint8/uint16 RGB arrays, or float NCHW batches in [-1,1].
     Thread-safe: one Scorer may serve many threads.
 
-    ``precision`` ("fp32" or "fp16", with a net name): which export to use; fp16 is the mixed graph
-    (float16 backbone, float32 head), meant for GPUs.
+    ``precision``: "fp32" (the default, equal to the official package to 1e-5), "fp16" (with a net name:
+    the mixed export, float16 backbone and float32 head, meant for GPUs), or "bf16": the fp32 export
+    computed in bfloat16 on ``backend="openvino"`` (CPUs with native bfloat16 only; faster than fp32,
+    distances within about 1e-3 of fp32: README, "bf16 on the CPU"). Another backend with bf16 is an error that names
+    the fix. ``self.precision`` is what the distances are computed in; ``describe()`` includes it.
 
     Frame graphs (uint8 inputs; scaling, layout and channel order inside the graph) are used:
 
@@ -152,6 +156,7 @@ class Scorer:
         max_memory: int = DEFAULT_WORK_MEMORY,
     ):
         self.backend_name, self.device = backend, device
+        file_precision, self.inference_precision = split_precision(precision)
         self.threads = check_threads(threads)
         self.batch_size = check_batch_size(batch_size)
         self.workers = check_workers(workers) or _default_workers()
@@ -165,8 +170,9 @@ class Scorer:
         self._models: dict[tuple[bool, str], ModelInfo] = {}  # (spatial, part) -> checked file
         if str(model) in NET_NAMES:
             self.models_dir = Path(models_dir) if models_dir is not None else default_models_dir()
-            self.spec = ModelSpec(str(model), version, not baseline, False, precision,
-                                  self._choose_frames(str(model), version, not baseline, precision, frames, device))
+            self.spec = ModelSpec(str(model), version, not baseline, False, file_precision,
+                                  self._choose_frames(str(model), version, not baseline, file_precision, frames,
+                                                      device))
         else:
             info = read_model(model)
             if info.part != "fused":
@@ -177,6 +183,7 @@ class Scorer:
                 info.spec.net, info.spec.version, info.spec.calibrated, False, info.spec.precision, info.spec.frames)
             # Siblings (e.g. the spatial variant) are looked for next to the given file.
             self.models_dir = Path(models_dir) if models_dir is not None else Path(model).parent
+        check_precisions(backend, backend_cls, self.spec.precision, self.inference_precision)
         self._needs_file = backend_cls.needs_file
         if isinstance(self.tile, int) and not self._can_tile():
             raise BackendError(f"tiles run the split float32 encoder on ONNX Runtime ({self.spec.describe()} on the "
@@ -203,6 +210,24 @@ class Scorer:
     def net(self) -> NetSpec:
         return get_net(self.spec.net)
 
+    @property
+    def precision(self) -> str:
+        """What the distances are computed in: "fp32", "fp16" (the mixed export) or "bf16"."""
+        return self.inference_precision if self.inference_precision != "fp32" else self.spec.precision
+
+    def describe(self) -> str:
+        """The model and the precision its distances are computed in, e.g. "LPIPS-alex v0.1 (bf16)": the
+        ``model`` label of result files (results of different labels are never mixed in one file)."""
+        label = self.spec.describe()
+        if self.inference_precision == "fp32":
+            return label
+        return label[:-1] + f", {self.inference_precision})" if label.endswith(")") else \
+            f"{label} ({self.inference_precision})"
+
+    def __repr__(self) -> str:
+        return (f"Scorer({self.describe()}, backend={self.backend_name!r}, device={self.device!r}, "
+                f"precision={self.precision!r}, threads={self.threads}, batch_size={self.batch_size})")
+
     def _spec_for(self, spatial: bool) -> ModelSpec:
         s = self.spec
         return ModelSpec(s.net, s.version, s.calibrated, spatial, s.precision, s.frames)
@@ -224,7 +249,8 @@ class Scorer:
         path = self.model_info(spatial).path if self._needs_file else None
         with self._lock:
             if spatial not in self._backends:
-                backend = open_backend(self.backend_name, self._spec_for(spatial), path, self.device, self.threads)
+                backend = open_backend(self.backend_name, self._spec_for(spatial), path, self.device, self.threads,
+                                       self.inference_precision)
                 try:
                     self._probe(backend, path)
                 except BaseException:
@@ -238,7 +264,9 @@ class Scorer:
         finite and never negative, 0 for an image against itself and positive for an image against its
         negative. The file's weights are checked by ``read_model``; this catches graphs rebuilt around them
         (a negated or offset output), at the cost of one tiny batch per opened backend."""
-        side = self.net.min_side + 7
+        # 64 px: every backend's pooling arithmetic is happy there (OpenVINO's ceil-mode MaxPool refuses squeeze
+        # inputs below ~32 px that ONNX Runtime and torch accept), and it is still one tiny batch.
+        side = max(self.net.min_side + 7, 64)
         a = np.random.default_rng(0).integers(0, 256, (side, side, 3), dtype=np.uint8)
         x, y = self._model_input(a), self._model_input(255 - a)
         out = backend.run(np.concatenate([x, x]), np.concatenate([x, y])).reshape(2, -1).astype(np.float64)
@@ -251,14 +279,23 @@ class Scorer:
 
     def _feature_cache(self) -> FeatureCache:
         if self._cache is None:
-            if self.backend_name != "ort":
-                raise BackendError(f"the feature cache (embed, one_to_many, distance_matrix) runs the split graphs "
-                                   f"on ONNX Runtime, not the {self.backend_name} backend: use backend='ort'")
+            check_graph_backend(self.backend_name)  # before locating (or exporting) the split models
             cache = FeatureCache(self)  # outside the lock: it locates its models through model_info
             with self._lock:
                 if self._cache is None:
                     self._cache = cache
         return self._cache
+
+    def prepare(self, feature_cache: bool = False) -> "Scorer":
+        """Locate (or export) the model and open the backend now instead of on first use, e.g. so that a
+        run's clock starts at its first pair. ``feature_cache``: the split graphs (encoder and head) that
+        ``embed``, ``one_to_many`` and ``score_all_pairs`` use, instead of the fused graph."""
+        if feature_cache:
+            self._feature_cache()
+            self.model_info(part="head")
+        else:
+            self._backend(False)
+        return self
 
     def close(self) -> None:
         with self._lock:
