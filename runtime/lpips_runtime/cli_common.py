@@ -79,10 +79,12 @@ def quiet_opencv() -> None:
 def setup_logging(quiet: bool = False, info: bool = False) -> None:
     """Our loggers write bare messages to stderr (never stdout: it carries results only): warnings, and
     with ``info`` (unless ``quiet``) the steps too (where weights come from, export checks). Standard
-    descriptors closed at start are pointed at /dev/null first (``stdio.reserve_closed_std_fds``)."""
-    from .stdio import reserve_closed_std_fds
+    descriptors closed at start are pointed at /dev/null first (``stdio.reserve_closed_std_fds``), and
+    failed writes to stderr are dropped (``stdio.best_effort_stderr``): messages never change an exit code."""
+    from .stdio import best_effort_stderr, reserve_closed_std_fds
 
     reserve_closed_std_fds()
+    best_effort_stderr()
     quiet_opencv()
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(message)s"))

@@ -76,6 +76,49 @@ def reserve_closed_std_fds() -> None:
         sys.stderr = open(2, "w", encoding="utf-8", errors="backslashreplace", closefd=False)  # noqa: SIM115
 
 
+class _BestEffortWrites(io.RawIOBase):
+    """Descriptor ``fd`` for writing, where a failed write (a full device, a closed pipe, a non-blocking
+    descriptor that is full) counts as done."""
+
+    def __init__(self, fd: int):
+        super().__init__()
+        self._fd = fd
+
+    def writable(self) -> bool:
+        return True
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def isatty(self) -> bool:
+        return os.isatty(self._fd)
+
+    def write(self, data) -> int:
+        view = memoryview(data)
+        try:
+            while view:  # all of it: the text layer above does not retry a short write
+                view = view[os.write(self._fd, view):]
+        except OSError:
+            pass
+        return len(data)
+
+
+def best_effort_stderr() -> None:
+    """Make messages best effort: when ``sys.stderr`` is the process's descriptor 2, replace it with a
+    stream on that descriptor whose failed writes (``2>/dev/full``, a closed pipe) are dropped, so that
+    a progress line or a summary that cannot be shown never changes how a run ends."""
+    try:
+        if sys.stderr is None or sys.stderr.fileno() != 2:
+            return
+        encoding = sys.stderr.encoding
+    except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+        return  # captured by a test runner: leave it alone
+    with contextlib.suppress(OSError, ValueError):
+        sys.stderr.flush()
+    sys.stderr = io.TextIOWrapper(_BestEffortWrites(2), encoding=encoding, errors="backslashreplace",
+                                  line_buffering=True, write_through=True)
+
+
 def silence_stdout() -> None:
     """After standard output failed (a closed pipe, a full device): send what is still buffered for it,
     and anything later, to /dev/null, so the interpreter's final flush neither fails nor complains

@@ -271,6 +271,20 @@ def test_a_closed_stderr_keeps_messages_off_stdout(alex_models, many, mode):
         assert lines == []
 
 
+@pytest.mark.parametrize("mode", ["batch", "error"])
+def test_a_full_stderr_does_not_fail_a_run(alex_models, many, mode):
+    """``2>/dev/full``: messages are best effort; the exit code is the run's. Found on this branch: a run
+    that had delivered every row exited 1 because its summary line could not be written."""
+    imgs = many / "imgs"
+    args = {"batch": ["--dir0", imgs, "--dir1", imgs], "error": ["--dir0", imgs, "--dir1", imgs / "nope"]}[mode]
+    with open("/dev/full", "w") as full:
+        done = subprocess.run(_command(*args, "--models-dir", alex_models), stdout=subprocess.PIPE, stderr=full,
+                              timeout=TIMEOUT)
+    assert done.returncode == (1 if mode == "error" else 0)
+    lines = done.stdout.decode().splitlines()
+    assert len(lines) == (13 if mode == "batch" else 0) and all(",LPIPS-alex" in x for x in lines[1:])
+
+
 def test_a_closed_pipe_ends_the_run_quietly(alex_models, many):
     """``lpips-score ... | head -1``: exit 141 (as a tool killed by SIGPIPE reads in the shell), nothing on
     stderr, no 'Exception ignored' at interpreter shutdown."""
