@@ -11,6 +11,7 @@ from lpips_runtime.errors import LpipsError
 from lpips_runtime.modelfile import FRAME_CHANNELS, FRAME_LAYOUTS, PARTS, PRECISIONS, ModelSpec
 from lpips_runtime.nets import DEFAULT_VERSION, NET_NAMES, VERSIONS
 from lpips_runtime.optional import require
+from lpips_runtime.pixel_metrics import METRICS, parse_metrics
 
 
 def _setup_logging(quiet: bool) -> None:
@@ -35,6 +36,9 @@ def _setup_logging(quiet: bool) -> None:
 @click.option("--layout", type=click.Choice(FRAME_LAYOUTS), help="uint8 frame layout. [default: nhwc]")
 @click.option("--channels", type=click.Choice(FRAME_CHANNELS),
               help="uint8 frame channel order (bgr: as OpenCV decodes). [default: bgr]")
+@click.option("--metrics", metavar="LIST",
+              help="Also output these, computed in the same pass on the input's 8-bit values: comma-separated "
+                   f"from {', '.join(METRICS)} (psnr_y/ssim_y: on the BT.601 luma), e.g. psnr,ssim.")
 @click.option("--trt", is_flag=True, help="Also build a TensorRT engine (needs lpips-rt[trt] and a GPU).")
 @click.option("--min-shape", metavar="NxHxW", help="--trt profile minimum. [default: 1 x min side^2]")
 @click.option("--opt-shape", metavar="NxHxW", help="--trt profile optimum. [default: 8x256x256]")
@@ -54,12 +58,13 @@ def _setup_logging(quiet: bool) -> None:
 @click.option("--offline", is_flag=True, help="Never try torchvision's download (same as LPIPS_RT_OFFLINE=1).")
 @click.option("--no-check", is_flag=True, help="Skip the ONNX checker and ORT-vs-torch check (not advised).")
 @click.option("-q", "--quiet", is_flag=True, help="Print only the written path.")
-def main(net, lpips_version, baseline, spatial, precision, input_type, layout, channels, trt, min_shape, opt_shape,
-         max_shape, timing_cache, workspace, part, out_dir, opset, backbone_weights, offline, no_check, quiet):
+def main(net, lpips_version, baseline, spatial, precision, input_type, layout, channels, metrics, trt, min_shape,
+         opt_shape, max_shape, timing_cache, workspace, part, out_dir, opset, backbone_weights, offline, no_check, quiet):
     """Export LPIPS (alex, vgg or squeeze) to one self-contained ONNX file with dynamic N, H, W.
 
     Inputs img0, img1: float32 [N,3,H,W] RGB in [-1,1] (--input uint8: uint8 frames, [N,H,W,3]
-    BGR by default); output distance: float32 [N] (distance_map [N,1,H,W] with --spatial).
+    BGR by default); output distance: float32 [N] (distance_map [N,1,H,W] with --spatial), and with
+    --metrics one float32 [N] output per metric (PSNR in dB, SSIM as scikit-image computes them).
     Metadata in the file records net, version, precision, weight digests and the input contract.
     With --trt, an FP16 TensorRT engine (strongly typed, one profile) and its .engine.json sidecar
     are built next to the .onnx.
@@ -84,9 +89,12 @@ def main(net, lpips_version, baseline, spatial, precision, input_type, layout, c
             raise click.UsageError("an encoder has no linear layers and no spatial output: drop --baseline/--spatial")
         if part != "fused" and (precision == "fp16" or input_type == "uint8" or trt):
             raise click.UsageError("split exports (--part encoder/head) are float32 with float inputs")
+        if part != "fused" and metrics:
+            raise click.UsageError("--metrics needs both images' pixels: it goes with the fused graph, not --part")
         frames = f"{layout or 'nhwc'}-{channels or 'bgr'}" if input_type == "uint8" else None
         spec = ModelSpec(net, lpips_version, calibrated=not baseline, spatial=spatial,
-                         precision=precision or ("fp16" if trt else "fp32"), frames=frames, part=part)
+                         precision=precision or ("fp16" if trt else "fp32"), frames=frames, part=part,
+                         metrics=parse_metrics(metrics))
         profile = None
         if trt:
             from lpips_runtime.engine_meta import Profile
