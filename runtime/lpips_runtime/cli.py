@@ -11,6 +11,7 @@ import sys
 import click
 
 from .cli_common import errors_to_click, model_options, open_scorer, setup_logging
+from .pixel_metrics import format_metric, json_number
 
 EXIT_PAIRS_FAILED = 3
 EXIT_INTERRUPTED = 130
@@ -71,7 +72,11 @@ def main(images, dir0, dir1, all_pairs, consecutive, ref, ref_dir, pairs_csv, ou
     --ref/--dir).
 
     --all-pairs and --ref/--dir encode each image once and compare the cached features (ONNX Runtime
-    backend): one reference against N images costs N+1 encoder runs, all pairs of N images N runs.
+    backend): one reference against N images costs N+1 encoder runs, all pairs of N images N runs
+    (with --metrics they score pair by pair through the fused graph instead: PSNR and SSIM need pixels).
+
+    --metrics psnr,ssim adds a column per metric (PSNR in dB, inf for identical images: null in JSON)
+    and its mean to the summary.
 
     \b
     lpips-score ref.png out.png                      prints the distance
@@ -106,24 +111,27 @@ def _score_one(scorer, images, as_json, heatmap, alpha, vmax, colormap) -> None:
         scorer.model_info()  # model problems first, as for a plain pair
         # Decode once for the distance, the map and the picture (drawn over the reference as scored).
         rgb0, rgb1 = scorer.resize.apply(load_rgb(images[0]), load_rgb(images[1]), (images[0], images[1]))
-        value = scorer.distance(rgb0, rgb1)
+        values = scorer.scores(rgb0, rgb1)
         dmap = scorer.distance_map(rgb0, rgb1)
         write_image(heatmap, render_heatmap(dmap, rgb0 if alpha < 1 else None, alpha, colormap, vmax))
     else:
-        value = scorer.distance(images[0], images[1])
+        values = scorer.scores(images[0], images[1])
     if as_json:
         spec = scorer.spec
-        click.echo(json.dumps({"img0": images[0], "img1": images[1], "distance": value, "net": spec.net,
+        click.echo(json.dumps({"img0": images[0], "img1": images[1], "distance": values["distance"],
+                               **{m: json_number(values[m]) for m in scorer.metrics}, "net": spec.net,
                                "version": spec.version, "calibrated": spec.calibrated,
                                "backend": scorer.backend_name, "device": scorer.device}))
     else:
-        click.echo(f"{value:.6f}")
+        click.echo(" ".join([f"{values['distance']:.6f}",
+                             *(f"{m}={format_metric(m, values[m])}" for m in scorer.metrics)]))
 
 
 def _uses_cache(scorer, mode: str, consecutive: bool) -> bool:
     """The feature cache serves one-vs-many and all-pairs runs on ONNX Runtime. "first" resizing makes an
-    image's size depend on its partner, so all pairs then go through the fused graph pair by pair."""
-    if scorer.backend_name != "ort":
+    image's size depend on its partner, so all pairs then go through the fused graph pair by pair; so do
+    runs with --metrics (cached features have no pixels for PSNR/SSIM)."""
+    if scorer.backend_name != "ort" or scorer.metrics:
         return False
     return mode == "ref" or (mode == "all-pairs" and not consecutive and scorer.resize.mode != "first")
 
@@ -150,8 +158,8 @@ def _score_many(scorer, mode, dir0, dir1, all_pairs, consecutive, pairs_csv, ref
     else:
         pairs = read_pairs_csv(pairs_csv)
     label = scorer.spec.describe()
-    writer = (ResultWriter(out, label, resume=resume, overwrite=overwrite) if out
-              else ResultWriter(None, label, stream=sys.stdout, jsonl=as_json))
+    writer = (ResultWriter(out, label, resume=resume, overwrite=overwrite, metrics=scorer.metrics) if out
+              else ResultWriter(None, label, stream=sys.stdout, jsonl=as_json, metrics=scorer.metrics))
     todo = [p for p in pairs if (str(p[0]), str(p[1])) not in writer.done]
     if writer.done and not quiet:
         click.echo(f"resuming {out}: {len(pairs) - len(todo)} pairs already there, {len(todo)} to go", err=True)

@@ -17,10 +17,11 @@ from .backends import BACKENDS
 from .errors import LpipsError
 from .modelfile import PRECISIONS
 from .nets import DEFAULT_VERSION, NET_NAMES, VERSIONS
+from .pixel_metrics import METRICS, parse_metrics
 
 # Keyword names of the model options below, in the order they are declared.
 MODEL_OPTION_NAMES = ("net", "lpips_version", "baseline", "model", "models_dir", "backend", "device", "precision",
-                      "threads")
+                      "threads", "metrics")
 
 
 def quiet_opencv() -> None:
@@ -44,6 +45,13 @@ def setup_logging(quiet: bool = False) -> None:
         logger.propagate = False
 
 
+def _metrics_option(ctx, param, value) -> tuple[str, ...]:
+    try:
+        return parse_metrics(value)
+    except LpipsError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
 _MODEL_OPTIONS = (
     click.option("--net", type=click.Choice(NET_NAMES), default="alex", show_default=True),
     click.option("--version", "lpips_version", type=click.Choice(VERSIONS), default=DEFAULT_VERSION,
@@ -57,6 +65,9 @@ _MODEL_OPTIONS = (
     click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True,
                  help="fp16: the mixed-precision export (float16 backbone, float32 head), for GPUs."),
     click.option("--threads", type=click.IntRange(min=1), help="CPU threads (default: physical cores)."),
+    click.option("--metrics", metavar="LIST", callback=_metrics_option, default="",
+                 help=f"Also compute these, in the same pass, on the images' 8-bit values: comma-separated from "
+                      f"{', '.join(METRICS)} (psnr_y/ssim_y: BT.601 luma), e.g. psnr,ssim."),
 )
 
 
@@ -75,7 +86,7 @@ def open_scorer(options: dict, **settings):
 
     return Scorer(options["model"] or options["net"], version=options["lpips_version"], baseline=options["baseline"],
                   backend=options["backend"], device=options["device"], precision=options["precision"],
-                  threads=options["threads"], models_dir=options["models_dir"], **settings)
+                  threads=options["threads"], models_dir=options["models_dir"], metrics=options["metrics"], **settings)
 
 
 @contextlib.contextmanager
