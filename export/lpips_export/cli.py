@@ -7,11 +7,12 @@ import sys
 
 import click
 
+from lpips_runtime.cli_common import parse_metrics_option
 from lpips_runtime.errors import LpipsError
 from lpips_runtime.modelfile import FRAME_CHANNELS, FRAME_LAYOUTS, PARTS, PRECISIONS, ModelSpec
 from lpips_runtime.nets import DEFAULT_VERSION, NET_NAMES, VERSIONS
 from lpips_runtime.optional import require
-from lpips_runtime.pixel_metrics import METRICS, parse_metrics
+from lpips_runtime.pixel_metrics import METRICS
 
 
 def _setup_logging(quiet: bool) -> None:
@@ -36,7 +37,7 @@ def _setup_logging(quiet: bool) -> None:
 @click.option("--layout", type=click.Choice(FRAME_LAYOUTS), help="uint8 frame layout. [default: nhwc]")
 @click.option("--channels", type=click.Choice(FRAME_CHANNELS),
               help="uint8 frame channel order (bgr: as OpenCV decodes). [default: bgr]")
-@click.option("--metrics", metavar="LIST",
+@click.option("--metrics", metavar="LIST", callback=parse_metrics_option, default="",
               help="Also output these, computed in the same pass on the input's 8-bit values: comma-separated "
                    f"from {', '.join(METRICS)} (psnr_y/ssim_y: on the BT.601 luma), e.g. psnr,ssim.")
 @click.option("--trt", is_flag=True, help="Also build a TensorRT engine (needs lpips-rt[trt] and a GPU).")
@@ -94,7 +95,7 @@ def main(net, lpips_version, baseline, spatial, precision, input_type, layout, c
         frames = f"{layout or 'nhwc'}-{channels or 'bgr'}" if input_type == "uint8" else None
         spec = ModelSpec(net, lpips_version, calibrated=not baseline, spatial=spatial,
                          precision=precision or ("fp16" if trt else "fp32"), frames=frames, part=part,
-                         metrics=parse_metrics(metrics))
+                         metrics=metrics)
         profile = None
         if trt:
             from lpips_runtime.engine_meta import Profile

@@ -45,7 +45,8 @@ def setup_logging(quiet: bool = False) -> None:
         logger.propagate = False
 
 
-def _metrics_option(ctx, param, value) -> tuple[str, ...]:
+def parse_metrics_option(ctx, param, value) -> tuple[str, ...]:
+    """click callback: "psnr,ssim" -> ("psnr", "ssim"); an unknown name is a usage error (exit code 2)."""
     try:
         return parse_metrics(value)
     except LpipsError as exc:
@@ -65,7 +66,7 @@ _MODEL_OPTIONS = (
     click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True,
                  help="fp16: the mixed-precision export (float16 backbone, float32 head), for GPUs."),
     click.option("--threads", type=click.IntRange(min=1), help="CPU threads (default: physical cores)."),
-    click.option("--metrics", metavar="LIST", callback=_metrics_option, default="",
+    click.option("--metrics", metavar="LIST", callback=parse_metrics_option, default="",
                  help=f"Also compute these, in the same pass, on the images' 8-bit values: comma-separated from "
                       f"{', '.join(METRICS)} (psnr_y/ssim_y: BT.601 luma), e.g. psnr,ssim."),
 )

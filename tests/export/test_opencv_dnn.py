@@ -35,3 +35,26 @@ def test_cv2_dnn_spatial(exported):
     got = dnn.forward()
     assert got.shape == (1, 1, 64, 80)
     assert np.abs(got - Scorer(path).distance_map(x0, x1)).max() <= 1e-5
+
+
+def test_cv2_dnn_metric_outputs(exported_spec):
+    # A graph with PSNR/SSIM outputs: every output by name, equal to ONNX Runtime's (the C++ example,
+    # on OpenCV 4.6, loads it too: tests/examples/test_cpp.py).
+    from lpips_runtime.modelfile import ModelSpec
+    from lpips_runtime.pixel_metrics import METRICS
+
+    path = exported_spec(ModelSpec("alex", metrics=METRICS))
+    ref = crop(photo("chelsea"), 96, 133)
+    x0 = np.concatenate([to_unit_nchw(ref)] * 2)
+    x1 = np.concatenate([to_unit_nchw(distort(ref, "jpeg", 0.6)), to_unit_nchw(ref)])
+    dnn = cv2.dnn.readNetFromONNX(str(path))
+    dnn.setInput(x0, "img0")
+    dnn.setInput(x1, "img1")
+    names = ["distance", *METRICS]
+    got = dict(zip(names, (out.reshape(-1) for out in dnn.forward(names))))
+    expected = Scorer(path).scores(x0, x1)
+    assert got["psnr"][1] == got["psnr_y"][1] == np.inf  # the identical pair
+    for name in names:
+        limit = 1e-4 if name.startswith("psnr") else 1e-5
+        finite = np.isfinite(expected[name])
+        assert np.all(np.abs(got[name][finite] - expected[name][finite]) <= limit), name
