@@ -155,15 +155,15 @@ def official_lpips(net: str, version: str, calibrated: bool, spatial: bool, back
 
 @pytest.fixture(scope="session")
 def build_module():
-    """Factory (net, version, calibrated, spatial) -> (LPIPSModule, Provenance), cached per session."""
+    """Factory (net, version, calibrated, spatial, metrics=()) -> (LPIPSModule, Provenance), cached per session."""
     from lpips_export.build import build_lpips
 
     cache = {}
 
-    def get(net="alex", version="0.1", calibrated=True, spatial=False):
-        key = (net, version, calibrated, spatial)
+    def get(net="alex", version="0.1", calibrated=True, spatial=False, metrics=()):
+        key = (net, version, calibrated, spatial, tuple(metrics))
         if key not in cache:
-            cache[key] = build_lpips(net, version, calibrated, spatial)
+            cache[key] = build_lpips(net, version, calibrated, spatial, metrics=tuple(metrics))
         return cache[key]
 
     return get
@@ -171,14 +171,15 @@ def build_module():
 
 @pytest.fixture(scope="session")
 def exported(build_module, tmp_path_factory):
-    """Factory (net, version, calibrated, spatial) -> Path of a checked ONNX export, cached per session."""
+    """Factory (net, version, calibrated, spatial, metrics=()) -> Path of an ONNX export (written, not
+    self-checked: ``exported_spec`` runs the checks), cached per session."""
     from lpips_export.onnx_export import export_onnx, model_filename
 
     out = tmp_path_factory.mktemp("models")
     cache = {}
 
-    def get(net="alex", version="0.1", calibrated=True, spatial=False) -> Path:
-        key = (net, version, calibrated, spatial)
+    def get(net="alex", version="0.1", calibrated=True, spatial=False, metrics=()) -> Path:
+        key = (net, version, calibrated, spatial, tuple(metrics))
         if key not in cache:
             module, provenance = build_module(*key)
             cache[key] = export_onnx(module, provenance, out / model_filename(module))

@@ -86,7 +86,7 @@ class Scorer:
     graphs that also compute these, in the same pass, on the images' 8-bit values (definitions:
     ``lpips_runtime.pixel_metrics``); ``scores`` and every ``PairResult`` of ``score_pairs`` then carry
     them. With a model path the file decides: its metrics are used, and ``metrics``, if given, must
-    name the same ones. The feature cache has no pixels: ``score_one_to_many``/``score_all_pairs``
+    name the same ones. ``distance_map`` uses the spatial graph without metrics. The feature cache has no pixels: ``score_one_to_many``/``score_all_pairs``
     refuse a Scorer with metrics (``embed``, ``one_to_many`` and ``distance_matrix`` give distances as always).
     """
 
@@ -118,6 +118,7 @@ class Scorer:
         backend_cls = backend_class(backend, device)  # unknown name: error now, not at first use
         self._models: dict[tuple[bool, str], ModelInfo] = {}  # (spatial, part) -> checked file
         metrics = parse_metrics(metrics)
+        self._map_metrics: tuple[str, ...] = ()  # of the spatial graph: maps need none, unless given such a file
         if str(model) in NET_NAMES:
             self.models_dir = Path(models_dir) if models_dir is not None else default_models_dir()
             spec = ModelSpec(str(model), version, not baseline, False, precision, metrics=metrics)
@@ -133,6 +134,8 @@ class Scorer:
                                      f"`{replace(info.spec, metrics=metrics).export_command(Path(model).parent)}`")
             self._models[(info.spec.spatial, "fused")] = info
             self.spec = replace(info.spec, spatial=False)
+            if info.spec.spatial:
+                self._map_metrics = info.metrics
             # Siblings (e.g. the spatial variant) are looked for next to the given file.
             self.models_dir = Path(models_dir) if models_dir is not None else Path(model).parent
         self._needs_file = backend_cls.needs_file
@@ -163,7 +166,9 @@ class Scorer:
         return self.spec.metrics
 
     def _spec_for(self, spatial: bool) -> ModelSpec:
-        return replace(self.spec, spatial=spatial)
+        """The distance graph's spec, or the spatial graph's (which computes metrics only when the
+        Scorer was given such a file: ``distance_map`` returns the map alone)."""
+        return replace(self.spec, spatial=True, metrics=self._map_metrics) if spatial else self.spec
 
     def model_info(self, spatial: bool = False, part: str = "fused") -> ModelInfo:
         """The checked model file used for distances (or maps), or a ``part`` of its split export
