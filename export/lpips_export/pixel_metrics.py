@@ -1,14 +1,14 @@
 """PSNR and SSIM as a torch module, traced into the LPIPS graph next to the distance.
 
 Definitions (and why the inputs are 8-bit values): ``lpips_runtime.pixel_metrics``. Written with the
-operators the LPIPS graph already uses (Conv, GlobalAveragePool, Split, Concat, elementwise arithmetic)
-plus Log, so that the graph still loads wherever the distance graph does:
+operators the LPIPS graph already uses (Conv, GlobalAveragePool, Reshape, elementwise arithmetic) plus
+Round and Log, so that the graph still loads wherever the distance graph does (OpenCV 4.6 included):
 
 * the Gaussian window is two depthwise convolutions (11x1, then 1x11) without padding: their output is
   exactly the interior that scikit-image keeps after cropping 5 pixels per side, so no border
   handling is needed;
 * the SSIM map is written in a form that float32 computes to about 1e-6 of scikit-image's float64 value
-  (see ``ssim_map``);
+  (see ``ssim_map``), from six windowed maps per channel;
 * spatial means are two GlobalAveragePools, over rows then over the row means (``graph_ops.mean_hw``:
   one over the whole map loses up to 6e-3 relative in ONNX Runtime's float32 kernel at 1080p), the
   channel mean a 1x1 convolution with weights 1/C.
@@ -24,12 +24,11 @@ from torch import nn
 from lpips_runtime.pixel_metrics import (DATA_RANGE, LUMA_OFFSET, LUMA_WEIGHTS, SSIM_K1, SSIM_K2, SSIM_WINDOW,
                                          gaussian_taps, on_luma, parse_metrics)
 
-from .graph_ops import mean_hw, split_equal
+from .graph_ops import mean_hw
 
 C1 = (SSIM_K1 * DATA_RANGE) ** 2
 C2 = (SSIM_K2 * DATA_RANGE) ** 2
 _DB_PER_NEPER = 10 / math.log(10)  # 10 log10(v) == _DB_PER_NEPER * ln(v)
-_SSIM_MAPS = 6  # windowed maps per channel: the arguments of ssim_map
 
 
 def ssim_map(mean_sum: torch.Tensor, mean_diff: torch.Tensor, centred_sum: torch.Tensor, centred_diff: torch.Tensor,
@@ -44,11 +43,12 @@ def ssim_map(mean_sum: torch.Tensor, mean_diff: torch.Tensor, centred_sum: torch
 
     Why the centred copies: float32 computes a variance ``E[a^2] - E[a]^2`` with an error of ~1e-7 of
     ``E[a^2]``, which is up to 65025 for raw 8-bit values, i.e. 1e-4 of C2 per pixel; on flat images
-    these errors do not average out (measured: SSIM off by 7e-5 for two flat images, 9e-6 for the
-    luma of black vs white). Relative to each image's own mean, ``a`` (and the error) stays small:
-    measured <= 3e-7 on photographs, flat and near-flat images. (Adding c0 + c1 back to the centred
-    means instead of filtering x0+x1 and x0-x1 as well would save two maps per channel, but OpenCV
-    4.6 cannot broadcast [N,C,1,1] over a convolution's output: measured.)
+    these errors do not average out. Measured against scikit-image: scikit-image's own formula in
+    float32 was off by 7e-5 for two flat images; this form with a fixed centre (128) instead of each
+    image's mean, by up to 7.5e-5 for flat pairs of different brightness (100 vs 200); with each
+    image's mean, <= 1.2e-6 on photographs, flat pairs of any two levels and near-flat textures.
+    (Adding c0 + c1 back to the centred means instead of filtering x0+x1 and x0-x1 as well would save
+    two maps per channel, but OpenCV 4.6 cannot broadcast [N,C,1,1] over a convolution's output: measured.)
     """
     luminance_diff = mean_diff * mean_diff  # (ux - uy)^2
     means_sq = (mean_sum * mean_sum + luminance_diff) * 0.5  # ux^2 + uy^2
@@ -74,9 +74,10 @@ class PixelMetrics(nn.Module):
         self.portable = portable
         taps = torch.tensor(gaussian_taps(), dtype=torch.float32)
         for channels in {1 if on_luma(m) else 3 for m in self.metrics}:
-            maps = _SSIM_MAPS * channels
-            self.register_buffer(f"window_v{channels}", taps.view(1, 1, -1, 1).repeat(maps, 1, 1, 1), persistent=False)
-            self.register_buffer(f"window_h{channels}", taps.view(1, 1, 1, -1).repeat(maps, 1, 1, 1), persistent=False)
+            self.register_buffer(f"window_v{channels}", taps.view(1, 1, -1, 1).repeat(channels, 1, 1, 1),
+                                 persistent=False)
+            self.register_buffer(f"window_h{channels}", taps.view(1, 1, 1, -1).repeat(channels, 1, 1, 1),
+                                 persistent=False)
         self.register_buffer("channel_mean3", torch.full((1, 3, 1, 1), 1 / 3), persistent=False)
         self.register_buffer("luma", (torch.tensor(LUMA_WEIGHTS, dtype=torch.float64) / 255).float().view(1, 3, 1, 1),
                              persistent=False)
@@ -109,11 +110,16 @@ class PixelMetrics(nn.Module):
                       for x in (x0, x1))
             a0, a1 = x0 - c0, x1 - c1
             a_diff = a0 - a1
-            maps = torch.cat([x0 + x1, diff, a0 + a1, a_diff, a0 * a0 + a1 * a1, a_diff * a_diff], dim=1)
-            maps = F.conv2d(maps, getattr(self, f"window_v{channels}"), groups=_SSIM_MAPS * channels)
-            maps = F.conv2d(maps, getattr(self, f"window_h{channels}"), groups=_SSIM_MAPS * channels)
-            out["ssim" + suffix] = self._mean(ssim_map(*split_equal(maps, _SSIM_MAPS, dim=1)))
+            # Filtered one by one: joined by a Concat and parted by a Split, ONNX Runtime spends longer
+            # copying than it saves (measured).
+            maps = (x0 + x1, diff, a0 + a1, a_diff, a0 * a0 + a1 * a1, a_diff * a_diff)
+            out["ssim" + suffix] = self._mean(ssim_map(*(self._window(x, channels) for x in maps)))
         return out
+
+    def _window(self, x: torch.Tensor, channels: int) -> torch.Tensor:
+        """The Gaussian window's mean at every pixel whose window lies inside the image: [N,C,H-10,W-10]."""
+        x = F.conv2d(x, getattr(self, f"window_v{channels}"), groups=channels)
+        return F.conv2d(x, getattr(self, f"window_h{channels}"), groups=channels)
 
     def _mean(self, x: torch.Tensor) -> torch.Tensor:
         """[N,C,h,w] -> float32 [N]: the mean over pixels of each channel, then over channels."""
