@@ -1,9 +1,19 @@
-"""Streamed, resumable result files (.csv or .jsonl) and the end-of-run summary.
+"""Streamed, resumable result rows: CSV or JSON lines, to a file or a stream (stdout).
 
-Columns: img0, img1, distance, then one per metric of the Scorer (e.g. psnr, ssim), error, model. PSNR
-is +inf for identical images: ``inf`` in CSV (Python's float() and pandas read it back), ``null`` in
-JSON lines (JSON has no infinity; ``lpips_runtime.pixel_metrics.json_number``), where a ``null`` metric
-with a ``null`` error therefore means identical images.
+The columns are data (``PAIR_COLUMNS`` for image pairs; other front ends pass their own, e.g. video's
+``frame,pts_ref,pts_dist,distance``): a row is a dict, written in column order, one flushed write per row,
+so an interrupted run keeps every finished row and leaves at most one partial line (dropped on resume).
+
+Numbers: float32 values (``numpy.float32``, and the ``distance`` and ``metrics`` of a ``PairResult``) are
+written with the shortest decimal that reads back as the same float32 (``formatting.float32_text``); other
+floats with Python's shortest round-trip ``repr``. Infinity (the PSNR of identical images) is ``inf`` in
+CSV (Python's float() and pandas read it back) and ``null`` in JSON lines, which have no infinity
+(``pixel_metrics.json_number``): there a ``null`` metric in a row whose ``error`` is null means identical
+images.
+
+Image paths in a results *file* are written relative to the file's folder when they were given relative
+(absolute ones stay absolute), the convention ``--pairs`` reads: a results file can be moved with its
+images, fed back as a pair list, and resumed from any working folder. Resume keys compare real paths.
 """
 from __future__ import annotations
 
@@ -12,120 +22,142 @@ import io
 import json
 import math
 import os
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TextIO
+
+import numpy as np
 
 from .errors import InputError
-from .pixel_metrics import UNITS, format_metric, json_number
-from .scorer import PairResult
+from .formatting import float32_text
+from .pixel_metrics import METRICS, json_number
 
-COLUMNS = ("img0", "img1", "distance", "error", "model")
-
-
-def columns(metrics: tuple[str, ...] = ()) -> tuple[str, ...]:
-    """The columns of a result file: ``COLUMNS`` with one per metric after the distance."""
-    return (*COLUMNS[:3], *metrics, *COLUMNS[3:])
+PAIR_COLUMNS = ("img0", "img1", "distance", "error", "model")
+PAIR_PATH_COLUMNS = ("img0", "img1")
+FORMATS = ("csv", "jsonl")
+_SUFFIX_FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 
 
-def format_distance(value: float) -> str:
-    return f"{value:.9g}"  # 9 significant digits: a float32 survives the round trip (inf as "inf")
+def pair_columns(metrics: Sequence[str] = ()) -> tuple[str, ...]:
+    """The columns of pair rows with metrics (``Scorer.metrics``): one per metric after the distance."""
+    return (*PAIR_COLUMNS[:3], *metrics, *PAIR_COLUMNS[3:])
 
 
-@dataclass
-class MetricMean:
-    """The mean of one metric over the scored rows. Infinite values (PSNR of identical images) are
-    counted apart and left out of the mean, which would otherwise be +inf whatever the other rows say."""
-
-    total: float = 0.0
-    finite: int = 0
-    infinite: int = 0
-
-    def add(self, value: float) -> None:
-        if math.isfinite(value):
-            self.total += value
-            self.finite += 1
-        else:
-            self.infinite += 1
-
-    def text(self, metric: str) -> str:
-        if not self.finite:
-            return f"{metric}=inf (all {self.infinite} pairs identical)"
-        text = f"{metric}={format_metric(metric, self.total / self.finite)}" + (f" {UNITS[metric]}" if UNITS[metric] else "")
-        if not self.infinite:
-            return text
-        pairs = "pair" if self.infinite == 1 else "pairs"
-        return f"{text} (mean of {self.finite}; {self.infinite} identical {pairs}: inf, left out)"
+def format_for(path: str | Path | None, requested: str | None) -> str:
+    """The row format for ``path`` (None or "-": a stream): ``requested`` if given, else the suffix's.
+    A requested format that contradicts a known suffix is an ``InputError``."""
+    suffix = Path(path).suffix.lower() if path not in (None, "-") else ""
+    implied = _SUFFIX_FORMATS.get(suffix)
+    if requested is not None and implied is not None and requested != implied:
+        raise InputError(f"{path} is a {implied} file name but the format asked for is {requested}: "
+                         f"rename it or change the format")
+    fmt = requested or implied or ("csv" if path in (None, "-") else None)
+    if fmt is None:
+        raise InputError(f"{path}: results go to a .csv or .jsonl file (or choose one with --format csv|jsonl)")
+    if fmt not in FORMATS:
+        raise InputError(f"unknown result format '{fmt}': choose one of {', '.join(FORMATS)}")
+    return fmt
 
 
-@dataclass
-class Summary:
-    """Statistics over every scored row, as the official scripts print them (mean +/- std/sqrt(n)),
-    and the mean of each metric (``MetricMean``)."""
+def _cell_text(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, np.floating):
+        return float32_text(value) if value.dtype == np.float32 else repr(float(value))
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
 
-    n: int = 0
-    total: float = 0.0
-    total_sq: float = 0.0
-    failures: int = 0
-    metrics: dict[str, MetricMean] = field(default_factory=dict)
 
-    def add(self, distance: float | None, metrics: dict[str, float] | None = None) -> None:
-        if distance is None:
-            self.failures += 1
-        else:
-            self.n += 1
-            self.total += distance
-            self.total_sq += distance * distance
-            for name, value in (metrics or {}).items():
-                self.metrics.setdefault(name, MetricMean()).add(value)
-
-    def line(self) -> str:
-        if self.n == 0:
-            return f"n=0 failures={self.failures}"
-        mean = self.total / self.n
-        std = math.sqrt(max(self.total_sq / self.n - mean * mean, 0.0))  # population std, as numpy's
-        means = "".join(f" {m.text(name)}" for name, m in self.metrics.items())
-        return (f"n={self.n} mean={mean:.6f} +/- {std / math.sqrt(self.n):.6f} (std/sqrt(n)){means} "
-                f"failures={self.failures}")
+def _json_value(value):
+    if isinstance(value, np.floating):
+        return json_number(float(_cell_text(value)))
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, float):
+        return json_number(value)
+    return value
 
 
 class ResultWriter:
-    """Writes one row per pair, flushed as it is written, so an interrupted run keeps every finished row.
+    """Writes rows of ``columns`` to ``target`` (a path; None or "-" with ``stream``: that text stream).
 
-    ``resume=True`` reads the rows already in ``path`` (their pairs are then skipped by the caller via
-    ``done``), drops a partial last line left by a kill mid-write, and appends. Without ``resume`` an
-    existing file is an error unless ``overwrite`` is set: results are never clobbered by accident.
+    ``constants``: columns with one value for the whole run (e.g. ``model``); resuming a file whose
+    rows hold another value is an error. ``key_columns``: what identifies a row for resuming; ``path_columns``:
+    those holding file paths (see the module docstring). ``summary``: a ``RunSummary`` fed each row's
+    ``distance`` (rows already in a resumed file with ``resumed=True``).
+
+    Without ``resume`` an existing non-empty file is an error unless ``overwrite`` is set: results are
+    never clobbered by accident. ``done`` holds the keys of the rows already in a resumed file (path
+    columns as real paths: compare with ``key_of``).
     """
 
-    def __init__(self, path: str | Path | None, model: str, resume: bool = False, overwrite: bool = False,
-                 stream=None, jsonl: bool = False, metrics: tuple[str, ...] = ()):
-        self.model = model
-        self.metrics = tuple(metrics)
-        self.columns = columns(self.metrics)
-        self.done: set[tuple[str, str]] = set()
-        self.summary = Summary()
-        if path is None:  # rows to an already open text stream (e.g. stdout), nothing to resume
-            self.path, self.jsonl, self._file, self._owned = None, jsonl, stream, False
-            if not self.jsonl:
-                self._emit(",".join(self.columns) + "\n")
+    def __init__(self, target: str | Path | None, *, columns: Sequence[str] = PAIR_COLUMNS, fmt: str | None = None,
+                 constants: dict | None = None, key_columns: Sequence[str] = PAIR_PATH_COLUMNS,
+                 path_columns: Sequence[str] = PAIR_PATH_COLUMNS, resume: bool = False, overwrite: bool = False,
+                 stream: TextIO | None = None, summary=None):
+        self.columns = tuple(columns)
+        self.constants = dict(constants or {})
+        self.key_columns, self.path_columns = tuple(key_columns), tuple(path_columns)
+        self.summary = summary
+        self._metric_columns = tuple(c for c in self.columns if c in METRICS)  # fed to the summary too
+        self.done: set[tuple] = set()
+        self._real_paths: dict[str, str] = {}  # all-pairs runs name each image many times
+        self.fmt = format_for(target, fmt)
+        self.rows_written = 0
+        # The CSV header goes out with the first row (or at close): a run that fails while loading its
+        # model leaves no header-only output on stdout.
+        self._needs_header = self.fmt == "csv"
+        if target in (None, "-"):
+            if stream is None:
+                raise InputError("rows to a stream need the stream")
+            self.path, self._file, self._owned = None, stream, False
             return
-        self._owned = True
-        self.path = Path(path)
-        self.jsonl = self.path.suffix.lower() in (".jsonl", ".ndjson")
-        if not self.jsonl and self.path.suffix.lower() != ".csv":
-            raise InputError(f"{self.path}: results go to a .csv or .jsonl file")
+        self.path, self._owned = Path(target), True
         exists = self.path.exists() and self.path.stat().st_size > 0
         if exists and not (resume or overwrite):
             raise InputError(f"{self.path} exists: pass --resume to continue it or --overwrite to replace it")
-        if exists and resume:
-            self._load_existing()
-            self._file = open(self.path, "a", encoding="utf-8", newline="")
-            if not self.jsonl and self.path.stat().st_size == 0:  # only a partial header was there
-                self._emit(",".join(self.columns) + "\n")
-        else:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = open(self.path, "w", encoding="utf-8", newline="")
-            if not self.jsonl:
-                self._emit(",".join(self.columns) + "\n")
+        try:
+            if exists and resume:
+                self._load_existing()
+                self._file = open(self.path, "a", encoding="utf-8", newline="")
+                # a header is there, unless only a partial one was (dropped with the partial line)
+                self._needs_header = self._needs_header and self.path.stat().st_size == 0
+            else:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._file = open(self.path, "w", encoding="utf-8", newline="")
+        except OSError as exc:
+            raise InputError(f"{self.path}: cannot write ({exc.strerror})") from None
+
+    # -- keys and paths ------------------------------------------------------------------------
+
+    def _folder(self) -> str:
+        return os.path.dirname(os.path.abspath(self.path))
+
+    def path_text(self, value) -> str:
+        """How a path given by the caller is written in this target (see the module docstring)."""
+        text = os.fspath(value)
+        if self.path is None or os.path.isabs(text):
+            return text
+        return os.path.relpath(os.path.abspath(text), self._folder())
+
+    def _real(self, path: str) -> str:
+        real = self._real_paths.get(path)
+        if real is None:
+            real = self._real_paths[path] = os.path.realpath(path)
+        return real
+
+    def key_of(self, row: dict) -> tuple:
+        """The resume key of a row as the caller gives it (paths as given, relative to the working folder)."""
+        return tuple(self._real(os.fspath(row[c])) if c in self.path_columns else str(row[c])
+                     for c in self.key_columns)
+
+    def _stored_key(self, row: dict) -> tuple:
+        """The resume key of a row read back from the file (relative paths are relative to its folder)."""
+        return tuple(self._real(os.path.join(self._folder(), row[c])) if c in self.path_columns else str(row[c])
+                     for c in self.key_columns)
+
+    # -- reading a file to resume ----------------------------------------------------------------
 
     def _load_existing(self) -> None:
         raw = self.path.read_bytes()
@@ -134,41 +166,72 @@ class ResultWriter:
             with open(self.path, "r+b") as f:
                 f.truncate(len(raw))
         text = raw.decode("utf-8")
-        rows = ([json.loads(line) for line in text.splitlines() if line.strip()] if self.jsonl
-                else list(csv.DictReader(io.StringIO(text))))
+        if self.fmt == "jsonl":
+            rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+        else:
+            reader = csv.DictReader(io.StringIO(text))
+            if reader.fieldnames is not None and tuple(reader.fieldnames) != self.columns:
+                raise InputError(f"{self.path} has the columns {','.join(reader.fieldnames)}, not "
+                                 f"{','.join(self.columns)}: resume a file this command wrote, or write a new one")
+            rows = list(reader)
         for row in rows:
-            if row.get("model") and row["model"] != self.model:
-                raise InputError(f"{self.path} holds results of {row['model']}, not {self.model}: "
-                                 "resume with the same options or write a new file")
-            self.done.add((row["img0"], row["img1"]))
-            distance = row.get("distance")
-            if distance in (None, ""):
-                self.summary.add(None)
-            else:  # a JSON null metric in a scored row is PSNR's +inf (see the module docstring)
-                self.summary.add(float(distance), {m: math.inf if row.get(m) is None else float(row[m])
-                                                   for m in self.metrics})
+            for name, value in self.constants.items():
+                if row.get(name) and row[name] != value:
+                    raise InputError(f"{self.path} holds results of {row[name]}, not {value}: "
+                                     "resume with the same options or write a new file")
+            if any(c not in row for c in self.key_columns):
+                raise InputError(f"{self.path}: a row lacks the columns {','.join(self.key_columns)}")
+            self.done.add(self._stored_key(row))
+            if self.summary is not None and "distance" in self.columns:
+                distance = row.get("distance")
+                # a metric left empty in a scored row is PSNR's +inf written as JSON null (module docstring)
+                metrics = {m: float(row[m]) if row.get(m) not in (None, "") else math.inf
+                           for m in self._metric_columns}
+                self.summary.add(float(distance) if distance not in (None, "") else None, resumed=True,
+                                 metrics=metrics)
+
+    # -- writing ---------------------------------------------------------------------------------
 
     def _emit(self, text: str) -> None:
         self._file.write(text)
         self._file.flush()
 
-    def write(self, result: PairResult) -> None:
-        values = result.metrics or {}
-        self.summary.add(result.distance, values)
-        numbers = {"distance": result.distance, **{m: values.get(m) for m in self.metrics}}
-        if self.jsonl:
-            row = {"img0": result.img0, "img1": result.img1,
-                   **{c: None if v is None else json_number(float(format_distance(v))) for c, v in numbers.items()},
-                   "error": result.error, "model": self.model}
-            self._emit(json.dumps(row, ensure_ascii=False) + "\n")
+    def _header(self) -> None:
+        if self._needs_header:
+            self._needs_header = False
+            self._emit(",".join(self.columns) + "\n")
+
+    def write_row(self, row: dict) -> None:
+        """Write one row (missing columns are empty/null; ``constants`` fill their columns)."""
+        self._header()
+        values = {**self.constants, **row}
+        for c in self.path_columns:
+            if values.get(c) is not None:
+                values[c] = self.path_text(values[c])
+        if self.fmt == "jsonl":
+            record = {c: _json_value(values.get(c)) for c in self.columns}
+            self._emit(json.dumps(record, ensure_ascii=False) + "\n")
         else:
-            row = {"img0": result.img0, "img1": result.img1, "error": result.error, "model": self.model,
-                   **{c: None if v is None else format_distance(v) for c, v in numbers.items()}}
             out = io.StringIO()
-            csv.writer(out, lineterminator="\n").writerow(["" if row[c] is None else row[c] for c in self.columns])
+            csv.writer(out, lineterminator="\n").writerow([_cell_text(values.get(c)) for c in self.columns])
             self._emit(out.getvalue())  # one write per row: a kill leaves at most one partial line
+        self.rows_written += 1
+        if self.summary is not None and "distance" in self.columns:
+            distance = row.get("distance")
+            metrics = {m: float(row[m]) for m in self._metric_columns if row.get(m) is not None}
+            self.summary.add(None if distance is None else float(distance), metrics=metrics)
+
+    def write(self, result) -> None:
+        """Write a ``PairResult`` (its distance and metrics are float32 values)."""
+        distance = None if result.distance is None else np.float32(result.distance)
+        metrics = {m: np.float32(v) for m, v in (result.metrics or {}).items()}
+        self.write_row({"img0": result.img0, "img1": result.img1, "distance": distance, **metrics,
+                        "error": result.error})
 
     def close(self) -> None:
+        """Finish the output (a CSV with no row still gets its header) and close a file this writer opened."""
+        if not self._file.closed:
+            self._header()
         if self._owned and not self._file.closed:
             self._file.flush()
             os.fsync(self._file.fileno())
