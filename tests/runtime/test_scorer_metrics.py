@@ -87,8 +87,8 @@ def test_a_model_file_decides(models, pair):
 
 
 def test_missing_export_names_the_command(tmp_path):
-    with pytest.raises(ModelFileError, match=r"lpips-alex-v0.1-psnr_y\.onnx: run `lpips-export --net alex "
-                                             r"--metrics psnr_y --out "):
+    with pytest.raises(ModelFileError, match=r"no exported model lpips-alex-v0.1-psnr_y\.onnx in .*: run "
+                                             r"`lpips-export --net alex --metrics psnr_y --out "):
         Scorer("alex", metrics="psnr_y", models_dir=tmp_path, auto_export=False).model_info()
 
 
