@@ -86,10 +86,10 @@ def frames_to_unit_range(frames: torch.Tensor, fmt: FrameFormat) -> torch.Tensor
 
 
 def unit_range_to_rgb(x: torch.Tensor) -> torch.Tensor:
-    """float32 [-1,1] -> the 8-bit values it was made from, as float32 0..255 (``round((x + 1) * 127.5)``).
+    """float32 [-1,1] -> the 8-bit values it was made from, as float32 0..255 (``round(x * 127.5 + 127.5)``).
 
-    Exact for inputs made from 8-bit images (float32 leaves them within ~1.5e-5 of an integer);
-    other inputs are quantised to the nearest of the 256 levels.
+    Exact for inputs made from 8-bit values (see ``lpips_runtime.pixel_metrics``); other inputs are
+    quantised to the nearest of the 256 levels.
     """
     return torch.round(x * 127.5 + 127.5)
 

@@ -3,9 +3,12 @@
 A graph exported with metrics computes them in the same pass as LPIPS, on the 8-bit RGB values the
 LPIPS input came from (data range 255):
 
-* float32 inputs in [-1,1]: ``round((x + 1) * 127.5)``. The runtime makes them from 8-bit images, so the
-  rounding gives back exactly the decoded 8-bit values (without it, float32 leaves errors of up to
-  ~1.5e-5 per value); float inputs that did not come from 8-bit images are quantised to 8 bits.
+* float32 inputs in [-1,1]: ``round(x * 127.5 + 127.5)``. For inputs made from 8-bit values by the usual
+  conversions (the runtime's and the official im2tensor, ``u / 127.5 - 1`` or ``2 * (u / 255) - 1`` in
+  float32, torchvision's ToTensor + Normalize(0.5, 0.5)) ``x * 127.5 + 127.5`` in float32 is already
+  exactly ``u`` for all 256 levels (measured); the rounding keeps that exact whatever a backend fuses
+  (a multiply-add rounds once), so float and frame graphs agree bit for bit, and it states the rule for
+  other inputs: 16-bit images and float arrays are quantised to 8 bits.
 * uint8 frame inputs: the frame values themselves.
 
 ``psnr``: ``skimage.metrics.peak_signal_noise_ratio(im0, im1, data_range=255)``, i.e.
