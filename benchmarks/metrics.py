@@ -81,7 +81,7 @@ def main(argv=None) -> int:
     threads = args.threads or physical_cores()
     cv2.setNumThreads(threads)
     q = args.quick
-    workloads = [(4, 256, 256), (1, 540, 960)] if q else [(16, 256, 256), (1, 1080, 1920)]
+    workloads = [(2, 128, 128), (1, 270, 480)] if q else [(16, 256, 256), (1, 1080, 1920)]
     repeats = 1 if q else 5
     report = {"date": today(), "machine": machine_info(), "threads": threads, "net": "alex", "rows": []}
     print(f"metrics benchmark (alex, ORT CPU, {threads} threads), {today()}", flush=True)

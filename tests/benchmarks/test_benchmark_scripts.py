@@ -41,3 +41,11 @@ def test_fp16_accuracy_script(tmp_path):
     (row,) = data["rows"]
     assert row["ort_fp16"] <= 1e-3 and row["finite"]
     assert data["wholesale"][0]["wholesale"] > 0.1
+
+
+def test_metrics_benchmark_quick(capsys):
+    metrics = _script("metrics")
+    assert metrics.main(["--quick"]) == 0
+    out = capsys.readouterr().out
+    for variant in ("lpips", "lpips+psnr+ssim (graph)", "lpips + scikit-image", "lpips + OpenCV"):
+        assert f"| 128x128 (2) | {variant} |" in out and f"| 480x270 (1) | {variant} |" in out
