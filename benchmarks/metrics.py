@@ -109,7 +109,8 @@ def main(argv=None) -> int:
             times = interleaved_runs(variants, repeats)
             reference = [skimage_metrics(x, y) for x, y in zip(refs, dists)]
             graph = with_metrics.scores(a, b)
-            errors = {"lpips+psnr+ssim (graph)": {m: float(max(abs(graph[m][i] - r[m]) for i, r in enumerate(reference)))
+            errors = {"lpips+psnr+ssim (graph)": {m: float(max(abs(graph[m][i] - r[m])
+                                                                 for i, r in enumerate(reference)))
                                                   for m in METRICS},
                       "lpips + OpenCV": {m: float(max(abs(opencv_metrics(x, y)[m] - r[m])
                                                       for x, y, r in zip(refs, dists, reference))) for m in METRICS}}
@@ -145,7 +146,8 @@ def render(report: dict) -> str:
         diff_text = ("(the reference)" if "scikit" in r["variant"] else "-" if diff is None
                      else f"{diff['psnr']:.1e}, {diff['ssim']:.1e}")
         extra = "-" if r["variant"] == "lpips" else f"+{r['extra_ms_per_pair']:.1f} ms (+{r['extra_pct']:.0f}%)"
-        lines.append(f"| {r['size']} ({r['batch']}) | {r['variant']} | {r['ms_per_pair']:.1f} | {extra} | {diff_text} |")
+        lines.append(f"| {r['size']} ({r['batch']}) | {r['variant']} | {r['ms_per_pair']:.1f} | {extra} "
+                     f"| {diff_text} |")
     return "\n".join(lines)
 
 

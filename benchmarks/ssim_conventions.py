@@ -50,7 +50,8 @@ def main() -> int:
     for label, ours, default, range_255 in rows:
         print(f"| {label} | {ours:.6f} | {default:+.2e} | {range_255:+.2e} |")
     diffs = np.array([r[2:] for r in rows])
-    print(f"\nmax |difference|: defaults {np.abs(diffs[:, 0]).max():.2e}, data_range=255 {np.abs(diffs[:, 1]).max():.2e}; "
+    print(f"\nmax |difference|: defaults {np.abs(diffs[:, 0]).max():.2e}, "
+          f"data_range=255 {np.abs(diffs[:, 1]).max():.2e}; "
           f"mean: {diffs[:, 0].mean():+.2e}, {diffs[:, 1].mean():+.2e} ({len(rows)} pairs)")
     return 0
 

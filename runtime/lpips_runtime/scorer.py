@@ -86,8 +86,9 @@ class Scorer:
     graphs that also compute these, in the same pass, on the images' 8-bit values (definitions:
     ``lpips_runtime.pixel_metrics``); ``scores`` and every ``PairResult`` of ``score_pairs`` then carry
     them. With a model path the file decides: its metrics are used, and ``metrics``, if given, must
-    name the same ones. ``distance_map`` uses the spatial graph without metrics. The feature cache has no pixels: ``score_one_to_many``/``score_all_pairs``
-    refuse a Scorer with metrics (``embed``, ``one_to_many`` and ``distance_matrix`` give distances as always).
+    name the same ones. ``distance_map`` uses the spatial graph without metrics. The feature cache has
+    no pixels: ``score_one_to_many``/``score_all_pairs`` refuse a Scorer with metrics (``embed``,
+    ``one_to_many`` and ``distance_matrix`` give distances as always).
     """
 
     def __init__(

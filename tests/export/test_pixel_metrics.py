@@ -56,7 +56,8 @@ def _edge_pairs():
     near_white = np.clip(250 + np.random.default_rng(3).integers(-3, 4, (64, 80, 3)), 0, 255).astype(np.uint8)
     return [("odd-jpeg", ref, distort(ref, "jpeg", 0.7)), ("odd-identical", ref, ref.copy()),
             ("flat-vs-flat+1", flat, flat + 1), ("flat-identical", flat, flat.copy()), ("black-vs-white", black, white),
-            ("flat-vs-photo", flat, crop(photo("rocket"), 64, 80)), ("near-white-texture", near_white, near_white[::-1]),
+            ("flat-vs-photo", flat, crop(photo("rocket"), 64, 80)),
+            ("near-white-texture", near_white, near_white[::-1]),
             ("min-side-31", crop(photo("coffee"), 31, 31), distort(crop(photo("coffee"), 31, 31), "noise", 0.5))]
 
 
@@ -66,7 +67,8 @@ def scorer(exported_spec):
         yield s
 
 
-@pytest.mark.parametrize("label,img0,img1", _photo_pairs() + _edge_pairs(), ids=lambda x: x if isinstance(x, str) else "")
+@pytest.mark.parametrize("label,img0,img1", _photo_pairs() + _edge_pairs(),
+                         ids=lambda x: x if isinstance(x, str) else "")
 def test_onnx_graph_matches_scikit_image(scorer, label, img0, img1):
     assert_matches(scorer.scores(img0, img1), reference(img0, img1), label)
 

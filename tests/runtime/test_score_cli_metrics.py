@@ -127,6 +127,7 @@ def test_resume_keeps_the_metric_means(models, folders, tmp_path):
     out.write_text(lines[0] + lines[1][:10])  # killed while writing the second row
     again = run(models, "--dir0", folders / "gt", "--dir1", folders / "pred", "--out", out, "--resume")
     assert "1 pairs already there" in again.stderr
-    assert again.stderr.strip().splitlines()[-1] == first.stderr.strip().splitlines()[-1]  # same summary, means included
+    # the same summary line, metric means included
+    assert again.stderr.strip().splitlines()[-1] == first.stderr.strip().splitlines()[-1]
     assert [strict_json(line)["img0"] for line in out.read_text().splitlines()] == [
         str(folders / "gt" / name) for name in ("a.png", "b.png", "c.png")]

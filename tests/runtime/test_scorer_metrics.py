@@ -13,7 +13,6 @@ from scipy.ndimage import gaussian_filter1d
 from conftest import crop, distort, photo
 from lpips_runtime import LpipsError, ModelFileError, Scorer
 from lpips_runtime.errors import InputError
-from lpips_runtime.modelfile import ModelSpec
 from lpips_runtime.pixel_metrics import (SSIM_SIGMA, SSIM_TRUNCATE, format_metric, gaussian_taps, json_number,
                                          parse_metrics)
 

@@ -36,7 +36,8 @@ class Slot:
         self.key, self.capacity = key, capacity
         self.out_sample_shapes = {name: tuple(shape) for name, shape in out_sample_shapes.items()}
         self._sample_bytes = int(np.prod(key.sample_shape)) * np.dtype(key.dtype).itemsize
-        self._out_bytes = {name: int(np.prod(shape, dtype=np.int64)) * 4 for name, shape in self.out_sample_shapes.items()}
+        self._out_bytes = {name: int(np.prod(shape, dtype=np.int64)) * 4
+                           for name, shape in self.out_sample_shapes.items()}
         self._owned = []
         try:
             self.host = tuple(self._own(cuda_mem.PinnedBuffer(rt, capacity * self._sample_bytes)) for _ in range(2))
