@@ -102,6 +102,7 @@ class ResultWriter:
         self.summary = summary
         self._metric_columns = tuple(c for c in self.columns if c in METRICS)  # fed to the summary too
         self.done: set[tuple] = set()
+        self.existing: list[dict] = []  # the rows of a resumed file, as read back (e.g. for pooled statistics)
         self._real_paths: dict[str, str] = {}  # all-pairs runs name each image many times
         self.fmt = format_for(target, fmt)
         self.rows_written = 0
@@ -182,6 +183,7 @@ class ResultWriter:
             if any(c not in row for c in self.key_columns):
                 raise InputError(f"{self.path}: a row lacks the columns {','.join(self.key_columns)}")
             self.done.add(self._stored_key(row))
+            self.existing.append(row)
             if self.summary is not None and "distance" in self.columns:
                 distance = row.get("distance")
                 # a metric left empty in a scored row is PSNR's +inf written as JSON null (module docstring)
