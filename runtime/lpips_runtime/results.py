@@ -38,9 +38,15 @@ FORMATS = ("csv", "jsonl")
 _SUFFIX_FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 
 
+def metric_columns(columns: Sequence[str], metrics: Sequence[str] = ()) -> tuple[str, ...]:
+    """``columns`` (which hold a "distance") with one column per metric (``Scorer.metrics``) after it."""
+    at = list(columns).index("distance") + 1
+    return (*columns[:at], *metrics, *columns[at:])
+
+
 def pair_columns(metrics: Sequence[str] = ()) -> tuple[str, ...]:
-    """The columns of pair rows with metrics (``Scorer.metrics``): one per metric after the distance."""
-    return (*PAIR_COLUMNS[:3], *metrics, *PAIR_COLUMNS[3:])
+    """The columns of pair rows with metrics: ``PAIR_COLUMNS`` with one per metric after the distance."""
+    return metric_columns(PAIR_COLUMNS, metrics)
 
 
 def format_for(path: str | Path | None, requested: str | None) -> str:

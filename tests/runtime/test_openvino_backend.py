@@ -194,3 +194,18 @@ def test_feature_cache_on_openvino(split_models, photo_set, precision):
         if precision == "fp32":  # the cached path equals the fused graph on the same backend
             fused = scorer.distance(images[:3], images[3:6])
             assert np.abs(fused - expected[[0, 1, 2], [3, 4, 5]]).max() <= 1e-6
+
+
+@pytest.mark.parametrize("precision", ["fp32", pytest.param("bf16", marks=needs_bf16)])
+def test_metric_outputs_on_openvino(exported, precision):
+    # A graph exported with --metrics: every named output comes back; PSNR/SSIM equal ONNX Runtime's
+    # within the parity limits (in bf16 too: the metrics read the input, not the bfloat16 backbone).
+    path = exported("alex", metrics=("psnr", "ssim"))
+    ref = crop(photo("coffee"), 80, 96)
+    a = np.concatenate([to_unit_nchw(ref)] * 2)
+    b = np.concatenate([to_unit_nchw(distort(ref, "jpeg", 0.6)), to_unit_nchw(ref)])
+    with Scorer(path, backend="openvino", precision=precision) as ov, Scorer(path) as ort:
+        got, expected = ov.scores(a, b), ort.scores(a, b)
+    assert list(got) == ["distance", "psnr", "ssim"]
+    assert got["psnr"][1] == np.inf and abs(got["ssim"][1] - 1.0) <= 1e-6  # the identical pair
+    assert abs(got["psnr"][0] - expected["psnr"][0]) <= 1e-4 and abs(got["ssim"][0] - expected["ssim"][0]) <= 1e-5
