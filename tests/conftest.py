@@ -159,6 +159,34 @@ def to_unit_nchw(img: np.ndarray) -> np.ndarray:
     return (img / (255.0 / 2.0) - 1.0)[:, :, :, np.newaxis].transpose((3, 2, 0, 1)).astype(np.float32)
 
 
+METRIC_LIMITS = {"psnr": 1e-4, "ssim": 1e-5, "psnr_y": 1e-4, "ssim_y": 1e-5}  # issue 16's parity limits
+
+
+def skimage_metrics(img0: np.ndarray, img1: np.ndarray, metrics=tuple(METRIC_LIMITS)) -> dict[str, float]:
+    """PSNR/SSIM of two HxWx3 uint8 RGB images by scikit-image, called as lpips_runtime.pixel_metrics
+    defines them, word for word (the reference every metric test compares with)."""
+    from skimage.color import rgb2ycbcr
+    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+    ssim_args = dict(gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=255)
+    y0, y1 = rgb2ycbcr(img0)[..., 0], rgb2ycbcr(img1)[..., 0]  # MATLAB's BT.601 Y, unrounded
+    compute = {"psnr": lambda: peak_signal_noise_ratio(img0, img1, data_range=255),
+               "ssim": lambda: structural_similarity(img0, img1, channel_axis=-1, **ssim_args),
+               "psnr_y": lambda: peak_signal_noise_ratio(y0, y1, data_range=255),
+               "ssim_y": lambda: structural_similarity(y0, y1, **ssim_args)}
+    with np.errstate(divide="ignore"):  # identical images: PSNR is +inf, as intended
+        return {name: compute[name]() for name in metrics}
+
+
+def assert_metrics_match(got: dict, expected: dict, what: str) -> None:
+    """``got`` (floats by name) equals scikit-image's ``expected`` within METRIC_LIMITS (+inf exactly)."""
+    for name, value in expected.items():
+        if np.isinf(value):
+            assert got[name] == value, f"{what} {name}: {got[name]} != {value}"
+        else:
+            assert abs(got[name] - value) <= METRIC_LIMITS[name], f"{what} {name}: {got[name]} vs scikit-image {value}"
+
+
 def official_lpips(net: str, version: str, calibrated: bool, spatial: bool, backbone_state: dict):
     from lpips_export.reference import official_lpips as build
 

@@ -6,38 +6,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from skimage.color import rgb2ycbcr
-from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from conftest import PHOTOS, crop, distort, photo, scene
+from conftest import assert_metrics_match as assert_matches
+from conftest import skimage_metrics as reference
 from lpips_runtime import Scorer
 from lpips_runtime.modelfile import ModelSpec
 from lpips_runtime.pixel_metrics import METRICS
 
-PSNR_LIMIT = 1e-4  # dB
-SSIM_LIMIT = 1e-5
 ALL = ModelSpec("alex", metrics=METRICS)
-
-
-def reference(img0: np.ndarray, img1: np.ndarray, metrics=METRICS) -> dict[str, float]:
-    """scikit-image on HxWx3 uint8 RGB: the definitions, word for word."""
-    ssim_args = dict(gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=255)
-    y0, y1 = rgb2ycbcr(img0)[..., 0], rgb2ycbcr(img1)[..., 0]  # MATLAB's BT.601 Y, unrounded
-    compute = {"psnr": lambda: peak_signal_noise_ratio(img0, img1, data_range=255),
-               "ssim": lambda: structural_similarity(img0, img1, channel_axis=-1, **ssim_args),
-               "psnr_y": lambda: peak_signal_noise_ratio(y0, y1, data_range=255),
-               "ssim_y": lambda: structural_similarity(y0, y1, **ssim_args)}
-    with np.errstate(divide="ignore"):  # identical images: PSNR is +inf, as intended
-        return {name: compute[name]() for name in metrics}
-
-
-def assert_matches(got: dict, expected: dict, what: str) -> None:
-    for name, value in expected.items():
-        limit = PSNR_LIMIT if name.startswith("psnr") else SSIM_LIMIT
-        if np.isinf(value):
-            assert got[name] == value, f"{what} {name}: {got[name]} != {value}"
-        else:
-            assert abs(got[name] - value) <= limit, f"{what} {name}: {got[name]} vs scikit-image {value}"
 
 
 def _photo_pairs():

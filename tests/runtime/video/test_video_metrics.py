@@ -14,8 +14,7 @@ from click.testing import CliRunner
 
 pytest.importorskip("av")
 
-from skimage.metrics import peak_signal_noise_ratio, structural_similarity  # noqa: E402
-
+from conftest import assert_metrics_match, skimage_metrics  # noqa: E402
 from lpips_runtime.modelfile import ModelSpec  # noqa: E402
 from lpips_runtime.video.cli import main  # noqa: E402
 from video_clips import decode_reference, distorted, pan, write  # noqa: E402
@@ -50,16 +49,13 @@ def test_columns_values_and_pooled_statistics(setup, tmp_path):
     ref, dist = decode_reference(ref_path, "rgb24"), decode_reference(dist_path, "rgb24")
     psnr, ssim = [], []
     for row, (_, a), (_, b) in zip(rows, ref, dist):
-        with np.errstate(divide="ignore"):
-            psnr.append(peak_signal_noise_ratio(a, b, data_range=255))
-        ssim.append(structural_similarity(a, b, gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
-                                          data_range=255, channel_axis=-1))
-        if math.isinf(psnr[-1]):
-            assert row["psnr"] == "inf" and float(row["ssim"]) == 1.0
-        else:
-            assert abs(float(row["psnr"]) - psnr[-1]) <= 1e-4 and abs(float(row["ssim"]) - ssim[-1]) <= 1e-5
+        expected = skimage_metrics(a, b, METRICS)
+        assert_metrics_match({m: float(row[m]) for m in METRICS}, expected, f"frame {row['frame']}")  # "inf" too
+        psnr.append(expected["psnr"])
+        ssim.append(expected["ssim"])
     identical = [k for k, p in enumerate(psnr) if math.isinf(p)]
     assert identical == [0, 6]  # every sixth frame of the distorted copy is the frame itself
+    assert all(rows[k]["psnr"] == "inf" and float(rows[k]["ssim"]) == 1.0 for k in identical)  # CSV's +inf
     stats = json.loads(summary.read_text())["metrics"]
     finite = [(p, k) for k, p in enumerate(psnr) if not math.isinf(p)]
     assert stats["psnr"]["frames"] == N - 2 and stats["psnr"]["identical"] == 2
