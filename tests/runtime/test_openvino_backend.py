@@ -212,3 +212,13 @@ def test_metric_outputs_on_openvino(exported, precision):
     for i, dist in enumerate(dists):  # the second pair is identical: PSNR +inf, SSIM 1
         assert_metrics_match({m: float(got[m][i]) for m in ("psnr", "ssim")},
                              skimage_metrics(ref, dist, ("psnr", "ssim")), f"openvino {precision} pair {i}")
+
+
+def test_an_input_openvino_cannot_run_is_one_line(exported):
+    """OpenVINO's ceil-mode MaxPool refuses squeeze inputs below 25x25 that ONNX Runtime scores: a one-line
+    BackendError naming the shape and the way out, not OpenVINO's multi-line C++ trace."""
+    small = np.zeros((20, 20, 3), np.uint8)
+    with Scorer(exported("squeeze"), backend="openvino") as scorer:
+        with pytest.raises(BackendError, match=r"OpenVINO cannot run inputs of shape 1x3x20x20.*--backend ort") as info:
+            scorer.distance(small, small)
+    assert "\n" not in str(info.value)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from scipy.ndimage import gaussian_filter1d
 
-from conftest import crop, distort, photo
+from conftest import assert_metrics_match, crop, distort, photo, skimage_metrics
 from lpips_runtime import LpipsError, ModelFileError, Scorer
 from lpips_runtime.errors import InputError
 from lpips_runtime.pixel_metrics import (SSIM_SIGMA, SSIM_TRUNCATE, format_metric, gaussian_taps, json_number,
@@ -105,3 +105,22 @@ def test_feature_cache_paths(models, pair, split_models):
         with pytest.raises(InputError, match="scores needs the images, not Features"):
             scorer.scores(features, pair[1])
         assert scorer.distance_matrix([pair[0], pair[1]]).shape == (2, 2)
+
+
+def test_pairs_with_metrics_are_never_tiled(models, split_models):
+    # Tiles run the split encoder, one image at a time: it has no pair for PSNR/SSIM. A Scorer with metrics
+    # refuses explicit tiles and scores a pair above its memory budget in one piece, with exact metrics.
+    with pytest.raises(LpipsError, match=r"tiles cannot compute psnr, ssim: .*use tile='auto' or 'off'"):
+        Scorer("alex", metrics=METRICS, models_dir=models, tile=128)
+    ref = crop(photo("coffee"), 400, 500)
+    dist = distort(ref, "jpeg", 0.6)
+    budget = 16 << 20  # alex needs about 46 MB for this pair at once: a Scorer without metrics tiles it
+    with Scorer("alex", models_dir=split_models("alex"), max_memory=budget, auto_export=False) as plain, \
+            Scorer("alex", metrics=METRICS, models_dir=models, max_memory=budget) as with_metrics:
+        assert plain.tile_plan(400, 500) is not None and with_metrics.tile_plan(400, 500) is None
+        got, tiled = with_metrics.scores(ref, dist), plain.scores(ref, dist)
+        assert list(tiled) == ["distance"] and abs(tiled["distance"] - got["distance"]) <= 1e-5
+        assert_metrics_match(got, skimage_metrics(ref, dist, METRICS), "one piece above the budget")
+        for result in with_metrics.score_pairs([(ref, dist), (ref, ref)]):
+            assert_metrics_match(result.metrics, skimage_metrics(ref, dist if result.index == 0 else ref, METRICS),
+                                 f"score_pairs {result.index}")
