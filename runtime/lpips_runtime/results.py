@@ -5,9 +5,12 @@ The columns are data (``PAIR_COLUMNS`` for image pairs; other front ends pass th
 in a newline, so an interrupted run keeps every finished row and leaves at most one incomplete line
 (dropped on resume, see ``resume``).
 
-Numbers: float32 values (``numpy.float32``, and the ``distance`` of a ``PairResult``) are written with the
-shortest decimal that reads back as the same float32 (``formatting.float32_text``); other floats with
-Python's shortest round-trip ``repr``.
+Numbers: float32 values (``numpy.float32``, and the ``distance`` and ``metrics`` of a ``PairResult``) are
+written with the shortest decimal that reads back as the same float32 (``formatting.float32_text``); other
+floats with Python's shortest round-trip ``repr``. Infinity (the PSNR of identical images) is ``inf`` in
+CSV (Python's float() and pandas read it back) and ``null`` in JSON lines, which have no infinity
+(``pixel_metrics.json_number``): there a ``null`` metric in a row whose ``error`` is null means identical
+images.
 
 Names of any bytes: CSV rows hold a name's exact bytes, JSON lines a readable text plus ``<column>_b64``
 (see ``names``); either reads back to the same name.
@@ -26,6 +29,7 @@ import errno
 import io
 import json
 import logging
+import math
 import os
 import stat
 from collections.abc import Sequence
@@ -38,6 +42,7 @@ from .errors import InputError, OutputError
 from .formatting import float32_text
 from .names import exact_bytes, json_fields
 from .outfile import lock_for_writing, make_parent_folder
+from .pixel_metrics import METRICS, json_number
 from .resume import StoredRows
 from .stdio import write_bytes
 
@@ -52,6 +57,17 @@ _STDOUT = "standard output"
 _OPEN_FLAGS = getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0)
 
 log = logging.getLogger(__name__)
+
+
+def metric_columns(columns: Sequence[str], metrics: Sequence[str] = ()) -> tuple[str, ...]:
+    """``columns`` (which hold a "distance") with one column per metric (``Scorer.metrics``) after it."""
+    at = list(columns).index("distance") + 1
+    return (*columns[:at], *metrics, *columns[at:])
+
+
+def pair_columns(metrics: Sequence[str] = ()) -> tuple[str, ...]:
+    """The columns of pair rows with metrics: ``PAIR_COLUMNS`` with one per metric after the distance."""
+    return metric_columns(PAIR_COLUMNS, metrics)
 
 
 def format_for(path: str | Path | None, requested: str | None) -> str:
@@ -82,9 +98,11 @@ def _cell_text(value) -> str:
 
 def _json_value(value):
     if isinstance(value, np.floating):
-        return float(_cell_text(value))
+        return json_number(float(_cell_text(value)))
     if isinstance(value, np.integer):
         return int(value)
+    if isinstance(value, float):
+        return json_number(value)
     return value
 
 
@@ -133,6 +151,7 @@ class ResultWriter:
         self.key_columns, self.path_columns = tuple(key_columns), tuple(path_columns)
         self.number_columns = tuple(c for c in number_columns if c in self.columns)
         self.summary = summary
+        self._metric_columns = tuple(c for c in self.columns if c in METRICS)  # fed to the summary too
         self.done: set[tuple] = set()
         # The rows of a resumed file as read back (number columns as floats), kept only when asked
         # (``keep_existing``, e.g. for pooled statistics): a resumed all-pairs file can hold millions.
@@ -229,9 +248,11 @@ class ResultWriter:
         """Read and check every row (``resume.StoredRows``), then drop an incomplete last row. Any error
         leaves the file as it was."""
         first_repeat, repeats = None, 0
-        distances = []
+        scored = []  # (distance, metrics) of each row, for the summary once every row is checked
         with os.fdopen(fd, "rb", closefd=False) as f:
-            stored = StoredRows(f, self.path, self.fmt, self.columns, self.number_columns)
+            # metrics are numbers too, +inf included (PSNR of identical images)
+            stored = StoredRows(f, self.path, self.fmt, self.columns, self.number_columns + self._metric_columns,
+                                infinite_columns=self._metric_columns)
             for line, row in stored:
                 for name, value in self.constants.items():
                     if row.get(name) and row[name] != value:
@@ -248,8 +269,10 @@ class ResultWriter:
                 self.done.add(key)
                 if self.keep_existing:
                     self.existing.append(row)
-                if "distance" in self.columns:
-                    distances.append(row.get("distance"))
+                if self.summary is not None and "distance" in self.columns:
+                    # a metric left empty in a scored row is PSNR's +inf written as JSON null (module docstring)
+                    scored.append((row.get("distance"), {m: math.inf if row.get(m) is None else row[m]
+                                                         for m in self._metric_columns}))
         if stored.end < stored.size:
             os.ftruncate(fd, stored.end)
             log.warning("%s: dropped an incomplete last row (%d bytes, as a kill, a full disk or a crash "
@@ -258,9 +281,8 @@ class ResultWriter:
             log.warning("%s: %d rows repeat a pair of an earlier row (first at line %d); they are kept, "
                         "and the pair is not scored again", self.path, repeats, first_repeat)
         self._needs_header = self._needs_header and not stored.header_seen
-        if self.summary is not None:
-            for distance in distances:
-                self.summary.add(distance, resumed=True)
+        for distance, metrics in scored:
+            self.summary.add(distance, resumed=True, metrics=metrics)
 
     # -- writing ---------------------------------------------------------------------------------
 
@@ -306,12 +328,15 @@ class ResultWriter:
         self.rows_written += 1
         if self.summary is not None and "distance" in self.columns:
             distance = row.get("distance")
-            self.summary.add(None if distance is None else float(distance))
+            metrics = {m: float(row[m]) for m in self._metric_columns if row.get(m) is not None}
+            self.summary.add(None if distance is None else float(distance), metrics=metrics)
 
     def write(self, result) -> None:
-        """Write a ``PairResult`` (its distance is a float32 value)."""
+        """Write a ``PairResult`` (its distance and metrics are float32 values)."""
         distance = None if result.distance is None else np.float32(result.distance)
-        self.write_row({"img0": result.img0, "img1": result.img1, "distance": distance, "error": result.error})
+        metrics = {m: np.float32(v) for m, v in (result.metrics or {}).items()}
+        self.write_row({"img0": result.img0, "img1": result.img1, "distance": distance, **metrics,
+                        "error": result.error})
 
     def close(self) -> None:
         """Finish the output (a CSV with no row still gets its header), make a file durable (fsync) and

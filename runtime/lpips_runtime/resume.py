@@ -41,8 +41,9 @@ def _end_of_last_line(f: BinaryIO, size: int) -> int:
     return 0
 
 
-def _number(value, column: str, csv_text: bool):
-    """A finite number (float) from a CSV cell or a JSON value; '' or null is None."""
+def _number(value, column: str, csv_text: bool, infinite_ok: bool = False):
+    """A finite number (float) from a CSV cell or a JSON value, or +-inf where ``infinite_ok``; '' or null
+    is None."""
     if value is None or (csv_text and value == ""):
         return None
     if csv_text:
@@ -55,7 +56,7 @@ def _number(value, column: str, csv_text: bool):
     else:
         raise ValueError(f"{column} {json.dumps(value) if not isinstance(value, str) else repr(value)} "
                          "is not a number")
-    if not math.isfinite(number):
+    if math.isnan(number) or (math.isinf(number) and not infinite_ok):
         raise ValueError(f"{column} {value!r} is not a finite number")
     return number
 
@@ -63,13 +64,15 @@ def _number(value, column: str, csv_text: bool):
 class StoredRows:
     """The rows of the results file open as ``f`` (binary, readable), in order, as ``(line, row)``:
     ``row`` maps each column to its text (CSV: '' when empty; JSON: the value, names exact) and each of
-    ``number_columns`` to a float or None. Iterate once; afterwards ``end`` is where the complete rows
-    end (the file's size unless an incomplete last row is to be dropped)."""
+    ``number_columns`` to a float or None (finite, or also infinite in ``infinite_columns``). Iterate once;
+    afterwards ``end`` is where the complete rows end (the file's size unless an incomplete last row is to
+    be dropped)."""
 
     def __init__(self, f: BinaryIO, path: str | os.PathLike, fmt: str, columns: Sequence[str],
-                 number_columns: Sequence[str] = ()):
+                 number_columns: Sequence[str] = (), infinite_columns: Sequence[str] = ()):
         self.f, self.path, self.fmt = f, os.fspath(path), fmt
         self.columns, self.number_columns = tuple(columns), tuple(c for c in number_columns if c in columns)
+        self.infinite_columns = frozenset(infinite_columns)
         self.size = os.fstat(f.fileno()).st_size
         self.end = _end_of_last_line(f, self.size)
         self.header_seen = fmt != "csv"  # CSV: set once the header has been read
@@ -149,7 +152,8 @@ class StoredRows:
             row = dict(zip(self.columns, record))
             for column in self.number_columns:
                 try:
-                    row[column] = _number(row[column], column, csv_text=True)
+                    row[column] = _number(row[column], column, csv_text=True,
+                                          infinite_ok=column in self.infinite_columns)
                 except ValueError as exc:
                     raise self._error(start_line, str(exc)) from None
             yield start_line, row
@@ -189,7 +193,8 @@ class StoredRows:
                 for column in self.columns:
                     value = json_text(record, column)
                     if column in self.number_columns:
-                        value = _number(value, column, csv_text=False)
+                        value = _number(value, column, csv_text=False,
+                                        infinite_ok=column in self.infinite_columns)
                     elif isinstance(value, (dict, list)):
                         raise ValueError(f"{column} is a JSON {'object' if isinstance(value, dict) else 'array'}")
                     row[column] = value

@@ -190,3 +190,20 @@ def test_write_faults_are_typed_one_line_errors(tmp_path):
         writer.write(PairResult(0, "a.png", "b.png", 0.5))
     assert caught.value.errno == errno.EPIPE and caught.value.stream
     writer.close()
+
+
+def test_metric_columns_are_checked_and_infinity_is_kept(tmp_path):
+    """With --metrics, PSNR's +inf (identical images: ``inf`` in CSV) resumes as infinity, counted apart by
+    the summary; a metric that is not a number is refused like a distance."""
+    from lpips_runtime.results import pair_columns
+
+    columns = pair_columns(("psnr", "ssim"))
+    header = ",".join(columns) + "\n"
+    out = tmp_path / "m.csv"
+    out.write_text(header + "a.png,b.png,0.25,31.5,0.9,,LPIPS-alex v0.1\na.png,a.png,0,inf,1,,LPIPS-alex v0.1\n")
+    summary = RunSummary()
+    ResultWriter(out, columns=columns, constants=MODEL, resume=True, summary=summary).close()
+    assert summary.metrics["psnr"].infinite == 1 and summary.metrics["psnr"].finite.mean == 31.5
+    out.write_text(header + "a.png,b.png,0.25,high,0.9,,LPIPS-alex v0.1\n")
+    with pytest.raises(InputError, match="line 2: psnr 'high' is not a number"):
+        ResultWriter(out, columns=columns, constants=MODEL, resume=True)

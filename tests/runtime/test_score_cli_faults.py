@@ -47,7 +47,7 @@ _PAUSED_PAIR = ("import os, pathlib, time, lpips_runtime.scorer as scorer\n"
                 "def paused(self, *args, **kwargs):\n"
                 "    pathlib.Path(os.environ['LPIPS_TEST_MARKER']).touch()\n"
                 "    time.sleep(60)\n"
-                "scorer.Scorer.distance = paused\n"
+                "scorer.Scorer.distance = scorer.Scorer.scores = paused\n"
                 "from lpips_runtime.cli import main\n"
                 "main()\n")
 
