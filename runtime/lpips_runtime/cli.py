@@ -2,24 +2,26 @@
 
 stdout carries results only (the distance, JSON, or result rows); messages, progress and the summary
 go to stderr. Exit codes: 0 every pair scored; 1 an error stopped the run (one line on stderr, no
-traceback), including a run that finds nothing to score; 2 bad usage; 3 the run finished but some pairs
-failed (each has a row with its error); 130 interrupted.
+traceback), including a run that finds nothing to score, a full disk and a closed stdout; 2 bad usage;
+3 the run finished but some pairs failed (each has a row with its error); 130 interrupted (SIGINT);
+141 the reader of stdout went away (``| head``), quietly, as for a tool killed by SIGPIPE.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 
 import click
 
-from .cli_common import errors_to_click, heatmap_options, model_options, open_scorer, setup_logging, tool_version_option
+from .cli_common import (EXIT_INTERRUPTED, errors_to_click, heatmap_options, model_options, open_scorer,
+                         require_stdout, setup_logging, tool_version_option)
 from .heatmap import heatmap_scale
 from .pairs import IMAGE_SUFFIXES
 from .pixel_metrics import format_metric, json_number
 from .results import FORMATS
 
 EXIT_PAIRS_FAILED = 3
-EXIT_INTERRUPTED = 130
 _LIST_LIMIT = 20  # names shown per side for unpaired or skipped files; the rest are counted
 _BATCH_ONLY = ("out", "resume", "overwrite", "summary_json", "fmt", "recursive", "header")
 
@@ -96,10 +98,14 @@ _SUFFIXES = " ".join(sorted(IMAGE_SUFFIXES))
                    "cells names an image type or an existing file]")
 @click.option("--out", metavar="FILE|-",
               help="Write rows to FILE (.csv or .jsonl; relative image paths are written relative to its "
-                   "folder) or to stdout (-). [default: stdout]")
+                   "folder; locked while written: a second run on it is refused) or to stdout (-). "
+                   "[default: stdout]")
 @click.option("--format", "fmt", type=click.Choice(FORMATS),
               help="Row format. [default: from the --out suffix; csv on stdout]")
-@click.option("--resume", is_flag=True, help="Skip pairs already in --out and append the rest.")
+@click.option("--resume", is_flag=True,
+              help="Skip pairs already in --out and append the rest. The file is checked first: one of another "
+                   "format or model, or a damaged row, is an error naming the line; an incomplete last row "
+                   "(a kill, a full disk) is dropped and redone.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing --out file.")
 @click.option("--json", "as_json", is_flag=True,
               help="JSON output: a JSON object for a pair; JSON lines in batch modes (--format jsonl).")
@@ -136,7 +142,8 @@ def main(images, dir0, dir1, all_pairs, consecutive, ref, ref_dir, recursive, pa
     lpips-score --ref gt.png --dir outputs/ --out - --format jsonl
 
     Exit codes: 0 all scored; 1 error (one line on stderr), nothing to score included; 2 usage;
-    3 finished, but some pairs failed (their rows say why); 130 interrupted.
+    3 finished, but some pairs failed (their rows say why); 130 interrupted; 141 stdout's reader went
+    away (| head).
     """
     setup_logging(quiet)
     mode = _mode(images, dir0, dir1, all_pairs, pairs_csv, ref, ref_dir)
@@ -155,6 +162,10 @@ def main(images, dir0, dir1, all_pairs, consecutive, ref, ref_dir, recursive, pa
         raise click.UsageError("--resume needs --out FILE")
     row_format = _row_format(out, fmt, as_json) if mode != "pair" else None
     with errors_to_click():
+        if mode == "pair":
+            require_stdout("print the distance")
+        elif out in (None, "-"):
+            require_stdout("write the rows (give --out FILE)")
         scorer = open_scorer(model_opts, quiet=quiet, batch_size=batch_size, workers=workers, resize=resize)
         with scorer:
             if mode == "pair":
@@ -168,9 +179,11 @@ def main(images, dir0, dir1, all_pairs, consecutive, ref, ref_dir, recursive, pa
 
 
 def _score_one(scorer, images, as_json, heatmap, alpha, vmax, colormap) -> None:
+    from .cli_common import echo_result
     from .formatting import float32_json, human
     from .heatmap import render_heatmap, write_image
     from .images import load_rgb
+    from .names import json_fields
 
     if heatmap:
         scorer.model_info()  # model problems first, as for a plain pair
@@ -186,14 +199,14 @@ def _score_one(scorer, images, as_json, heatmap, alpha, vmax, colormap) -> None:
         values = scorer.scores(images[0], images[1])
     if as_json:
         spec = scorer.spec
-        click.echo(json.dumps({"img0": images[0], "img1": images[1], "distance": float32_json(values["distance"]),
-                               **{m: json_number(float32_json(values[m])) for m in scorer.metrics},
-                               "net": spec.net, "version": spec.version, "calibrated": spec.calibrated,
-                               "precision": scorer.precision, "backend": scorer.backend_name,
-                               "device": scorer.device, "model": scorer.describe()}))
+        echo_result(json.dumps(json_fields({
+            "img0": images[0], "img1": images[1], "distance": float32_json(values["distance"]),
+            **{m: json_number(float32_json(values[m])) for m in scorer.metrics}, "net": spec.net,
+            "version": spec.version, "calibrated": spec.calibrated, "precision": scorer.precision,
+            "backend": scorer.backend_name, "device": scorer.device, "model": scorer.describe()})))
     else:
-        click.echo(" ".join([human(values["distance"]),
-                             *(f"{m}={format_metric(m, values[m])}" for m in scorer.metrics)]))
+        echo_result(" ".join([human(values["distance"]),
+                              *(f"{m}={format_metric(m, values[m])}" for m in scorer.metrics)]))
 
 
 def _uses_cache(scorer, mode: str, consecutive: bool) -> bool:
@@ -256,6 +269,7 @@ def _collect_pairs(mode: str, how: dict) -> list:
 def _score_many(scorer, mode, how, out, row_format, resume, overwrite, summary_json, quiet) -> int:
     from pathlib import Path
 
+    from .errors import LpipsError
     from .pairs import list_images
     from .progress import Progress
     from .results import ResultWriter, pair_columns
@@ -284,13 +298,21 @@ def _score_many(scorer, mode, how, out, row_format, resume, overwrite, summary_j
         results = scorer.score_all_pairs(list_images(how["all_pairs"], how["recursive"]), skip=skip)
     summary.start()
     interrupted = False
-    with Progress(len(todo), enabled=not quiet and sys.stderr.isatty()) as progress:
-        try:
+    try:
+        with Progress(len(todo), enabled=not quiet) as progress:
             for result in results:
                 writer.write(result)
                 progress.update()
-        except KeyboardInterrupt:
-            interrupted = True
+    except KeyboardInterrupt:
+        interrupted = True
+    except Exception:  # a full disk, a closed pipe, a failing backend: what was written stays, the summary says so
+        with contextlib.suppress(LpipsError):
+            writer.close()
+        if summary_json:
+            summary.write_json(summary_json, complete=False)
+        raise
+    finally:
+        getattr(results, "close", lambda: None)()  # a generator stopped early releases what it holds now
     writer.close()
     if summary_json:
         summary.write_json(summary_json, complete=not interrupted)

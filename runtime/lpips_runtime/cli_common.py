@@ -2,12 +2,17 @@
 that choose and configure the model (one definition for ``lpips-score`` and every front end), and the
 Scorer they build.
 
-Each command stays a thin parser: it collects these options, calls ``open_scorer`` and turns the library's
-typed errors into one line on stderr with exit code 1 (``errors_to_click``).
+Each command stays a thin parser: it collects these options, calls ``open_scorer`` and runs inside
+``errors_to_click``, which gives every front end the same exit codes for the same faults (``EXIT_*``): the
+library's typed errors and the system's I/O errors (a full disk, a file where a folder is needed) are one
+line on stderr with exit code 1; a reader that closed the pipe on stdout ends the run quietly with 141,
+as a tool killed by SIGPIPE reads in the shell; Ctrl-C (SIGINT) is 130. Results go to stdout through
+``echo_result`` (exact bytes; a closed or failing stdout is an error, never a lost result).
 """
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import sys
@@ -16,10 +21,14 @@ import click
 
 from .backends import BACKENDS, PRECISIONS, default_backend
 from .device import AUTO, choose_device
-from .errors import LpipsError
+from .errors import LpipsError, OutputError
 from .nets import DEFAULT_VERSION, NET_NAMES, VERSIONS
 from .pixel_metrics import METRICS, parse_metrics
 from .version import DIST_NAME, package_version
+
+EXIT_ERROR = 1
+EXIT_INTERRUPTED = 130  # 128 + SIGINT
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE
 
 # Keyword names of the model options below, in the order they are declared.
 MODEL_OPTION_NAMES = ("net", "lpips_version", "baseline", "model", "models_dir", "no_export", "backend", "device",
@@ -70,7 +79,13 @@ def quiet_opencv() -> None:
 
 def setup_logging(quiet: bool = False, info: bool = False) -> None:
     """Our loggers write bare messages to stderr (never stdout: it carries results only): warnings, and
-    with ``info`` (unless ``quiet``) the steps too (where weights come from, export checks)."""
+    with ``info`` (unless ``quiet``) the steps too (where weights come from, export checks). Standard
+    descriptors closed at start are pointed at /dev/null first (``stdio.reserve_closed_std_fds``), and
+    failed writes to stderr are dropped (``stdio.best_effort_stderr``): messages never change an exit code."""
+    from .stdio import best_effort_stderr, reserve_closed_std_fds
+
+    reserve_closed_std_fds()
+    best_effort_stderr()
     quiet_opencv()
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(message)s"))
@@ -217,10 +232,53 @@ def tool_version_option(command):
                         callback=_print_tool_version, help="Print the lpips-rt version and exit.")(command)
 
 
+def require_stdout(purpose: str) -> None:
+    """Fail now, before any work, when standard output was closed at start (``>&-``): ``purpose`` says
+    what it was needed for ("print the distance")."""
+    if sys.stdout is None:
+        raise OutputError(f"standard output is closed: nowhere to {purpose}", errno.EBADF, stream=True)
+
+
+def echo_result(text: str) -> None:
+    """Print one result line on stdout, its exact bytes (names that are not UTF-8 included). A closed or
+    failing stdout is an ``OutputError``: a result is never lost silently."""
+    from .names import exact_bytes
+    from .stdio import write_bytes
+
+    require_stdout("print the result")
+    try:
+        write_bytes(sys.stdout, exact_bytes(text + "\n"))
+    except OSError as exc:
+        raise OutputError(f"standard output: cannot write ({exc.strerror or exc})", exc.errno, stream=True) from None
+
+
+def _os_error_text(exc: OSError) -> str:
+    where = f"{exc.filename}: " if exc.filename else ""
+    return f"{where}{exc.strerror or exc}"
+
+
 @contextlib.contextmanager
 def errors_to_click():
-    """Turn the library's typed errors into click's one-line error (exit code 1, no traceback)."""
+    """Turn failures into the exit codes above: the library's typed errors and I/O errors into click's
+    one-line error (exit code 1, no traceback), a closed pipe on stdout into a quiet exit 141, Ctrl-C
+    into exit 130 with "interrupted" on stderr."""
+    from .stdio import silence_stdout
+
     try:
         yield
+    except OutputError as exc:
+        if exc.stream:
+            silence_stdout()
+        if exc.errno == errno.EPIPE:
+            raise SystemExit(EXIT_BROKEN_PIPE) from None
+        raise click.ClickException(str(exc)) from None
     except LpipsError as exc:
         raise click.ClickException(str(exc)) from None
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        raise SystemExit(EXIT_INTERRUPTED) from None
+    except BrokenPipeError:  # a pipe closed under a write that did not go through echo_result
+        silence_stdout()
+        raise SystemExit(EXIT_BROKEN_PIPE) from None
+    except OSError as exc:  # the system refused (a full disk, a folder that is a file): not our bug
+        raise click.ClickException(_os_error_text(exc)) from None

@@ -42,6 +42,16 @@ class BackendError(LpipsError):
     """A backend cannot run as asked (unknown name, unavailable device, engine built elsewhere)."""
 
 
+class OutputError(LpipsError):
+    """Results cannot be written: a full disk, a closed pipe, standard output closed or failing.
+    ``errno``: the system's error number (``errno.EPIPE`` for a reader that went away) or None;
+    ``stream``: the output was standard output (a command line then stops writing there)."""
+
+    def __init__(self, message: str, errno: int | None = None, stream: bool = False):
+        super().__init__(message)
+        self.errno, self.stream = errno, stream
+
+
 class ImageTooLargeError(InputError):
     """An image's header declares more pixels than the limit: refused before any pixel is decoded.
 

@@ -3,6 +3,7 @@ one reference against a folder, or a CSV list."""
 from __future__ import annotations
 
 import csv
+import io
 import os
 from dataclasses import dataclass, field
 from itertools import combinations
@@ -101,34 +102,53 @@ def _looks_like_data(cells: list[str], base: Path) -> bool:
     return any(is_image_name(c) or (base / c).is_file() for c in cells[:2])
 
 
+def _cell_path(base: Path, cell: str) -> Path:
+    """The path a cell names: as written when that file exists (a name may begin or end with spaces),
+    else without the spaces around it (hand-written lists: ``a.png, b.png``)."""
+    stripped = cell.strip()
+    if stripped != cell and (base / cell).exists():
+        return base / cell
+    return base / stripped
+
+
 def read_pair_list(path: str | Path, header: bool | None = None) -> PairList:
     """Pairs from a CSV of two path columns (further columns are ignored).
 
     ``header``: True skips the first row, False scores it, None decides: the first row is a header
     unless one of its two cells names an image type (by extension) or an existing file. Relative paths
-    are taken relative to the CSV file's folder, so a list travels with its images.
+    are taken relative to the CSV file's folder, so a list travels with its images. Cells are file names
+    of any bytes: UTF-8 text, other bytes kept as they are (``names``), quoted fields may hold commas and
+    line breaks, so a results file of ours reads back as the same pairs.
     """
     path = Path(path)
     try:
-        text = read_regular_file(path, MAX_LIST_BYTES).decode("utf-8-sig")
+        text = read_regular_file(path, MAX_LIST_BYTES).decode("utf-8", "surrogateescape").removeprefix("\ufeff")
     except FileNotFoundError:
         raise InputError(f"{path}: no such file") from None
-    except (UnreadableFile, UnicodeDecodeError) as exc:
+    except UnreadableFile as exc:
         raise InputError(f"{path}: cannot read ({exc})") from None
     pairs, header_row = [], None
     first = True
-    for line_no, row in enumerate(csv.reader(text.splitlines()), start=1):
-        cells = [c.strip() for c in row]
-        if not any(cells):
-            continue
-        if first:
-            first = False
-            if header or (header is None and not _looks_like_data(cells, path.parent)):
-                header_row = cells
+    reader = csv.reader(io.StringIO(text, newline=""))
+    line_no = 1
+    try:
+        for row in reader:
+            cells = [c.strip() for c in row]
+            if not any(cells):
+                line_no = reader.line_num + 1
                 continue
-        if len(cells) < 2 or not cells[0] or not cells[1]:
-            raise InputError(f"{path} line {line_no}: expected two paths separated by a comma")
-        pairs.append((path.parent / cells[0], path.parent / cells[1]))
+            if first:
+                first = False
+                if header or (header is None and not _looks_like_data(cells, path.parent)):
+                    header_row = cells
+                    line_no = reader.line_num + 1
+                    continue
+            if len(cells) < 2 or not cells[0] or not cells[1]:
+                raise InputError(f"{path} line {line_no}: expected two paths separated by a comma")
+            pairs.append((_cell_path(path.parent, row[0]), _cell_path(path.parent, row[1])))
+            line_no = reader.line_num + 1
+    except csv.Error as exc:
+        raise InputError(f"{path} line {line_no}: not CSV ({exc})") from None
     return PairList(pairs, header_row)
 
 

@@ -8,14 +8,17 @@ distance (None for a failed item) to ``add``, rows found in a resumed file to ``
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import stat
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import InputError
+from .outfile import make_parent_folder
 from .pixel_metrics import UNITS, format_metric
 
 
@@ -145,13 +148,29 @@ class RunSummary:
                 f"{self.unit}_per_s": rate, "complete": complete}
 
     def write_json(self, path: str | Path, complete: bool = True) -> None:
-        """Write ``as_dict`` to ``path`` atomically (a reader never sees half a file)."""
+        """Write ``as_dict`` to ``path``: a file atomically (a temporary file renamed over it: a reader never
+        sees half a file); a device or a pipe (``/dev/stderr``, a FIFO) directly, never replaced."""
         path = Path(path)
+        data = (json.dumps(self.as_dict(complete), indent=2) + "\n").encode("utf-8")
+        try:
+            mode = os.stat(path).st_mode
+        except OSError:
+            mode = None  # absent (or unreachable: the folder check below says why)
+        if mode is not None and stat.S_ISDIR(mode):
+            raise InputError(f"{path} is a folder: the summary goes to a file")
+        if mode is not None and not stat.S_ISREG(mode):
+            try:
+                with open(path, "wb") as f:
+                    f.write(data)
+            except OSError as exc:
+                raise InputError(f"{path}: cannot write the summary ({exc.strerror})") from None
+            return
+        make_parent_folder(path)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp.write_text(json.dumps(self.as_dict(complete), indent=2) + "\n", encoding="utf-8")
+            tmp.write_bytes(data)
             os.replace(tmp, path)
         except OSError as exc:
-            tmp.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
             raise InputError(f"{path}: cannot write the summary ({exc.strerror})") from None

@@ -1,6 +1,7 @@
 """Pair enumeration: relative paths as keys (--recursive), files skipped for their type, CSV headers."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -59,3 +60,17 @@ def test_header_forced(tmp_path):
     assert len(read_pair_list(listing_file, header=False).pairs) == 2
     listing_file.write_text("x.png,y.png\nx.png,z.png\n")
     assert read_pair_list(listing_file, header=True).pairs == [(tmp_path / "x.png", tmp_path / "z.png")]
+
+
+def test_names_of_any_bytes_and_line_numbers(tmp_path):
+    """A list naming files that are not UTF-8, with quoted commas and line breaks and a Unicode line
+    separator (split by str.splitlines at main 7071800: a pair cut in two), reads back the exact names;
+    an error names the line where its record starts."""
+    listing_file = tmp_path / "pairs.csv"
+    listing_file.write_bytes(b'img0,img1\nlat\xe9.png,"a,b\nc.png"\nsep\xe2\x80\xa8x.png,y.png\n')
+    pairs = read_pair_list(listing_file).pairs
+    assert [(os.fsencode(a.name), os.fsencode(b.name)) for a, b in pairs] == [
+        (b"lat\xe9.png", b"a,b\nc.png"), ("sep\u2028x.png".encode(), b"y.png")]
+    listing_file.write_bytes(b'a.png,"b\nc.png"\nonly-one.png\n')
+    with pytest.raises(InputError, match="pairs.csv line 3: expected two paths"):
+        read_pair_list(listing_file)

@@ -3,9 +3,13 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import stat
 
 import numpy as np
+import pytest
 
+from lpips_runtime.errors import InputError
 from lpips_runtime.summary import DistanceStats, RunSummary
 
 
@@ -38,6 +42,28 @@ def test_json_summary(tmp_path):
     assert data["model"] == "LPIPS-alex v0.1" and data["device"] == "cpu" and data["elapsed_s"] >= 0
     assert data["pairs_per_s"] is None or data["pairs_per_s"] > 0
     assert [p.name for p in path.parent.iterdir()] == ["summary.json"]  # no temporary file left
+
+
+def test_summary_into_a_pipe_or_device_is_written_not_replaced(tmp_path):
+    """``--summary-json /dev/stderr`` or a FIFO: the JSON goes into it. Found on this branch: the atomic
+    rename put a regular file in the device's place (run as root, ``--summary-json /dev/full`` turned
+    /dev/full into a JSON file)."""
+    fifo = tmp_path / "summary.fifo"
+    os.mkfifo(fifo)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # a reader, so that opening to write does not wait
+    try:
+        RunSummary().write_json(fifo)
+        data = os.read(reader, 1 << 16)
+    finally:
+        os.close(reader)
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode)
+    assert json.loads(data)["complete"] is True
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["summary.fifo"]
+
+
+def test_summary_onto_a_folder_is_one_line(tmp_path):
+    with pytest.raises(InputError, match=f"^{tmp_path} is a folder: the summary goes to a file$"):
+        RunSummary().write_json(tmp_path)
 
 
 def test_empty_summary_has_null_statistics():

@@ -129,7 +129,7 @@ def _score(videos, scorer, out, resume, overwrite, as_json, summary_path, heatma
     label = replace(scorer.spec, frames=None).describe()  # one label for 8-bit (frame graph) and deeper runs
     writer = ResultWriter(out, columns=metric_columns(FRAME_COLUMNS, scorer.metrics), fmt="jsonl" if as_json else None,
                           constants={"model": label}, key_columns=FRAME_KEY, path_columns=(), resume=resume,
-                          overwrite=overwrite, stream=sys.stdout)
+                          overwrite=overwrite, stream=sys.stdout, keep_existing=True)
     pooling = Pooling()
     # PSNR and SSIM: higher is better, so their worst frame is their lowest
     metric_pooling = {m: Pooling(higher_is_worse=False) for m in scorer.metrics}
