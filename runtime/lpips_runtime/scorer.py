@@ -245,6 +245,33 @@ class Scorer:
         return np.concatenate([backend.run(a[i:i + self.batch_size], b[i:i + self.batch_size])
                                for i in range(0, len(a), self.batch_size)])
 
+    # -- prepared batches (for front ends that batch across callers, e.g. lpips-serve) ---------
+
+    @property
+    def pipeline_depth(self) -> int:
+        """How many batches this Scorer's backend can usefully have in flight at once (1 on the CPU,
+        2 on the GPU backends: one staged and uploaded while the other computes)."""
+        return backend_class(self.backend_name, self.device).pipeline_depth
+
+    def run_prepared(self, parts0: Sequence[np.ndarray], parts1: Sequence[np.ndarray], *,
+                     spatial: bool = False) -> np.ndarray:
+        """Score pairs already prepared by ``load_pair`` (model-ready [1,...] arrays, all of one shape
+        and dtype) in one backend batch (chunks of ``batch_size`` if longer): float32 [N] distances, or
+        [N,1,H,W] maps with ``spatial``. Each value equals ``distance``/``distance_map`` of that pair
+        alone (bit for bit on ONNX Runtime's CPU backend: tests/runtime/test_scorer.py)."""
+        if not parts0 or len(parts0) != len(parts1):
+            raise InputError(f"run_prepared takes two equally long, non-empty lists of arrays, "
+                             f"got {len(parts0)} and {len(parts1)}")
+        first = parts0[0]
+        for part in (*parts0, *parts1):
+            if not isinstance(part, np.ndarray) or part.shape != first.shape or part.dtype != first.dtype \
+                    or part.ndim != 4 or part.shape[0] != 1:
+                raise InputError("run_prepared takes [1,...] arrays of one shape and dtype, as load_pair returns them")
+        backend = self._backend(spatial)
+        size = self.batch_size
+        outs = [backend.submit(parts0[i:i + size], parts1[i:i + size]).result() for i in range(0, len(parts0), size)]
+        return outs[0] if len(outs) == 1 else np.concatenate(outs)
+
     # -- public API --------------------------------------------------------------------------
 
     def distance(self, img0, img1):
