@@ -69,6 +69,39 @@ def test_batches_lists_and_single_pairs_agree(models_dir):
     assert np.abs(listed - singles).max() <= 1e-6 and np.abs(batch - singles).max() <= 1e-6
 
 
+@pytest.mark.parametrize("net", ["alex", "squeeze"])
+def test_run_prepared_batches_equal_single_pairs_bit_for_bit(models_dir, net):
+    """The seam lpips-serve batches through: N prepared pairs in one backend call (chunks of batch_size
+    here: 3 + 2) give exactly what each pair gives alone, distances and maps."""
+    scorer = Scorer(net, models_dir=models_dir, batch_size=3)
+    refs = [crop(photo(n), 64, 80) for n in ("astronaut", "coffee", "chelsea", "rocket", "astronaut")]
+    pairs = [(r, distort(r, k, 0.6, seed=i)) for i, (r, k) in enumerate(zip(refs, ["blur", "jpeg", "noise",
+                                                                                "colour", "jpeg"]))]
+    prepared = [scorer.load_pair(a, b) for a, b in pairs]
+    parts0, parts1 = [p[0] for p in prepared], [p[1] for p in prepared]
+    assert scorer.run_prepared(parts0, parts1).tolist() == [scorer.distance(a, b) for a, b in pairs]
+    if net == "alex":
+        maps = scorer.run_prepared(parts0, parts1, spatial=True)
+        assert maps.shape == (5, 1, 64, 80)
+        assert all(np.array_equal(m[0], scorer.distance_map(a, b)) for m, (a, b) in zip(maps, pairs))
+    other = scorer.load_pair(crop(photo("coffee"), 64, 64), crop(photo("coffee"), 64, 64))
+    with pytest.raises(InputError, match="one shape and dtype"):
+        scorer.run_prepared([parts0[0], other[0]], [parts1[0], other[1]])
+    with pytest.raises(InputError, match="non-empty"):
+        scorer.run_prepared([], [])
+    assert scorer.pipeline_depth == 1
+
+
+def test_encoded_image_names_its_bytes_in_messages(models_dir):
+    from lpips_runtime.images import EncodedImage
+
+    scorer = Scorer("alex", models_dir=models_dir)
+    ref = cv2.imencode(".png", crop(photo("coffee"), 64, 64))[1].tobytes()
+    assert scorer.distance(EncodedImage(ref, "upload a"), EncodedImage(ref, "upload b")) == 0.0
+    with pytest.raises(InputError, match=r"^upload b: not an image format OpenCV can read$"):
+        scorer.distance(EncodedImage(ref, "upload a"), EncodedImage(b"text", "upload b"))
+
+
 def test_threads_share_one_scorer(models_dir):
     scorer = Scorer("alex", models_dir=models_dir)
     pairs = [(crop(photo("coffee"), 48 + 8 * i, 64), distort(crop(photo("coffee"), 48 + 8 * i, 64), "noise",

@@ -69,7 +69,7 @@ def test_address_in_use_is_exit_1(serve_model):
 @pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 0), (signal.SIGINT, 130)])
 def test_stop_signal_drains_requests_in_flight(start_server, serve_model, sig, code):
     server = start_server("--max-batch", "1")
-    pairs = [(png(scene(256, 256, i)), png(distort(scene(256, 256, i), "noise", 0.5, seed=i))) for i in range(6)]
+    pairs = [(png(scene(160, 160, i)), png(distort(scene(160, 160, i), "noise", 0.5, seed=i))) for i in range(6)]
     with Scorer(serve_model) as scorer:
         expected = [scorer.distance(a, b) for a, b in pairs]
     # Two requests are still uploading when the signal comes (deterministically in flight), four are complete.
