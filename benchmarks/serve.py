@@ -3,14 +3,17 @@
 
     python benchmarks/serve.py [--quick]
 
-1. direct: ``Scorer.distance`` on the encoded pair (decode included, as in the server), one pair at a
-   time (latency), and ``Scorer.score_pairs`` over 256 pairs in batches of 16 (throughput);
-2. the server (``lpips-serve`` in its own process, access log off) at concurrency 1, 8, 32, 64 with
-   batching on (--max-batch 16, --max-wait-ms 2), and at 32 with batching off (--max-batch 1): an
-   httpx async load generator with one keep-alive connection per concurrent client, each level bounded
-   in requests and seconds, every answer checked against the direct value;
-3. the server's RSS over 20,000 requests (64x64 pairs, concurrency 8) after a warm-up of 2,000;
-4. the direct measurements again (the two direct runs are pooled: load on a shared machine drifts).
+1. direct ``Scorer.score_pairs`` over 512 pairs in batches of 16 (throughput);
+2. single-pair latency, in turns: one direct ``Scorer.distance`` on the encoded pair (decoding included,
+   as in the server), then the same pair through the server (``lpips-serve`` in its own process,
+   access log off) with a keep-alive httpx client, and so on: load changes on a shared machine then hit
+   both alike;
+3. the server at concurrency 8, 32, 64 with batching on (--max-batch 16, --max-wait-ms 2), and at 32
+   with batching off (--max-batch 1): an httpx async load generator with one keep-alive connection per
+   concurrent client, each level bounded in requests and seconds, every answer checked against the
+   direct value;
+4. the server's RSS over 20,000 requests (64x64 pairs, concurrency 8) after a warm-up of 2,000;
+5. the direct throughput again (the two runs are pooled: load on a shared machine drifts).
 
 The client runs on the same machine and takes CPU from the server (reported as client CPU seconds):
 on 2 cores that is a real share, so the server's numbers are lower bounds. Writes
@@ -76,14 +79,31 @@ def percentiles(seconds: list[float]) -> dict:
 # -- direct --------------------------------------------------------------------------------------
 
 
-def direct_single(scorer, pairs, count: int) -> list[float]:
-    scorer.distance(*pairs[0])
-    times = []
-    for i in range(count):
-        t0 = time.perf_counter()
-        scorer.distance(*pairs[i % len(pairs)])
-        times.append(time.perf_counter() - t0)
-    return times
+def single_in_turns(scorer, server: "ServeProcess", pairs, requests, count: int) -> tuple[list[float], dict]:
+    """Latencies of ``count`` direct calls and ``count`` server requests of the same pairs, in turns."""
+    import httpx
+
+    direct, served = [], []
+    with httpx.Client(base_url=server.url, timeout=120) as client:
+        cpu0 = server.cpu_s()
+        for i in range(-5, count):  # five warm-up turns
+            pair, (body, content_type, expected) = pairs[i % len(pairs)], requests[i % len(requests)]
+            t0 = time.perf_counter()
+            scorer.distance(*pair)
+            t1 = time.perf_counter()
+            r = client.post("/v1/distance", content=body, headers={"content-type": content_type})
+            t2 = time.perf_counter()
+            if i < 0:
+                cpu0 = server.cpu_s()
+                continue
+            assert r.status_code == 200 and r.json()["distance"] == expected, r.text
+            direct.append(t1 - t0)
+            served.append(t2 - t1)
+        server_cpu = server.cpu_s() - cpu0
+    row = {"concurrency": 1, "requests": count, "seconds": sum(served), "pairs_per_s": count / sum(served),
+           "errors": 0, "mean_batch": 1.0, "server_cpu_s": server_cpu, "client_cpu_s": None, **percentiles(served)}
+    print(f"  in turns: direct p50 {np.median(direct) * 1000:.1f} ms, server p50 {row['p50_ms']:.1f} ms", flush=True)
+    return direct, row
 
 
 def direct_batched(scorer, pairs, count: int) -> float:
@@ -226,10 +246,10 @@ def main(argv=None) -> int:
 
     q = args.quick
     threads = args.threads or physical_cores()
-    levels = (1, 8, 32, 64)
-    per_level, seconds = (40, 10.0) if q else (2000, 60.0)
-    rss_warmup, rss_count, rss_step = (100, 400, 200) if q else (2000, 20000, 2000)
-    single_n, batched_n = (20, 64) if q else (200, 512)
+    levels = (8, 32, 64)
+    per_level, seconds = (32, 10.0) if q else (2000, 60.0)
+    rss_warmup, rss_count, rss_step = (64, 256, 128) if q else (2000, 20000, 2000)
+    single_n, batched_n = (16, 64) if q else (300, 512)
     models_dir = default_models_dir()
     report = {"date": today(), "machine": machine_info(), "threads": threads, "net": "alex", "size": 256,
               "quick": q, "targets": {"p50_extra_ms": TARGET_P50_EXTRA_MS, "throughput_share": TARGET_THROUGHPUT_SHARE,
@@ -238,24 +258,23 @@ def main(argv=None) -> int:
 
     pairs = encoded_pairs(16, 256)
     small = encoded_pairs(16, 64)
+    warmup = (lambda c: min(2 * c, 8)) if q else (lambda c: 2 * c)
     with Scorer("alex", models_dir=models_dir, threads=threads) as scorer:
         requests = [(*multipart(a, b), scorer.distance(a, b)) for a, b in pairs]
         small_requests = [(*multipart(a, b), scorer.distance(a, b)) for a, b in small]
-        single = direct_single(scorer, pairs, single_n)
         batched = [direct_batched(scorer, pairs, batched_n)]
-    print(f"  direct: single p50 {np.median(single) * 1000:.1f} ms, batched {batched[0]:.1f} pairs/s", flush=True)
-
-    server = ServeProcess(models_dir, threads)
-    report["server"] = [load(server, requests, c, per_level, seconds, warmup=2 * c) for c in levels]
+        print(f"  direct: batched {batched[0]:.1f} pairs/s", flush=True)
+        server = ServeProcess(models_dir, threads)
+        single, single_row = single_in_turns(scorer, server, pairs, requests, single_n)
+    report["server"] = [single_row] + [load(server, requests, c, per_level, seconds, warmup(c)) for c in levels]
     report["rss"] = rss_growth(server, small_requests, rss_warmup, rss_count, rss_step)
     report["server_exit_code"] = server.stop()
 
     server = ServeProcess(models_dir, threads, "--max-batch", "1")
-    report["server_unbatched"] = load(server, requests, 32, per_level, seconds, warmup=64)
+    report["server_unbatched"] = load(server, requests, 32, per_level, seconds, warmup(32))
     server.stop()
 
     with Scorer("alex", models_dir=models_dir, threads=threads) as scorer:
-        single += direct_single(scorer, pairs, single_n)
         batched.append(direct_batched(scorer, pairs, batched_n))
     report["direct"] = {"single": {"count": len(single), **percentiles(single)}, "batched_pairs_per_s": batched,
                         "batched_pairs_per_s_median": float(np.median(batched))}
@@ -283,18 +302,19 @@ def render(report: dict) -> str:
     quick = " **--quick run: too few requests for these numbers to mean much.**" if report["quick"] else ""
     lines = [f"Run {report['date']} on {m['cpu']} ({m['physical_cores']} cores, load average at start "
              f"{m['load_average_at_start'][0]:.1f}), LPIPS-alex 256x256 PNG pairs, ONNX Runtime CPU, {report['threads']} "
-             "threads; the httpx load generator runs on the same cores (its CPU seconds are in the table)." + quick, "",
+             "threads; the httpx load generator runs on the same cores (client CPU seconds per level are in the JSON)." + quick, "",
              "| path | concurrency | requests | p50 ms | p95 ms | p99 ms | pairs/s | mean batch | errors "
-             "| server / client CPU s |", "|---|---|---|---|---|---|---|---|---|---|",
+             "| server CPU ms per pair |", "|---|---|---|---|---|---|---|---|---|---|",
              f"| direct `Scorer.distance` | 1 | {d['single']['count']} | {d['single']['p50_ms']:.1f} | "
              f"{d['single']['p95_ms']:.1f} | {d['single']['p99_ms']:.1f} | {1000 / d['single']['p50_ms']:.1f} | 1 | 0 | |",
              f"| direct `Scorer.score_pairs` (batches of 16) | | | | | | {d['batched_pairs_per_s_median']:.1f} | 16 | 0 | |"]
-    rows = [("lpips-serve, batching on", r) for r in report["server"]]
+    rows = [("lpips-serve, in turns with direct" if r["concurrency"] == 1 else "lpips-serve, batching on", r)
+            for r in report["server"]]
     rows.append(("lpips-serve, batching off (--max-batch 1)", report["server_unbatched"]))
     for name, r in rows:
         lines.append(f"| {name} | {r['concurrency']} | {r['requests']} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} | "
                      f"{r['p99_ms']:.1f} | {r['pairs_per_s']:.1f} | {r['mean_batch']:.1f} | {r['errors']} | "
-                     f"{r['server_cpu_s']:.0f} / {r['client_cpu_s']:.0f} |")
+                     f"{1000 * r['server_cpu_s'] / r['requests']:.1f} |")
     rss = report["rss"]
 
     def mark(ok):

@@ -126,18 +126,26 @@ class Service:
         except LpipsError as exc:
             raise from_lpips_error(exc) from None
 
-    async def score(self, reservation: Reservation, pair: tuple[EncodedImage, EncodedImage],
-                    spatial: bool = False):
+    async def score(self, reservation: Reservation, pair: tuple[EncodedImage, EncodedImage]) -> float:
         """One reserved pair: decoded and checked by the Scorer in the pool, then batched."""
         try:
             a, b = await self.in_pool(self.scorer.load_pair, *pair)
         except BaseException:
             reservation.release()
             raise
+        return await self.run(reservation, a, b)
+
+    async def run(self, reservation: Reservation, a: np.ndarray, b: np.ndarray, spatial: bool = False):
+        """A reserved, prepared pair through the batcher: its distance, or its map with ``spatial``."""
         try:
             return await self.batcher.put(reservation, a, b, spatial)
         except QueueFull as exc:
             raise overloaded(str(exc), self.settings.retry_after_s) from None
+        except LpipsError as exc:
+            raise from_lpips_error(exc) from None
+        except Exception as exc:  # a model call that failed: every pair of its batch says so, in one line
+            log.exception("lpips-serve: a model call failed")
+            raise ServiceError(500, "scoring_failed", f"the model call failed: {type(exc).__name__}: {exc}") from None
 
     def prepare_heatmap(self, img0: EncodedImage, img1: EncodedImage):
         """As ``lpips-score --heatmap``: decode once, reconcile sizes, keep the reference for the picture."""
@@ -145,6 +153,8 @@ class Service:
         a, b = self.scorer.load_pair(rgb0, rgb1)
         return a, b, rgb0
 
+    # Seam for per-pair values beyond the distance (e.g. PSNR/SSIM once a Scorer computes them): they
+    # would travel with the value from ``run`` and be added here and in the /v1/distance answer.
     def outcome(self, index: int, value) -> PairOutcome:
         if isinstance(value, ServiceError):
             self.metrics.pairs.labels("failed").inc()
@@ -174,9 +184,13 @@ def _install_error_handlers(app: FastAPI) -> None:
         where = ".".join(str(p) for p in first.get("loc", ()))
         return _error_response(ServiceError(422, "bad_request", f"{where}: {first.get('msg', 'invalid')}"))
 
+    async def unexpected_error(request: Request, exc: Exception):  # the server logs the traceback
+        return _error_response(ServiceError(500, "internal_error", f"internal error: {type(exc).__name__}"))
+
     app.add_exception_handler(ServiceError, service_error)
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(Exception, unexpected_error)
 
 
 def _key_check(api_key: str | None):
@@ -293,6 +307,9 @@ def create_app(scorer, settings: ServeSettings | None = None, *,
                 return await service.score(reservation, pair)
             except ServiceError as exc:
                 return exc
+            except Exception as exc:  # noqa: BLE001 - one pair's surprise must not cost the others their answers
+                log.exception("lpips-serve: pair failed")
+                return ServiceError(500, "internal_error", f"internal error: {type(exc).__name__}")
 
         with service.reserve(len(pairs)) as reservation:
             values = await asyncio.gather(*(one(pair) for pair in pairs))
@@ -320,8 +337,7 @@ def create_app(scorer, settings: ServeSettings | None = None, *,
             async with uploaded_form(request, 2) as form:
                 pair = await form_pair(form)
             a, b, reference = await service.in_pool(service.prepare_heatmap, *pair)
-            value, dmap = await asyncio.gather(service.batcher.put(reservation, a, b, False),
-                                               service.batcher.put(reservation, a, b, True))
+            value, dmap = await asyncio.gather(service.run(reservation, a, b), service.run(reservation, a, b, True))
         headers = {"X-LPIPS-Distance": repr(value), "X-LPIPS-Height": str(dmap.shape[0]),
                    "X-LPIPS-Width": str(dmap.shape[1])}
         if kind == "application/octet-stream":

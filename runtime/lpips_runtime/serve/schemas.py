@@ -16,7 +16,7 @@ class ErrorBody(BaseModel):
                        examples=["img1 (b.png): corrupt or truncated image"])
     code: str = Field(description="Machine-readable kind: bad_request, bad_image, image_too_large, "
                       "body_too_large, too_many_pairs, unsupported_media_type, not_acceptable, unauthorized, "
-                      "not_found, method_not_allowed, overloaded, not_ready, timeout, scoring_failed.",
+                      "not_found, method_not_allowed, overloaded, not_ready, timeout, scoring_failed, internal_error.",
                       examples=["bad_image"])
 
 
