@@ -77,6 +77,10 @@ class Scorer:
     With a frame graph, decoded 8-bit images go to the backend as uint8 frames with no float
     conversion on the CPU (4x fewer bytes to the GPU); 16-bit images and float batches are refused
     (use a float graph for those).
+
+    ``spin_between_runs=False`` (ONNX Runtime on the CPU): its worker threads stop spin-waiting when a
+    model call ends instead of burning a core until the next one, which a process doing other work
+    between calls (a server decoding and answering requests) wants; calls themselves are unchanged.
     """
 
     def __init__(
@@ -95,6 +99,7 @@ class Scorer:
         resize: str | ResizePolicy = "none",
         models_dir: str | Path | None = None,
         auto_export: bool = True,
+        spin_between_runs: bool = True,
     ):
         if batch_size < 1:
             raise LpipsError(f"batch_size must be >= 1, got {batch_size}")
@@ -103,6 +108,7 @@ class Scorer:
         self.workers = workers or _default_workers()
         self.resize = resize if isinstance(resize, ResizePolicy) else ResizePolicy.parse(resize)
         self.auto_export = auto_export
+        self.spin_between_runs = spin_between_runs
         backend_cls = backend_class(backend, device)  # unknown name: error now, not at first use
         self._models: dict[tuple[bool, str], ModelInfo] = {}  # (spatial, part) -> checked file
         if str(model) in NET_NAMES:
@@ -164,8 +170,14 @@ class Scorer:
         with self._lock:
             if spatial not in self._backends:
                 self._backends[spatial] = open_backend(self.backend_name, self._spec_for(spatial), path,
-                                                       self.device, self.threads)
+                                                       self.device, self.threads, **self._backend_options())
             return self._backends[spatial]
+
+    def _backend_options(self) -> dict:
+        # Only ONNX Runtime's CPU thread pool spin-waits; the other backends have no such option.
+        if self.spin_between_runs or self.backend_name != "ort" or is_cuda(self.device):
+            return {}
+        return {"spin_between_runs": False}
 
     def _feature_cache(self) -> FeatureCache:
         if self._cache is None:

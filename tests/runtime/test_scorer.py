@@ -92,6 +92,21 @@ def test_run_prepared_batches_equal_single_pairs_bit_for_bit(models_dir, net):
     assert scorer.pipeline_depth == 1
 
 
+def test_spin_between_runs_is_a_session_setting_that_changes_no_value(models_dir):
+    pair = (crop(photo("coffee"), 64, 64), distort(crop(photo("coffee"), 64, 64), "blur", 0.5))
+    quiet = Scorer("alex", models_dir=models_dir, spin_between_runs=False)
+    default = Scorer("alex", models_dir=models_dir)
+    assert quiet.distance(*pair) == default.distance(*pair)
+
+    def entry(scorer):
+        options = scorer._backend(False).session.get_session_options()
+        return options.get_session_config_entry("session.force_spinning_stop")
+
+    assert entry(quiet) == "1"
+    with pytest.raises(RuntimeError, match="does not have configuration"):  # not set at all by default
+        entry(default)
+
+
 def test_encoded_image_names_its_bytes_in_messages(models_dir):
     from lpips_runtime.images import EncodedImage
 

@@ -35,10 +35,11 @@ def backend_class(name: str, device: str = "cpu") -> type[Backend]:
 
 
 def open_backend(name: str, spec: ModelSpec, path: Path | None, device: str = "cpu",
-                 threads: int | None = None) -> Backend:
-    """Open backend ``name`` for ``spec`` (``path``: the ONNX/engine file, if the backend needs one)."""
+                 threads: int | None = None, **options) -> Backend:
+    """Open backend ``name`` for ``spec`` (``path``: the ONNX/engine file, if the backend needs one);
+    ``options``: keywords of that backend's class (e.g. ``spin_between_runs`` of ``OrtBackend``)."""
     if device not in DEVICES and not device.startswith("cuda:"):
         raise BackendError(f"unknown device '{device}': use cpu, cuda or cuda:<index>")
     if name == "trt" and not is_cuda(device):
         raise BackendError("the trt backend runs on a GPU: use --device cuda")
-    return backend_class(name, device)(spec, path, device, threads)
+    return backend_class(name, device)(spec, path, device, threads, **options)
