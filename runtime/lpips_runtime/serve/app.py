@@ -78,7 +78,7 @@ class Service:
         if self.status == "loading":
             self.status = "ready"
             self.metrics.ready.set(1)
-            log.warning("lpips-serve: %s ready (%s on %s)", self.model, self.scorer.backend_name, self.scorer.device)
+            log.info("lpips-serve: %s ready (%s on %s)", self.model, self.scorer.backend_name, self.scorer.device)
 
     def _warm_up(self) -> None:
         h, w = self.settings.warmup_size
