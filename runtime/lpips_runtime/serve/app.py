@@ -29,6 +29,7 @@ from .batcher import DynamicBatcher, QueueFull, Reservation
 from .guard import RequestGuard
 from .http_errors import ServiceError, bad_request, error_body, from_lpips_error, overloaded, unauthorized
 from .metrics import MetricsMiddleware, ServiceMetrics
+from .pixel_limit import check_pixels
 from .schemas import (BATCH_BODY, HEATMAP_RESPONSES, IMAGE_PAIR_FORM, BatchResult, DistanceResult, ErrorBody, Health,
                       PairOutcome, Readiness, error_responses)
 from .settings import ServeSettings
@@ -129,7 +130,7 @@ class Service:
     async def score(self, reservation: Reservation, pair: tuple[EncodedImage, EncodedImage]) -> float:
         """One reserved pair: decoded and checked by the Scorer in the pool, then batched."""
         try:
-            a, b = await self.in_pool(self.scorer.load_pair, *pair)
+            a, b = await self.in_pool(self.load_pair, *pair)
         except BaseException:
             reservation.release()
             raise
@@ -147,8 +148,19 @@ class Service:
             log.exception("lpips-serve: a model call failed")
             raise ServiceError(500, "scoring_failed", f"the model call failed: {type(exc).__name__}: {exc}") from None
 
+    def load_pair(self, img0: EncodedImage, img1: EncodedImage) -> tuple[np.ndarray, np.ndarray]:
+        """Two uploads -> model-ready arrays, by ``Scorer.load_pair`` (which validates them)."""
+        self.check_pixels(img0, img1)
+        return self.scorer.load_pair(img0, img1)
+
+    def check_pixels(self, *images: EncodedImage) -> None:
+        # Interim: until the runtime refuses images over its own max_pixels inside load_pair.
+        for image in images:
+            check_pixels(image.data, image.name, self.settings.max_pixels)
+
     def prepare_heatmap(self, img0: EncodedImage, img1: EncodedImage):
         """As ``lpips-score --heatmap``: decode once, reconcile sizes, keep the reference for the picture."""
+        self.check_pixels(img0, img1)
         rgb0, rgb1 = self.scorer.resize.apply(load_rgb(img0), load_rgb(img1), (img0.name, img1.name))
         a, b = self.scorer.load_pair(rgb0, rgb1)
         return a, b, rgb0

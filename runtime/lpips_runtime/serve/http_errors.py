@@ -3,6 +3,7 @@ the CLI would print for the same problem."""
 from __future__ import annotations
 
 from ..errors import InputError, LpipsError
+from .pixel_limit import ImageTooLarge
 
 
 class ServiceError(Exception):
@@ -13,20 +14,12 @@ class ServiceError(Exception):
         self.status, self.code, self.message, self.headers = status, code, message, headers or {}
 
 
-def image_too_large_error():
-    """The runtime's error type for an image whose header declares too many pixels, where it has one."""
-    from .. import errors
-
-    return getattr(errors, "ImageTooLargeError", None)
-
-
 def from_lpips_error(exc: LpipsError) -> ServiceError:
     """The HTTP answer to a library error about one request's input: 413 for an image over the pixel
     limit (refused before decoding), 422 for anything else that cannot be scored (undecodable, size
     mismatch, too small), 500 for what is not about the input."""
-    too_large = image_too_large_error()
     message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    if too_large is not None and isinstance(exc, too_large):
+    if isinstance(exc, ImageTooLarge):
         return ServiceError(413, "image_too_large", message)
     if isinstance(exc, InputError):
         return ServiceError(422, "bad_image", message)

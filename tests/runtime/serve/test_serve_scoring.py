@@ -123,6 +123,31 @@ def test_bad_input_gets_one_json_error(client, request_kind, status, code, messa
     assert (r.status_code, r.json()) == (status, {"error": message, "code": code})
 
 
+def _png_declaring(width: int, height: int) -> bytes:
+    """A 60-byte PNG whose header declares width x height (8-bit RGB) over a few bytes of pixel data."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + \
+        chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize("width, height", [(100_000, 100_000), (20_000, 20_000)])
+def test_decompression_bomb_is_refused_from_its_header(client, width, height):
+    """413 before decoding: 100000x100000 is past OpenCV's own limit too, 20000x20000 is not (OpenCV would
+    allocate 1.2 GB for it)."""
+    bomb = _png_declaring(width, height)
+    assert len(bomb) < 100
+    r = client.post("/v1/distance", files=pair_files(png(scene(96, 128)), bomb, names=("a.png", "bomb.png")))
+    assert r.status_code == 413 and r.json()["code"] == "image_too_large"
+    assert r.json()["error"].startswith(f"img1 (bomb.png): {width}x{height} is {width * height:,} pixels, "
+                                        "above the limit of")
+
+
 def test_body_limit_holds_while_reading_a_chunked_body(client):
     """No Content-Length: the limit is enforced on the bytes read so far, not after buffering them all."""
     def body():
