@@ -13,6 +13,7 @@ read, and ``put`` counts decoded pixels against ``max_queue_pixels`` while they 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
@@ -20,6 +21,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
+
+
+log = logging.getLogger("lpips_runtime.serve")
 
 
 class QueueFull(Exception):
@@ -151,9 +155,13 @@ class DynamicBatcher:
             await self._slots.acquire()
             try:
                 batch, key = await self._next_batch()
-            except BaseException:
+            except asyncio.CancelledError:
                 self._slots.release()
                 raise
+            except Exception:  # a bug here must not leave every later request waiting for its timeout
+                log.exception("lpips-serve: the batcher failed to form a batch")
+                self._slots.release()
+                continue
             task = asyncio.get_running_loop().create_task(self._run(key, batch))
             self._running.add(task)
             task.add_done_callback(self._running.discard)

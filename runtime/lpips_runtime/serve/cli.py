@@ -68,7 +68,7 @@ def _server_class(uvicorn):
               help="Most pairs per model call (1: no batching).")
 @click.option("--max-wait-ms", type=click.FloatRange(min=0), default=_DEFAULTS.max_wait_ms,
               help="Longest a pair waits for same-size company while other requests are arriving.")
-@click.option("--max-queue", type=click.IntRange(min=1), default=_DEFAULTS.max_queue,
+@click.option("--max-queue", type=click.IntRange(min=2), default=_DEFAULTS.max_queue,
               help="Pairs admitted and not yet run; more get 503 with Retry-After.")
 @click.option("--max-queue-mpx", type=click.FloatRange(min=0, min_open=True), default=_DEFAULTS.max_queue_mpx,
               help="Megapixels of decoded pairs waiting for the model; more get 503.")

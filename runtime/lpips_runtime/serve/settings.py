@@ -48,6 +48,8 @@ class ServeSettings:
         for name, value in positive.items():
             if not value > 0:
                 raise LpipsError(f"{name} must be > 0, got {value}")
+        if self.max_queue < 2:  # a heatmap request holds two pairs (distance and map)
+            raise LpipsError(f"max_queue must be >= 2, got {self.max_queue}")
         if self.max_wait_ms < 0:
             raise LpipsError(f"max_wait_ms must be >= 0, got {self.max_wait_ms}")
         if self.api_key is not None and not self.api_key.strip():
