@@ -246,10 +246,10 @@ def main(argv=None) -> int:
 
     q = args.quick
     threads = args.threads or physical_cores()
-    levels = (8, 32, 64)
-    per_level, seconds = (32, 10.0) if q else (2000, 60.0)
-    rss_warmup, rss_count, rss_step = (64, 256, 128) if q else (2000, 20000, 2000)
-    single_n, batched_n = (16, 64) if q else (300, 512)
+    levels = (8, 32) if q else (8, 32, 64)
+    per_level, seconds = (24, 10.0) if q else (2000, 60.0)
+    rss_warmup, rss_count, rss_step = (32, 128, 64) if q else (2000, 20000, 2000)
+    single_n, batched_n = (8, 32) if q else (300, 512)
     models_dir = default_models_dir()
     report = {"date": today(), "machine": machine_info(), "threads": threads, "net": "alex", "size": 256,
               "quick": q, "targets": {"p50_extra_ms": TARGET_P50_EXTRA_MS, "throughput_share": TARGET_THROUGHPUT_SHARE,
