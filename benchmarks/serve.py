@@ -7,7 +7,9 @@
 2. single-pair latency, in turns: one direct ``Scorer.distance`` on the encoded pair (decoding included,
    as in the server), then the same pair through the server (``lpips-serve`` in its own process,
    access log off) with a keep-alive httpx client, and so on: load changes on a shared machine then hit
-   both alike;
+   both alike. Both Scorers stop ONNX Runtime's spin-waiting when a call ends (``spin_between_runs=False``,
+   as lpips-serve does): otherwise the direct Scorer's idle workers spin on the cores while the server
+   computes (measured here: server p50 +30-50% in turns with a spinning direct Scorer, not alone);
 3. the server at concurrency 8, 32, 64 with batching on (--max-batch 16, --max-wait-ms 2), and at 32
    with batching off (--max-batch 1): an httpx async load generator with one keep-alive connection per
    concurrent client, each level bounded in requests and seconds, every answer checked against the
@@ -24,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import signal
 import socket
@@ -79,18 +80,20 @@ def percentiles(seconds: list[float]) -> dict:
 # -- direct --------------------------------------------------------------------------------------
 
 
-def single_in_turns(scorer, server: "ServeProcess", pairs, requests, count: int) -> tuple[list[float], dict]:
-    """Latencies of ``count`` direct calls and ``count`` server requests of the same pairs, in turns."""
+def single_in_turns(scorer, server: "ServeProcess", pairs, requests, count: int) -> tuple[list[float], float, dict]:
+    """Latencies of ``count`` direct calls and ``count`` server requests of the same pairs, in turns; the
+    CPU seconds of the direct calls; the server's row."""
     import httpx
 
-    direct, served = [], []
+    direct, served, direct_cpu = [], [], 0.0
     with httpx.Client(base_url=server.url, timeout=120) as client:
         cpu0 = server.cpu_s()
         for i in range(-5, count):  # five warm-up turns
             pair, (body, content_type, expected) = pairs[i % len(pairs)], requests[i % len(requests)]
-            t0 = time.perf_counter()
+            c0, t0 = time.process_time(), time.perf_counter()
             scorer.distance(*pair)
             t1 = time.perf_counter()
+            c1 = time.process_time()
             r = client.post("/v1/distance", content=body, headers={"content-type": content_type})
             t2 = time.perf_counter()
             if i < 0:
@@ -99,20 +102,22 @@ def single_in_turns(scorer, server: "ServeProcess", pairs, requests, count: int)
             assert r.status_code == 200 and r.json()["distance"] == expected, r.text
             direct.append(t1 - t0)
             served.append(t2 - t1)
+            direct_cpu += c1 - c0
         server_cpu = server.cpu_s() - cpu0
     row = {"concurrency": 1, "requests": count, "seconds": sum(served), "pairs_per_s": count / sum(served),
            "errors": 0, "mean_batch": 1.0, "server_cpu_s": server_cpu, "client_cpu_s": None, **percentiles(served)}
     print(f"  in turns: direct p50 {np.median(direct) * 1000:.1f} ms, server p50 {row['p50_ms']:.1f} ms", flush=True)
-    return direct, row
+    return direct, direct_cpu, row
 
 
-def direct_batched(scorer, pairs, count: int) -> float:
-    """Pairs per second of ``score_pairs`` (decoding in its thread pool, batches of 16)."""
+def direct_batched(scorer, pairs, count: int) -> tuple[float, float]:
+    """Pairs per second of ``score_pairs`` (decoding in its thread pool, batches of 16), and CPU
+    seconds per pair (every thread of this process)."""
     work = [pairs[i % len(pairs)] for i in range(count)]
-    t0 = time.perf_counter()
+    c0, t0 = time.process_time(), time.perf_counter()
     done = sum(1 for r in scorer.score_pairs(work, batch_size=16) if r.ok)
     assert done == count
-    return count / (time.perf_counter() - t0)
+    return count / (time.perf_counter() - t0), (time.process_time() - c0) / count
 
 
 # -- the server ----------------------------------------------------------------------------------
@@ -263,9 +268,10 @@ def main(argv=None) -> int:
         requests = [(*multipart(a, b), scorer.distance(a, b)) for a, b in pairs]
         small_requests = [(*multipart(a, b), scorer.distance(a, b)) for a, b in small]
         batched = [direct_batched(scorer, pairs, batched_n)]
-        print(f"  direct: batched {batched[0]:.1f} pairs/s", flush=True)
-        server = ServeProcess(models_dir, threads)
-        single, single_row = single_in_turns(scorer, server, pairs, requests, single_n)
+        print(f"  direct: batched {batched[0][0]:.1f} pairs/s", flush=True)
+    server = ServeProcess(models_dir, threads)
+    with Scorer("alex", models_dir=models_dir, threads=threads, spin_between_runs=False) as scorer:
+        single, single_cpu, single_row = single_in_turns(scorer, server, pairs, requests, single_n)
     report["server"] = [single_row] + [load(server, requests, c, per_level, seconds, warmup(c)) for c in levels]
     report["rss"] = rss_growth(server, small_requests, rss_warmup, rss_count, rss_step)
     report["server_exit_code"] = server.stop()
@@ -276,8 +282,10 @@ def main(argv=None) -> int:
 
     with Scorer("alex", models_dir=models_dir, threads=threads) as scorer:
         batched.append(direct_batched(scorer, pairs, batched_n))
-    report["direct"] = {"single": {"count": len(single), **percentiles(single)}, "batched_pairs_per_s": batched,
-                        "batched_pairs_per_s_median": float(np.median(batched))}
+    report["direct"] = {"single": {"count": len(single), "cpu_s": single_cpu, **percentiles(single)},
+                        "batched_pairs_per_s": [rate for rate, _ in batched],
+                        "batched_pairs_per_s_median": float(np.median([rate for rate, _ in batched])),
+                        "batched_cpu_s_per_pair": float(np.median([cpu for _, cpu in batched]))}
     report["verdict"] = verdict(report)
     publish("serve", "serve-table", report, render(report), readme=args.readme, results_dir=args.results_dir)
     return 0
@@ -300,14 +308,19 @@ def verdict(report: dict) -> dict:
 def render(report: dict) -> str:
     m, d, v = report["machine"], report["direct"], report["verdict"]
     quick = " **--quick run: too few requests for these numbers to mean much.**" if report["quick"] else ""
+    single = d["single"]
     lines = [f"Run {report['date']} on {m['cpu']} ({m['physical_cores']} cores, load average at start "
-             f"{m['load_average_at_start'][0]:.1f}), LPIPS-alex 256x256 PNG pairs, ONNX Runtime CPU, {report['threads']} "
-             "threads; the httpx load generator runs on the same cores (client CPU seconds per level are in the JSON)." + quick, "",
+             f"{m['load_average_at_start'][0]:.1f}), LPIPS-alex 256x256 PNG pairs, ONNX Runtime CPU, "
+             f"{report['threads']} threads; the httpx load generator runs on the same cores (client CPU seconds "
+             "per level are in the JSON; CPU ms per pair: the server process's, or the direct Scorer's). CPU time "
+             "per pair is the figure least moved by other load on a shared machine." + quick, "",
              "| path | concurrency | requests | p50 ms | p95 ms | p99 ms | pairs/s | mean batch | errors "
-             "| server CPU ms per pair |", "|---|---|---|---|---|---|---|---|---|---|",
-             f"| direct `Scorer.distance` | 1 | {d['single']['count']} | {d['single']['p50_ms']:.1f} | "
-             f"{d['single']['p95_ms']:.1f} | {d['single']['p99_ms']:.1f} | {1000 / d['single']['p50_ms']:.1f} | 1 | 0 | |",
-             f"| direct `Scorer.score_pairs` (batches of 16) | | | | | | {d['batched_pairs_per_s_median']:.1f} | 16 | 0 | |"]
+             "| CPU ms per pair |", "|---|---|---|---|---|---|---|---|---|---|",
+             f"| direct `Scorer.distance` (in turns with the server) | 1 | {single['count']} | "
+             f"{single['p50_ms']:.1f} | {single['p95_ms']:.1f} | {single['p99_ms']:.1f} | "
+             f"{1000 / single['p50_ms']:.1f} | 1 | 0 | {1000 * single['cpu_s'] / single['count']:.1f} |",
+             f"| direct `Scorer.score_pairs` (batches of 16) | | | | | | {d['batched_pairs_per_s_median']:.1f} | 16 "
+             f"| 0 | {1000 * d['batched_cpu_s_per_pair']:.1f} |"]
     rows = [("lpips-serve, in turns with direct" if r["concurrency"] == 1 else "lpips-serve, batching on", r)
             for r in report["server"]]
     rows.append(("lpips-serve, batching off (--max-batch 1)", report["server_unbatched"]))

@@ -30,7 +30,7 @@ from .guard import RequestGuard
 from .http_errors import ServiceError, bad_request, error_body, from_lpips_error, overloaded, unauthorized
 from .metrics import MetricsMiddleware, ServiceMetrics
 from .pixel_limit import check_pixels
-from .schemas import (BATCH_BODY, HEATMAP_RESPONSES, IMAGE_PAIR_FORM, BatchResult, DistanceResult, ErrorBody, Health,
+from .schemas import (BATCH_BODY, HEATMAP_RESPONSES, IMAGE_PAIR_FORM, BatchResult, DistanceResult, Health,
                       PairOutcome, Readiness, error_responses)
 from .settings import ServeSettings
 from .uploads import JSON, MULTIPART, form_pair, form_pairs, json_pairs, require_media_type, uploaded_form

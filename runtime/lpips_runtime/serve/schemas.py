@@ -78,7 +78,8 @@ IMAGE_PAIR_FORM = {
     "content": {"multipart/form-data": {"schema": {
         "type": "object", "required": ["img0", "img1"],
         "properties": {
-            "img0": {"type": "string", "format": "binary", "description": "Reference image (any format the CLI reads)."},
+            "img0": {"type": "string", "format": "binary",
+                     "description": "Reference image (any format the CLI reads)."},
             "img1": {"type": "string", "format": "binary", "description": "Image compared with img0, same size."},
         }}}},
 }

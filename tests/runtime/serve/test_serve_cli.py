@@ -17,8 +17,8 @@ from click.testing import CliRunner
 from conftest import distort, scene
 from lpips_runtime import Scorer
 from lpips_runtime.serve.cli import main
-from serve_helpers import (Server, StalledUpload, metric_samples, multipart, pair_files, png, serve_command,  # noqa: F401
-                           serve_model, start_server)
+from serve_helpers import (Server, StalledUpload, metric_samples, multipart, pair_files, png,  # noqa: F401
+                           serve_command, serve_model, start_server)
 
 
 def test_help_lists_the_limits_with_their_defaults():

@@ -71,7 +71,8 @@ def test_concurrent_requests_are_batched_and_stay_bit_for_bit(server, client, sc
 def test_batch_route_multipart_and_json(client, scorer):
     pairs = _same_size_pairs(3)
     expected = [scorer.distance(a, b) for a, b in pairs]
-    files = [(field, (f"{field}-{i}.png", data)) for i, pair in enumerate(pairs) for field, data in zip(("img0", "img1"), pair)]
+    files = [(field, (f"{field}-{i}.png", data))
+             for i, pair in enumerate(pairs) for field, data in zip(("img0", "img1"), pair)]
     files[3] = ("img1", ("broken.png", b"not an image"))  # pair 1 fails, the others are scored
     body = client.post("/v1/distance/batch", files=files).json()
     assert [r["distance"] for r in body["results"]] == [expected[0], None, expected[2]]
