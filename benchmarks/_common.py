@@ -147,11 +147,11 @@ def today() -> str:
     return datetime.date.today().isoformat()
 
 
-def publish(result_name: str, section: str, report: dict, text: str, *, readme: Path = README,
-            results_dir: Path = RESULTS) -> None:
+def publish(result_name: str, section: str, report: dict, text: str, readme: Path = README,
+            results: Path = RESULTS) -> None:
     """Write ``report`` to ``results/<result_name>-<date>.json``, put ``text`` in its README section, print it."""
-    results_dir.mkdir(parents=True, exist_ok=True)
-    (results_dir / f"{result_name}-{today()}.json").write_text(json.dumps(report, indent=1) + "\n")
+    results.mkdir(parents=True, exist_ok=True)
+    (results / f"{result_name}-{today()}.json").write_text(json.dumps(report, indent=1) + "\n")
     replace_section(section, text, readme)
     print(text)
 

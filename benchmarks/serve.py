@@ -245,6 +245,7 @@ def main(argv=None) -> int:
     parser.add_argument("--results-dir", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     os.environ.setdefault("LPIPS_RT_OFFLINE", "1")
+    from lpips_runtime.formatting import float32_json
     from lpips_runtime.locate import default_models_dir
     from lpips_runtime.scorer import Scorer
     from lpips_runtime.system import physical_cores
@@ -265,8 +266,9 @@ def main(argv=None) -> int:
     small = encoded_pairs(16, 64)
     warmup = (lambda c: min(2 * c, 8)) if q else (lambda c: 2 * c)
     with Scorer("alex", models_dir=models_dir, threads=threads) as scorer:
-        requests = [(*multipart(a, b), scorer.distance(a, b)) for a, b in pairs]
-        small_requests = [(*multipart(a, b), scorer.distance(a, b)) for a, b in small]
+        # The server writes each distance as lpips-score --json does (float32_json): the same float32.
+        requests = [(*multipart(a, b), float32_json(scorer.distance(a, b))) for a, b in pairs]
+        small_requests = [(*multipart(a, b), float32_json(scorer.distance(a, b))) for a, b in small]
         batched = [direct_batched(scorer, pairs, batched_n)]
         print(f"  direct: batched {batched[0][0]:.1f} pairs/s", flush=True)
     server = ServeProcess(models_dir, threads)
@@ -287,7 +289,7 @@ def main(argv=None) -> int:
                         "batched_pairs_per_s_median": float(np.median([rate for rate, _ in batched])),
                         "batched_cpu_s_per_pair": float(np.median([cpu for _, cpu in batched]))}
     report["verdict"] = verdict(report)
-    publish("serve", "serve-table", report, render(report), readme=args.readme, results_dir=args.results_dir)
+    publish("serve", "serve-table", report, render(report), readme=args.readme, results=args.results_dir)
     return 0
 
 

@@ -81,6 +81,18 @@ def ort_cuda_available() -> bool:
     """onnxruntime-gpu installed and its CUDA provider listed (tests marked gpu that need it check this)."""
     return _ort_cuda_present()
 
+def wait_for_lines(path: Path, lines: int, proc, timeout: float = 120) -> None:
+    """Wait until ``path`` holds more than ``lines`` lines (a streaming run is midway), or ``proc`` has
+    ended, or ``timeout`` seconds have passed."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        if path.exists() and path.read_bytes().count(b"\n") > lines:
+            return
+        time.sleep(0.01)
+
+
 # Photographs bundled inside scikit-image (no download), RGB uint8.
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "immunohistochemistry", "hubble_deep_field")
 
@@ -185,6 +197,14 @@ def exported(build_module, tmp_path_factory):
         return cache[key]
 
     return get
+
+
+@pytest.fixture(scope="session")
+def alex_models(exported) -> Path:
+    """A models folder holding the alex v0.1 distance and spatial exports (what lpips-score's pair and
+    --heatmap runs look up), shared by the CLI tests."""
+    exported("alex", spatial=True)
+    return exported("alex").parent
 
 
 @pytest.fixture(scope="session")

@@ -23,7 +23,8 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import LpipsError
-from ..heatmap import COLORMAPS, render_heatmap
+from ..formatting import float32_json, float32_text
+from ..heatmap import COLORMAPS, DEFAULT_ALPHA, pair_heatmap
 from ..images import EncodedImage, load_rgb
 from .batcher import DynamicBatcher, QueueFull, Reservation
 from .guard import RequestGuard
@@ -172,7 +173,7 @@ class Service:
             self.metrics.pairs.labels("failed").inc()
             return PairOutcome(index=index, error=value.message, code=value.code)
         self.metrics.pairs.labels("scored").inc()
-        return PairOutcome(index=index, distance=value)
+        return PairOutcome(index=index, distance=float32_json(value))
 
 
 def _error_response(error: ServiceError) -> Response:
@@ -290,7 +291,7 @@ def create_app(scorer, settings: ServeSettings | None = None, *,
                 metrics.pairs.labels("failed").inc()
                 raise
         metrics.pairs.labels("scored").inc()
-        return DistanceResult(distance=value, model=service.model, precision=spec.precision,
+        return DistanceResult(distance=float32_json(value), model=service.model, precision=spec.precision,
                               elapsed_ms=_elapsed_ms(started))
 
     @app.post("/v1/distance/batch", response_model=BatchResult, summary="LPIPS distances of many pairs",
@@ -333,11 +334,13 @@ def create_app(scorer, settings: ServeSettings | None = None, *,
               openapi_extra={"requestBody": IMAGE_PAIR_FORM},
               responses={**HEATMAP_RESPONSES, **error_responses(400, 401, 406, 413, 415, 422, 503, 504)}, **scoring)
     async def heatmap(request: Request,
-                      alpha: float = Query(0.6, ge=0, le=1, description="Weight of the colours over img0 "
-                                           "(1: colours only), as lpips-score --heatmap-alpha."),
+                      alpha: float = Query(DEFAULT_ALPHA, ge=0, le=1, description="Weight of the colours over "
+                                           "img0 (1: colours only), as lpips-score --heatmap-alpha."),
                       colormap: str = Query("inferno", pattern="^(" + "|".join(COLORMAPS) + ")$"),
-                      vmax: float | None = Query(None, gt=0, description="Map value shown as the top colour "
-                                                 "(default: the map's maximum), as --heatmap-max.")):
+                      vmax: str | None = Query(None, pattern=r"^(auto|[0-9]*\.?[0-9]+([eE][-+]?[0-9]+)?)$",
+                                               description="Map value shown as the top colour: a number, or "
+                                               "auto (the map's maximum); default: the net's fixed scale. As "
+                                               "lpips-score --heatmap-max.")):
         """Two image files as for /v1/distance. `Accept: image/png` (default): the `lpips-score --heatmap`
         picture; `Accept: application/octet-stream`: the map itself, H*W little-endian float32."""
         service.check_ready()
@@ -350,11 +353,14 @@ def create_app(scorer, settings: ServeSettings | None = None, *,
                 pair = await form_pair(form)
             a, b, reference = await service.in_pool(service.prepare_heatmap, *pair)
             value, dmap = await asyncio.gather(service.run(reservation, a, b), service.run(reservation, a, b, True))
-        headers = {"X-LPIPS-Distance": repr(value), "X-LPIPS-Height": str(dmap.shape[0]),
+        headers = {"X-LPIPS-Distance": float32_text(value), "X-LPIPS-Height": str(dmap.shape[0]),
                    "X-LPIPS-Width": str(dmap.shape[1])}
         if kind == "application/octet-stream":
             return Response(dmap.astype("<f4").tobytes(), media_type=kind, headers=headers)
-        picture = await service.in_pool(_heatmap_png, dmap, reference if alpha < 1 else None, alpha, colormap, vmax)
+        top = vmax if vmax in (None, "auto") else float(vmax)
+        if top == 0:
+            raise ServiceError(422, "bad_request", "query.vmax: the heatmap scale must be positive")
+        picture = await service.in_pool(_heatmap_png, spec, value, dmap, reference, alpha, colormap, top)
         return Response(picture, media_type="image/png", headers=headers)
 
     routes = {route.path for route in app.routes if hasattr(route, "path")}
@@ -374,12 +380,12 @@ def _negotiate(accept: str) -> str:
     raise ServiceError(406, "not_acceptable", f"cannot answer with {accept!r}: accept {' or '.join(MAP_TYPES)}")
 
 
-def _heatmap_png(dmap: np.ndarray, reference: np.ndarray | None, alpha: float, colormap: str,
-                 vmax: float | None) -> bytes:
-    """The ``lpips-score --heatmap`` picture (the same ``render_heatmap``), as PNG bytes."""
+def _heatmap_png(spec, value: float, dmap: np.ndarray, reference: np.ndarray, alpha: float, colormap: str,
+                 vmax: float | str | None) -> bytes:
+    """The ``lpips-score --heatmap`` picture (the same ``heatmap.pair_heatmap``), as PNG bytes."""
     import cv2
 
-    ok, data = cv2.imencode(".png", render_heatmap(dmap, reference, alpha, colormap, vmax))
+    ok, data = cv2.imencode(".png", pair_heatmap(spec, value, dmap, reference, alpha, colormap, vmax))
     if not ok:
         raise LpipsError("OpenCV cannot encode the heatmap as PNG")
     return data.tobytes()

@@ -11,7 +11,7 @@ import sys
 
 import click
 
-from ..cli_common import errors_to_click, model_options, open_scorer, setup_logging
+from ..cli_common import errors_to_click, model_options, open_scorer, setup_logging, tool_version_option
 from ..optional import require
 from .settings import ServeSettings
 
@@ -56,6 +56,7 @@ def _server_class(uvicorn):
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+@tool_version_option
 @model_options
 @click.option("--host", default="127.0.0.1", help="Address to bind. Anything but loopback exposes the service: "
               "set an API key and put it behind TLS.")

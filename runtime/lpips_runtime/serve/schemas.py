@@ -21,8 +21,9 @@ class ErrorBody(BaseModel):
 
 
 class DistanceResult(BaseModel):
-    distance: float = Field(description="LPIPS distance (0: identical), equal to Scorer.distance on the same files.",
-                            examples=[0.14583078026771545])
+    distance: float = Field(description="LPIPS distance (0: identical): the float32 that Scorer.distance gives on "
+                            "the same files, written as the shortest decimal that reads back as that float32 "
+                            "(as lpips-score --json).", examples=[0.14583078])
     model: str = _MODEL
     precision: str = _PRECISION
     elapsed_ms: float = _ELAPSED
@@ -32,7 +33,7 @@ class PairOutcome(BaseModel):
     """One pair of a batch: ``distance`` is null exactly when ``error`` says why (and ``code`` its kind)."""
 
     index: int = Field(description="Position of the pair in the request, from 0.", examples=[0])
-    distance: float | None = Field(default=None, examples=[0.14583078026771545])
+    distance: float | None = Field(default=None, examples=[0.14583078])
     error: str | None = Field(default=None, examples=[None])
     code: str | None = Field(default=None, examples=[None])
 

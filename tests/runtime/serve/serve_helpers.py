@@ -4,7 +4,6 @@ Test modules import the fixtures from here (a conftest.py here would shadow test
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -148,12 +147,9 @@ def multipart(fields: dict[str, tuple[str, bytes]], boundary: str = "lpips-test-
 
 
 @pytest.fixture(scope="session")
-def serve_model(exported, tmp_path_factory) -> Path:
-    """An alex export with its spatial sibling in one folder (what the heatmap route needs)."""
-    folder = tmp_path_factory.mktemp("serve-models")
-    for spatial in (False, True):
-        shutil.copy(exported("alex", spatial=spatial), folder)
-    return folder / exported("alex").name
+def serve_model(alex_models) -> Path:
+    """The alex export, with its spatial sibling in the same folder (what the heatmap route needs)."""
+    return alex_models / "lpips-alex-v0.1.onnx"
 
 
 @pytest.fixture(scope="module")

@@ -16,6 +16,7 @@ from click.testing import CliRunner
 
 from conftest import distort, scene
 from lpips_runtime import Scorer
+from lpips_runtime.formatting import float32_json
 from lpips_runtime.serve.cli import main
 from serve_helpers import (Server, StalledUpload, metric_samples, multipart, pair_files, png,  # noqa: F401
                            serve_command, serve_model, start_server)
@@ -77,7 +78,7 @@ def test_stop_signal_drains_requests_in_flight(start_server, serve_model, sig, c
     server = start_server("--max-batch", "1")
     pairs = [(png(scene(160, 160, i)), png(distort(scene(160, 160, i), "noise", 0.5, seed=i))) for i in range(6)]
     with Scorer(serve_model) as scorer:
-        expected = [scorer.distance(a, b) for a, b in pairs]
+        expected = [float32_json(scorer.distance(a, b)) for a, b in pairs]
     # Two requests are still uploading when the signal comes (deterministically in flight), four are complete.
     stalled = []
     for a, b in pairs[:2]:

@@ -11,6 +11,7 @@ import pytest
 
 from conftest import distort, scene
 from lpips_runtime import Scorer
+from lpips_runtime.formatting import float32_json
 from serve_helpers import (StalledUpload, metric_samples, multipart, pair_files, png, serve_model,  # noqa: F401
                            start_server)
 
@@ -66,7 +67,7 @@ def test_full_queue_answers_503_and_admitted_requests_still_succeed(tight, score
             upload.send_rest()
         for i, upload in enumerate(stalled):
             status, body = upload.response()
-            assert status == 200 and json.loads(body)["distance"] == scorer.distance(*_pair(i))
+            assert status == 200 and json.loads(body)["distance"] == float32_json(scorer.distance(*_pair(i)))
     finally:
         for upload in stalled:
             upload.close()
@@ -74,7 +75,7 @@ def test_full_queue_answers_503_and_admitted_requests_still_succeed(tight, score
 
 def test_overload_sheds_with_503_while_accepted_requests_are_right(tight, scorer):
     pairs = [_pair(i % 4) for i in range(24)]
-    expected = [scorer.distance(*p) for p in pairs]
+    expected = [float32_json(scorer.distance(*p)) for p in pairs]
 
     def post(pair):
         with tight.client() as c:

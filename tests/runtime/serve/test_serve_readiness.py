@@ -10,6 +10,7 @@ import pytest
 
 from conftest import distort, scene
 from lpips_runtime import Scorer
+from lpips_runtime.formatting import float32_json
 from serve_helpers import pair_files, png, serve_model  # noqa: F401
 
 httpx = pytest.importorskip("httpx")
@@ -32,7 +33,7 @@ def test_not_ready_until_warm(serve_model):
     ref = scene(64, 64)
     files = pair_files(png(ref), png(distort(ref, "blur", 0.5)))
     scorer = GatedScorer(serve_model)
-    expected = Scorer(serve_model).distance(ref, distort(ref, "blur", 0.5))
+    expected = float32_json(Scorer(serve_model).distance(ref, distort(ref, "blur", 0.5)))
     app = create_app(scorer, ServeSettings(heatmap=False))
 
     async def main():

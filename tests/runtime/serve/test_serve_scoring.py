@@ -13,6 +13,7 @@ from click.testing import CliRunner
 
 from conftest import distort, scene
 from lpips_runtime import Scorer
+from lpips_runtime.formatting import float32_json
 from serve_helpers import metric_samples, pair_files, png, serve_model, start_server  # noqa: F401 (fixtures)
 
 MAX_BODY_MB = 1
@@ -46,13 +47,15 @@ def test_distance_equals_scorer_bit_for_bit_on_files(client, scorer, photo_pair_
         r = client.post("/v1/distance", files={"img0": (p0.name, p0.read_bytes()), "img1": (p1.name, p1.read_bytes())})
         assert r.status_code == 200, r.text
         body = r.json()
-        assert body["distance"] == scorer.distance(p0, p1)  # the JSON float round-trips exactly
+        direct = scorer.distance(p0, p1)
+        # The float32 of the model, bit for bit, written as lpips-score --json writes it.
+        assert np.float32(body["distance"]) == np.float32(direct) and body["distance"] == float32_json(direct)
         assert body["model"] == "LPIPS-alex v0.1" and body["precision"] == "fp32" and body["elapsed_ms"] > 0
 
 
 def test_concurrent_requests_are_batched_and_stay_bit_for_bit(server, client, scorer):
     pairs = _same_size_pairs(16)
-    expected = [scorer.distance(a, b) for a, b in pairs]
+    expected = [float32_json(scorer.distance(a, b)) for a, b in pairs]
     before = metric_samples(client.get("/metrics").text)
 
     def post(pair):
@@ -70,7 +73,7 @@ def test_concurrent_requests_are_batched_and_stay_bit_for_bit(server, client, sc
 
 def test_batch_route_multipart_and_json(client, scorer):
     pairs = _same_size_pairs(3)
-    expected = [scorer.distance(a, b) for a, b in pairs]
+    expected = [float32_json(scorer.distance(a, b)) for a, b in pairs]
     files = [(field, (f"{field}-{i}.png", data))
              for i, pair in enumerate(pairs) for field, data in zip(("img0", "img1"), pair)]
     files[3] = ("img1", ("broken.png", b"not an image"))  # pair 1 fails, the others are scored
@@ -190,7 +193,7 @@ def test_heatmap_is_the_cli_picture_and_the_raw_map_is_the_scorer_map(client, sc
     assert r.status_code == 200 and r.headers["content-type"] == "image/png"
     served = cv2.imdecode(np.frombuffer(r.content, np.uint8), cv2.IMREAD_COLOR)
     assert np.array_equal(served, cv2.imread(str(tmp_path / "cli.png")))
-    assert float(r.headers["x-lpips-distance"]) == scorer.distance(ref, dist)
+    assert float(r.headers["x-lpips-distance"]) == float32_json(scorer.distance(ref, dist))
 
     r = client.post("/v1/heatmap", files=files, headers={"accept": "application/octet-stream"})
     h, w = int(r.headers["x-lpips-height"]), int(r.headers["x-lpips-width"])
