@@ -50,7 +50,7 @@ class Service:
                  on_fatal: Callable[[str], None] | None = None):
         self.scorer, self.settings, self.metrics = scorer, settings, metrics
         self.on_fatal = on_fatal or (lambda message: None)
-        self.model = scorer.spec.describe()
+        self.model = scorer.describe()  # the model and the precision its distances are computed in
         self.status = "loading"  # -> ready -> draining, or failed
         self.batcher: DynamicBatcher | None = None
         self.pool: ThreadPoolExecutor | None = None
@@ -229,8 +229,8 @@ def create_app(scorer, settings: ServeSettings | None = None, *,
     ``on_fatal(message)`` is called when the model cannot be loaded (the CLI then exits 1)."""
     settings = settings or ServeSettings()
     spec = scorer.spec
-    metrics = ServiceMetrics({"model": spec.describe(), "net": spec.net, "version": spec.version,
-                              "calibrated": str(spec.calibrated).lower(), "precision": spec.precision,
+    metrics = ServiceMetrics({"model": scorer.describe(), "net": spec.net, "version": spec.version,
+                              "calibrated": str(spec.calibrated).lower(), "precision": scorer.precision,
                               "backend": scorer.backend_name, "device": scorer.device})
     service = Service(scorer, settings, metrics, on_fatal)
 
@@ -291,7 +291,7 @@ def create_app(scorer, settings: ServeSettings | None = None, *,
                 metrics.pairs.labels("failed").inc()
                 raise
         metrics.pairs.labels("scored").inc()
-        return DistanceResult(distance=float32_json(value), model=service.model, precision=spec.precision,
+        return DistanceResult(distance=float32_json(value), model=service.model, precision=scorer.precision,
                               elapsed_ms=_elapsed_ms(started))
 
     @app.post("/v1/distance/batch", response_model=BatchResult, summary="LPIPS distances of many pairs",
@@ -328,7 +328,7 @@ def create_app(scorer, settings: ServeSettings | None = None, *,
             values = await asyncio.gather(*(one(pair) for pair in pairs))
         results = [service.outcome(i, v) for i, v in enumerate(values)]
         return BatchResult(results=results, failures=sum(r.error is not None for r in results),
-                           model=service.model, precision=spec.precision, elapsed_ms=_elapsed_ms(started))
+                           model=service.model, precision=scorer.precision, elapsed_ms=_elapsed_ms(started))
 
     @app.post("/v1/heatmap", summary="Spatial distance map of two images", response_class=Response,
               openapi_extra={"requestBody": IMAGE_PAIR_FORM},
@@ -360,7 +360,8 @@ def create_app(scorer, settings: ServeSettings | None = None, *,
         top = vmax if vmax in (None, "auto") else float(vmax)
         if top == 0:
             raise ServiceError(422, "bad_request", "query.vmax: the heatmap scale must be positive")
-        picture = await service.in_pool(_heatmap_png, spec, value, dmap, reference, alpha, colormap, top)
+        picture = await service.in_pool(_heatmap_png, spec.net, service.model, value, dmap, reference, alpha,
+                                        colormap, top)
         return Response(picture, media_type="image/png", headers=headers)
 
     routes = {route.path for route in app.routes if hasattr(route, "path")}
@@ -380,12 +381,12 @@ def _negotiate(accept: str) -> str:
     raise ServiceError(406, "not_acceptable", f"cannot answer with {accept!r}: accept {' or '.join(MAP_TYPES)}")
 
 
-def _heatmap_png(spec, value: float, dmap: np.ndarray, reference: np.ndarray, alpha: float, colormap: str,
-                 vmax: float | str | None) -> bytes:
+def _heatmap_png(net: str, model: str, value: float, dmap: np.ndarray, reference: np.ndarray, alpha: float,
+                 colormap: str, vmax: float | str | None) -> bytes:
     """The ``lpips-score --heatmap`` picture (the same ``heatmap.pair_heatmap``), as PNG bytes."""
     import cv2
 
-    ok, data = cv2.imencode(".png", pair_heatmap(spec, value, dmap, reference, alpha, colormap, vmax))
+    ok, data = cv2.imencode(".png", pair_heatmap(net, model, value, dmap, reference, alpha, colormap, vmax))
     if not ok:
         raise LpipsError("OpenCV cannot encode the heatmap as PNG")
     return data.tobytes()
