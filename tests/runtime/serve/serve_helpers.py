@@ -37,11 +37,11 @@ def serve_command() -> list[str]:
 class Server:
     """One ``lpips-serve`` process; its stderr goes to a file shown when something fails."""
 
-    def __init__(self, args: list[str], env: dict | None = None):
+    def __init__(self, args: list[str], env: dict | None = None, command: list[str] | None = None):
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = tempfile.NamedTemporaryFile(prefix="lpips-serve-", suffix=".log", delete=False)
-        self.proc = subprocess.Popen([*serve_command(), "--host", "127.0.0.1", "--port", str(self.port), *args],
+        self.proc = subprocess.Popen([*(command or serve_command()), "--host", "127.0.0.1", "--port", str(self.port), *args],
                                      stdout=subprocess.PIPE, stderr=self.log, env={**os.environ, **(env or {})})
 
     def stderr(self) -> str:

@@ -49,6 +49,25 @@ def test_missing_serve_extra_names_it(serve_model):
     assert done.stderr.strip() == "Error: lpips-serve needs the 'uvicorn' module: pip install 'lpips-rt[serve]'"
 
 
+def test_serves_without_torch(serve_model):
+    """The [serve] extra has no torch: a real server with torch (and the export side) blocked from import
+    starts, scores, and has no torch library mapped."""
+    block = ("import sys\nfor m in ('torch', 'torchvision', 'tensorrt', 'lpips', 'lpips_export', 'onnx'):\n"
+             "    sys.modules[m] = None\nfrom lpips_runtime.serve.cli import main\nmain()")
+    server = Server(["--model", str(serve_model), "--no-heatmap", "--no-access-log"],
+                    command=[sys.executable, "-c", block])
+    try:
+        server.wait_ready()
+        ref = scene(64, 64)
+        with server.client() as client:
+            r = client.post("/v1/distance", files=pair_files(png(ref), png(distort(ref, "blur", 0.5))))
+        assert r.status_code == 200, r.text
+        with open(f"/proc/{server.proc.pid}/maps") as maps:
+            assert "torch" not in maps.read()
+    finally:
+        assert server.stop() == 0
+
+
 def test_model_that_cannot_run_stops_the_server_with_exit_1(serve_model):
     # The file is fine (checked before binding); the device is not: found while warming up, after start.
     server = Server(["--model", str(serve_model), "--device", "cuda"])
