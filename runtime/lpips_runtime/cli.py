@@ -183,12 +183,11 @@ def main(images, dir0, dir1, all_pairs, consecutive, ref, ref_dir, recursive, pa
 def _score_one(scorer, images, as_json, heatmap, alpha, vmax, colormap) -> None:
     from .formatting import float32_json, human
     from .heatmap import pair_heatmap, write_image
-    from .images import load_rgb
 
     if heatmap:
         scorer.model_info()  # model problems first, as for a plain pair
         # Decode once for the distance, the map and the picture (drawn over the reference as scored).
-        rgb0, rgb1 = scorer.resize.apply(load_rgb(images[0]), load_rgb(images[1]), (images[0], images[1]))
+        rgb0, rgb1 = scorer.decode_pair(images[0], images[1])
         value = scorer.distance(rgb0, rgb1)
         dmap = scorer.distance_map(rgb0, rgb1)
         write_image(heatmap, pair_heatmap(scorer.spec.net, scorer.describe(), value, dmap, rgb0, alpha, colormap,

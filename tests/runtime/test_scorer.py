@@ -92,6 +92,31 @@ def test_run_prepared_batches_equal_single_pairs_bit_for_bit(models_dir, net):
     assert scorer.pipeline_depth == 1
 
 
+def test_run_prepared_keeps_to_the_memory_budget(models_dir):
+    """Under ``max_memory`` run_prepared forms batches by pixels (tiles off: 2 pairs of 64x80 per call for
+    alex in 3 MiB, not batch_size 8) and scores pairs that call for tiles in tiles, equal to ``distance``."""
+    refs = [crop(photo(n), 64, 80) for n in ("astronaut", "coffee", "chelsea", "rocket", "astronaut")]
+    pairs = [(r, distort(r, "blur", 0.4 + 0.1 * i)) for i, r in enumerate(refs)]
+    budgeted = Scorer("alex", models_dir=models_dir, batch_size=8, tile="off", max_memory=3 << 20)
+    backend = budgeted._backend(False)
+    calls = []
+    submit = backend.submit
+    backend.submit = lambda a, b: calls.append(len(a)) or submit(a, b)
+    prepared = [budgeted.load_pair(a, b) for a, b in pairs]
+    values = budgeted.run_prepared([p[0] for p in prepared], [p[1] for p in prepared])
+    assert calls == [2, 2, 1]
+    assert values.tolist() == [budgeted.distance(a, b) for a, b in pairs]
+
+    tiled = Scorer("alex", models_dir=models_dir, tile=32)
+    assert tiled.tile_plan(64, 80).count == 6
+    prepared = [tiled.load_pair(a, b) for a, b in pairs[:2]]
+    values = tiled.run_prepared([p[0] for p in prepared], [p[1] for p in prepared])
+    # distance() of a tiled pair is the float64 sum of the tiles' terms; batches are float32 arrays
+    assert values.tolist() == [np.float32(tiled.distance(a, b)) for a, b in pairs[:2]]
+    maps = tiled.run_prepared([p[0] for p in prepared], [p[1] for p in prepared], spatial=True)
+    assert maps.shape == (2, 1, 64, 80) and np.array_equal(maps[0, 0], tiled.distance_map(*pairs[0]))
+
+
 def test_spin_between_runs_is_a_session_setting_that_changes_no_value(models_dir):
     pair = (crop(photo("coffee"), 64, 64), distort(crop(photo("coffee"), 64, 64), "blur", 0.5))
     quiet = Scorer("alex", models_dir=models_dir, spin_between_runs=False)

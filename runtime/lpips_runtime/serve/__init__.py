@@ -3,6 +3,6 @@
 Modules: ``settings`` (limits and defaults), ``app`` (the FastAPI app: ``create_app``), ``batcher``
 (dynamic batching and admission), ``guard`` (body size, time and disconnect bounds per request),
 ``uploads`` (request bodies -> named images), ``metrics`` (Prometheus), ``http_errors`` (error answers),
-``schemas`` (response bodies and OpenAPI), ``pixel_limit`` (image sizes from headers, interim), ``cli``
-(the command).
+``schemas`` (response bodies and OpenAPI), ``cli`` (the command). Images are decoded and limited
+(pixels, memory, tiles) by the Scorer.
 """

@@ -25,12 +25,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ..errors import LpipsError
 from ..formatting import float32_json, float32_text
 from ..heatmap import COLORMAPS, DEFAULT_ALPHA, pair_heatmap
-from ..images import EncodedImage, load_rgb
+from ..images import EncodedImage
 from .batcher import DynamicBatcher, QueueFull, Reservation
 from .guard import RequestGuard
 from .http_errors import ServiceError, bad_request, error_body, from_lpips_error, overloaded, unauthorized
 from .metrics import MetricsMiddleware, ServiceMetrics
-from .pixel_limit import check_pixels
 from .schemas import (BATCH_BODY, HEATMAP_RESPONSES, IMAGE_PAIR_FORM, BatchResult, DistanceResult, Health,
                       PairOutcome, Readiness, error_responses)
 from .settings import ServeSettings
@@ -150,19 +149,13 @@ class Service:
             raise ServiceError(500, "scoring_failed", f"the model call failed: {type(exc).__name__}: {exc}") from None
 
     def load_pair(self, img0: EncodedImage, img1: EncodedImage) -> tuple[np.ndarray, np.ndarray]:
-        """Two uploads -> model-ready arrays, by ``Scorer.load_pair`` (which validates them)."""
-        self.check_pixels(img0, img1)
+        """Two uploads -> model-ready arrays, by ``Scorer.load_pair`` (which validates them and refuses an
+        image whose header declares more than the Scorer's ``max_pixels`` before decoding it)."""
         return self.scorer.load_pair(img0, img1)
-
-    def check_pixels(self, *images: EncodedImage) -> None:
-        # Interim: until the runtime refuses images over its own max_pixels inside load_pair.
-        for image in images:
-            check_pixels(image.data, image.name, self.settings.max_pixels)
 
     def prepare_heatmap(self, img0: EncodedImage, img1: EncodedImage):
         """As ``lpips-score --heatmap``: decode once, reconcile sizes, keep the reference for the picture."""
-        self.check_pixels(img0, img1)
-        rgb0, rgb1 = self.scorer.resize.apply(load_rgb(img0), load_rgb(img1), (img0.name, img1.name))
+        rgb0, rgb1 = self.scorer.decode_pair(img0, img1)
         a, b = self.scorer.load_pair(rgb0, rgb1)
         return a, b, rgb0
 

@@ -13,7 +13,7 @@ import click
 
 from ..cli_common import errors_to_click, model_options, open_scorer, setup_logging, tool_version_option
 from ..optional import require
-from .settings import ServeSettings
+from .settings import SERVE_MAX_PIXELS, ServeSettings
 
 API_KEY_ENV = "LPIPS_SERVE_API_KEY"
 _DEFAULTS = ServeSettings()
@@ -55,7 +55,9 @@ def _server_class(uvicorn):
     return DrainingServer
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+# --max-pixels (a model option) answers 413 here; a server's default is lower than the library's.
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "show_default": True,
+                                 "default_map": {"max_pixels": SERVE_MAX_PIXELS}})
 @tool_version_option
 @model_options
 @click.option("--host", default="127.0.0.1", help="Address to bind. Anything but loopback exposes the service: "
@@ -75,8 +77,6 @@ def _server_class(uvicorn):
               help="Megapixels of decoded pairs waiting for the model; more get 503.")
 @click.option("--max-body-mb", type=click.FloatRange(min=0, min_open=True), default=_DEFAULTS.max_body_mb,
               help="Largest request body in MiB (413 beyond it, refused while reading).")
-@click.option("--max-pixels", type=click.IntRange(min=1), default=_DEFAULTS.max_pixels,
-              help="Most pixels an image header may declare (413 beyond it, before decoding).")
 @click.option("--max-pairs", type=click.IntRange(min=1), default=_DEFAULTS.max_pairs,
               help="Most pairs in one /v1/distance/batch request (413 beyond it).")
 @click.option("--timeout-s", type=click.FloatRange(min=0, min_open=True), default=_DEFAULTS.timeout_s,
@@ -88,7 +88,7 @@ def _server_class(uvicorn):
 @click.option("--access-log/--no-access-log", default=True, help="One line per request on stderr.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info")
 def main(host, port, api_key, protect_metrics, max_batch, max_wait_ms, max_queue, max_queue_mpx, max_body_mb,
-         max_pixels, max_pairs, timeout_s, workers, resize, heatmap, access_log, log_level, **model_opts):
+         max_pairs, timeout_s, workers, resize, heatmap, access_log, log_level, **model_opts):
     """Serve LPIPS over HTTP: POST /v1/distance, /v1/distance/batch, /v1/heatmap; GET /healthz,
     /readyz, /metrics; API docs at /docs. The model is opened and warmed after start: /readyz says
     when it is ready. SIGTERM finishes the requests in flight, then exits 0.
@@ -104,7 +104,7 @@ def main(host, port, api_key, protect_metrics, max_batch, max_wait_ms, max_queue
         for module in ("fastapi", "prometheus_client", "python_multipart"):
             require(module, "serve", "lpips-serve")
         settings = ServeSettings(max_batch=max_batch, max_wait_ms=max_wait_ms, max_queue=max_queue,
-                                 max_queue_mpx=max_queue_mpx, max_body_mb=max_body_mb, max_pixels=max_pixels,
+                                 max_queue_mpx=max_queue_mpx, max_body_mb=max_body_mb,
                                  max_pairs=max_pairs, timeout_s=timeout_s, api_key=api_key,
                                  metrics_need_key=protect_metrics, heatmap=heatmap, decode_workers=workers)
         # Between model calls the process decodes and answers requests: ORT workers must not spin then.
@@ -115,6 +115,9 @@ def main(host, port, api_key, protect_metrics, max_batch, max_wait_ms, max_queue
         scorer.model_info()
         if heatmap:
             scorer.model_info(spatial=True)
+        if scorer.tile != "off" and scorer.can_tile():  # pairs past --max-memory: tiles, by the split graphs
+            scorer.model_info(part="encoder")
+            scorer.model_info(part="head")
     from .app import create_app
 
     server = None

@@ -2,8 +2,7 @@
 the CLI would print for the same problem."""
 from __future__ import annotations
 
-from ..errors import InputError, LpipsError
-from .pixel_limit import ImageTooLarge
+from ..errors import ImageTooLargeError, InputError, LpipsError
 
 
 class ServiceError(Exception):
@@ -19,7 +18,7 @@ def from_lpips_error(exc: LpipsError) -> ServiceError:
     limit (refused before decoding), 422 for anything else that cannot be scored (undecodable, size
     mismatch, too small), 500 for what is not about the input."""
     message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    if isinstance(exc, ImageTooLarge):
+    if isinstance(exc, ImageTooLargeError):
         return ServiceError(413, "image_too_large", message)
     if isinstance(exc, InputError):
         return ServiceError(422, "bad_image", message)

@@ -6,9 +6,9 @@ from dataclasses import dataclass
 
 from ..errors import LpipsError
 
-# An image header may declare more pixels than this before it is decoded: about 50 megapixels
-# (an 8192x6144 photograph), 1.2 GB of float32 for a pair of that size.
-DEFAULT_MAX_PIXELS = 50_000_000
+# lpips-serve's default of the Scorer's pixel limit (--max-pixels; the library's is 100 Mpx): an image
+# header may declare at most about 50 megapixels (an 8192x6144 photograph), 1.2 GB of float32 for a pair.
+SERVE_MAX_PIXELS = "50M"
 
 
 @dataclass(frozen=True)
@@ -19,8 +19,8 @@ class ServeSettings:
     model call of at most ``max_batch`` pairs; a pair waits only while other requests are still being
     read or decoded (a lone request never waits for company that cannot come).
 
-    Bounds: a request body over ``max_body_mb`` MiB, an image whose header declares more than
-    ``max_pixels`` pixels, or a batch request of more than ``max_pairs`` pairs gets 413; more than
+    Bounds: a request body over ``max_body_mb`` MiB, or a batch request of more than ``max_pairs`` pairs
+    gets 413 (an image whose header declares more than the Scorer's ``max_pixels`` too); more than
     ``max_queue`` pairs admitted and not yet handed to the model (being read, decoded or waiting), or
     decoded pairs waiting with more than ``max_queue_mpx`` megapixels between them, get 503 with
     ``Retry-After``; a request still unanswered after ``timeout_s`` gets 504.
@@ -31,7 +31,6 @@ class ServeSettings:
     max_queue: int = 256
     max_queue_mpx: float = 64.0
     max_body_mb: float = 64.0
-    max_pixels: int = DEFAULT_MAX_PIXELS
     max_pairs: int = 64
     timeout_s: float = 30.0
     api_key: str | None = None
@@ -43,7 +42,7 @@ class ServeSettings:
 
     def __post_init__(self):
         positive = {"max_batch": self.max_batch, "max_queue": self.max_queue, "max_queue_mpx": self.max_queue_mpx,
-                    "max_body_mb": self.max_body_mb, "max_pixels": self.max_pixels, "max_pairs": self.max_pairs,
+                    "max_body_mb": self.max_body_mb, "max_pairs": self.max_pairs,
                     "timeout_s": self.timeout_s, "retry_after_s": self.retry_after_s}
         for name, value in positive.items():
             if not value > 0:

@@ -148,8 +148,15 @@ def multipart(fields: dict[str, tuple[str, bytes]], boundary: str = "lpips-test-
 
 @pytest.fixture(scope="session")
 def serve_model(alex_models) -> Path:
-    """The alex export, with its spatial sibling in the same folder (what the heatmap route needs)."""
-    return alex_models / "lpips-alex-v0.1.onnx"
+    """The alex export, with its spatial sibling and its split encoder and head in the same folder (what
+    the heatmap route and tiles need: lpips-serve looks for them before it binds)."""
+    from lpips_runtime import Scorer
+
+    model = alex_models / "lpips-alex-v0.1.onnx"
+    with Scorer(model) as scorer:  # exports the split parts here once, not in each server's start-up
+        scorer.model_info(part="encoder")
+        scorer.model_info(part="head")
+    return model
 
 
 @pytest.fixture(scope="module")

@@ -29,6 +29,7 @@ def test_help_lists_the_limits_with_their_defaults():
                    "--max-body-mb", "--max-pixels", "--timeout-s", "--net", "--backend", "--precision"):
         assert option in result.output
     assert "default: 127.0.0.1" in result.output
+    assert "50M]" in result.output  # --max-pixels: a server's default, below the library's 100M
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:

@@ -1,12 +1,15 @@
 """lpips-serve's bounds as a real process: a full queue answers 503 with Retry-After while admitted
 requests still succeed, a request over --timeout-s gets 504, a client that disconnects costs no model
-call, and the API key guards the scoring routes (and /metrics when asked)."""
+call, the API key guards the scoring routes (and /metrics when asked), and the Scorer's own pixel limit
+and tiles hold behind the routes."""
 from __future__ import annotations
 
+import base64
 import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
 import pytest
 
 from conftest import distort, scene
@@ -154,3 +157,33 @@ def test_api_key_is_in_the_openapi_description(keyed):
         spec = c.get("/openapi.json").json()
     assert spec["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
     assert spec["paths"]["/v1/distance"]["post"]["security"] == [{"HTTPBearer": []}]
+
+
+def test_pixel_limit_and_tiles_are_the_scorers(start_server, serve_model):
+    """--max-pixels, --tile and --max-memory are the Scorer's own: a real image over the pixel limit gets
+    413, and pairs that call for tiles (tile side 32 here) are scored in tiles, alone and batched, with
+    the Scorer's values (distances as float32, maps bit for bit)."""
+    with Scorer(serve_model, tile=32) as tiled:
+        assert tiled.tile_plan(64, 80).count == 6
+        refs = [scene(64, 80, i) for i in range(3)]
+        pairs = [(r, distort(r, "blur", 0.6, seed=i)) for i, r in enumerate(refs)]
+        expected = [float32_json(np.float32(tiled.distance(a, b))) for a, b in pairs]
+        expected_map = tiled.distance_map(*pairs[0])
+        # the tiled map differs from the one-piece map in its last bits: the answer shows which was served
+        assert not np.array_equal(expected_map, Scorer(serve_model, tile="off").distance_map(*pairs[0]))
+    server = start_server("--tile", "32", "--max-pixels", "10000", "--max-batch", "4")
+    with server.client() as c:
+        r = c.post("/v1/distance", files=pair_files(png(pairs[0][0]), png(pairs[0][1])))
+        assert r.status_code == 200 and r.json()["distance"] == expected[0]
+        doc = {"pairs": [{"img0": base64.b64encode(png(a)).decode(), "img1": base64.b64encode(png(b)).decode()}
+                         for a, b in pairs]}
+        r = c.post("/v1/distance/batch", json=doc)
+        assert [row["distance"] for row in r.json()["results"]] == expected
+        r = c.post("/v1/heatmap", files=pair_files(png(pairs[0][0]), png(pairs[0][1])),
+                   headers={"accept": "application/octet-stream"})
+        assert np.array_equal(np.frombuffer(r.content, "<f4").reshape(64, 80), expected_map)
+        big = png(scene(96, 128))  # 12,288 pixels, over the 10,000 of this server
+        r = c.post("/v1/distance", files=pair_files(big, big, names=("a.png", "big.png")))
+        assert (r.status_code, r.json()) == (413, {"code": "image_too_large", "error": (
+            "img0 (a.png): 128x96 is 12,288 pixels, above the limit of 10,000 "
+            "(raise it with --max-pixels / max_pixels=, or shrink the image)")})
