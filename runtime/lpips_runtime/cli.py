@@ -12,8 +12,7 @@ import sys
 
 import click
 
-from .cli_common import errors_to_click, model_options, open_scorer, setup_logging, tool_version_option
-from .heatmap import COLORMAPS, DEFAULT_ALPHA
+from .cli_common import errors_to_click, heatmap_options, model_options, open_scorer, setup_logging, tool_version_option
 from .pairs import IMAGE_SUFFIXES
 from .results import FORMATS
 
@@ -72,18 +71,6 @@ def _check_heatmap_path(ctx, _param, value):
     return value
 
 
-def _heatmap_max(ctx, _param, value):
-    if value is None or value == "auto":
-        return value
-    try:
-        number = float(value)
-    except ValueError:
-        number = float("nan")
-    if not number > 0:
-        raise click.BadParameter(f"'{value}' is neither a positive number nor 'auto'")
-    return number
-
-
 _SUFFIXES = " ".join(sorted(IMAGE_SUFFIXES))
 
 
@@ -119,13 +106,7 @@ _SUFFIXES = " ".join(sorted(IMAGE_SUFFIXES))
                    "to this JSON file (also when interrupted, with complete: false).")
 @click.option("--heatmap", type=click.Path(dir_okay=False), callback=_check_heatmap_path,
               help="Write the spatial distance map as a picture (.png, .jpg, ...) with a colour bar.")
-@click.option("--heatmap-alpha", type=click.FloatRange(0, 1), default=DEFAULT_ALPHA, show_default=True,
-              help="Opacity of the colours over the (greyed) reference where the distance is at the top of "
-                   "the scale (a fifth of it where the distance is 0); 1: colours only.")
-@click.option("--heatmap-max", callback=_heatmap_max, metavar="VALUE|auto",
-              help="Map value at the top of the colour bar. [default: a fixed scale per net, the same for "
-                   "every picture: alex 0.7, vgg 0.6, squeeze 0.5; auto: each map's own maximum]")
-@click.option("--colormap", type=click.Choice(sorted(COLORMAPS)), default="inferno", show_default=True)
+@heatmap_options(allow_auto=True)
 @model_options
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
 @click.option("--workers", type=click.IntRange(min=1), help="Decoding threads (default: up to 4).")

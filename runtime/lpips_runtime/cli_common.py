@@ -129,16 +129,38 @@ def resolve_device(device: str, backend: str, quiet: bool = False) -> str:
     return choice.device
 
 
-def heatmap_options(max_default: str):
-    """Decorate a click command with the options that style a heatmap (``heatmap_alpha``, ``heatmap_max``,
-    ``colormap``); ``max_default`` says what ``--heatmap-max`` defaults to in that command."""
+def _heatmap_max(allow_auto: bool):
+    def convert(_ctx, _param, value):
+        if value is None or (allow_auto and value == "auto"):
+            return value
+        try:
+            number = float(value)
+        except ValueError:
+            number = float("nan")
+        if not number > 0:
+            raise click.BadParameter(f"'{value}' is " + ("neither a positive number nor 'auto'" if allow_auto
+                                                           else "not a positive number"))
+        return number
+
+    return convert
+
+
+def heatmap_options(allow_auto: bool):
+    """Decorate a click command with the options that style a heatmap, the same in every front end:
+    ``heatmap_alpha``, ``heatmap_max`` (a positive float, None for the net's fixed default scale
+    ``heatmap.DEFAULT_SCALE``, or "auto" for each map's own maximum where ``allow_auto``: not for videos, whose
+    colours would then flicker from frame to frame) and ``colormap``."""
+    from .heatmap import COLORMAPS, DEFAULT_ALPHA, DEFAULT_SCALE
+
+    scales = ", ".join(f"{net} {value:g}" for net, value in DEFAULT_SCALE.items())
     options = (
-        click.option("--heatmap-alpha", type=click.FloatRange(0, 1), default=0.6, show_default=True,
-                     help="Weight of the colours over the reference picture (1: colours only)."),
-        click.option("--heatmap-max", type=click.FloatRange(min=0, min_open=True),
-                     help=f"Map value shown as the top colour (default: {max_default})."),
-        click.option("--colormap", type=click.Choice(["inferno", "jet", "viridis", "magma", "turbo"]),
-                     default="inferno", show_default=True),
+        click.option("--heatmap-alpha", type=click.FloatRange(0, 1), default=DEFAULT_ALPHA, show_default=True,
+                     help="Opacity of the colours over the (greyed) reference where the distance is at the top of "
+                          "the scale (a fifth of it where the distance is 0); 1: colours only."),
+        click.option("--heatmap-max", callback=_heatmap_max(allow_auto), metavar="VALUE|auto" if allow_auto else "VALUE",
+                     help=f"Map value at the top of the colour bar. [default: a fixed scale per net, the same for "
+                          f"every picture: {scales}" + ("; auto: each map's own maximum]" if allow_auto else "]")),
+        click.option("--colormap", type=click.Choice(sorted(COLORMAPS)), default="inferno", show_default=True),
     )
 
     def decorate(command):

@@ -40,6 +40,8 @@ def auto_batch_size(width: int, height: int) -> int:
 @click.option("--shortest", is_flag=True, help="Different frame counts are fine: score the common part.")
 @click.option("--raw", "raw_size", metavar="WxH", help="Frame size of headerless *.yuv / *.raw inputs.")
 @click.option("--pix-fmt", default="yuv420p", show_default=True, help="Pixel format of --raw inputs (FFmpeg's name).")
+@click.option("--raw-fps", type=click.FloatRange(min=0, min_open=True), default=25.0, show_default=True,
+              help="Frame rate of --raw inputs (their rows' pts_* are frame index / rate).")
 @click.option("--colorspace", type=click.Choice(["auto", "bt709", "bt601", "bt2020", "smpte240m", "fcc"]),
               default="auto", show_default=True, help="YUV matrix; auto: the file's tag (untagged: BT.709 for HD, "
               "BT.601 for SD).")
@@ -57,11 +59,11 @@ def auto_batch_size(width: int, height: int) -> int:
               help="Write the pooled statistics as JSON (also printed on stderr).")
 @click.option("--heatmap-video", type=click.Path(dir_okay=False),
               help="Write each frame's spatial distance map as a video (e.g. heat.mp4; one more inference per frame).")
-@heatmap_options(max_default="1.0, the same for every frame")
+@heatmap_options(allow_auto=False)
 @model_options
 @click.option("--batch-size", type=click.IntRange(min=1), help="Frame pairs per inference (default: ~2 Mpx).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress, no summary on stderr.")
-def main(ref, dist, offset, step, max_frames, shortest, raw_size, pix_fmt, colorspace, colour_range, chroma, resize,
+def main(ref, dist, offset, step, max_frames, shortest, raw_size, pix_fmt, raw_fps, colorspace, colour_range, chroma, resize,
          out, resume, overwrite, as_json, summary_path, heatmap_video, heatmap_alpha, heatmap_max, colormap,
          batch_size, quiet, **model_opts):
     """LPIPS of every frame of DIST against the same frame of REF, pooled like VMAF (mean, harmonic
@@ -82,14 +84,14 @@ def main(ref, dist, offset, step, max_frames, shortest, raw_size, pix_fmt, color
         raise click.UsageError("--resume needs --out")
     if out and as_json:
         raise click.UsageError("--json is for rows on stdout; --out chooses by its extension (.csv or .jsonl)")
-    if raw_size is None and pix_fmt != "yuv420p":
-        raise click.UsageError("--pix-fmt goes with --raw WxH")
+    if raw_size is None and (pix_fmt != "yuv420p" or raw_fps != 25.0):
+        raise click.UsageError("--pix-fmt and --raw-fps go with --raw WxH")
     with errors_to_click():
         from .align import Alignment
         from .compare import VideoComparison
         from .source import RawFormat
 
-        raw = RawFormat.parse(raw_size, pix_fmt) if raw_size else None
+        raw = RawFormat.parse(raw_size, pix_fmt, raw_fps) if raw_size else None
         with VideoComparison(ref, dist, raw=raw, alignment=Alignment(offset, step, max_frames, shortest),
                              colorspace=colorspace, colour_range=colour_range, chroma=chroma,
                              resize=resize) as videos:
@@ -107,8 +109,12 @@ def _heatmap_writer(scorer, videos, path, alpha, colormap, vmax):
         return None
     from .heatmap_video import HeatmapVideoWriter
 
+    from ..heatmap import heatmap_scale
+
     scorer.model_info(spatial=True)  # the spatial graph: located or exported now, not after the first frame
-    return HeatmapVideoWriter(path, videos.ref.info.rate, alpha, colormap, vmax)
+    # One scale for every frame (a per-frame maximum would flicker): the net's default, as lpips-score's pictures.
+    return HeatmapVideoWriter(path, videos.ref.info.rate, heatmap_scale(scorer.spec.net, None, vmax), alpha,
+                              colormap)
 
 
 def _score(videos, scorer, out, resume, overwrite, as_json, summary_path, heatmap, quiet) -> int:
