@@ -14,6 +14,7 @@ import click
 
 from .cli_common import errors_to_click, heatmap_options, model_options, open_scorer, setup_logging, tool_version_option
 from .pairs import IMAGE_SUFFIXES
+from .pixel_metrics import format_metric, json_number
 from .results import FORMATS
 
 EXIT_PAIRS_FAILED = 3
@@ -121,7 +122,11 @@ def main(images, dir0, dir1, all_pairs, consecutive, ref, ref_dir, recursive, pa
     --ref/--dir).
 
     --all-pairs and --ref/--dir encode each image once and compare the cached features (ort and openvino
-    backends): one reference against N images costs N+1 encoder runs, all pairs of N images N runs.
+    backends): one reference against N images costs N+1 encoder runs, all pairs of N images N runs
+    (with --metrics they score pair by pair through the fused graph instead: PSNR and SSIM need pixels).
+
+    --metrics psnr,ssim adds a column per metric (PSNR in dB, inf for identical images: null in JSON)
+    and its mean to the summary.
 
     \b
     lpips-score ref.png out.png                      prints the distance
@@ -169,29 +174,31 @@ def _score_one(scorer, images, as_json, heatmap, alpha, vmax, colormap) -> None:
         scorer.model_info()  # model problems first, as for a plain pair
         # Decode once for the distance, the map and the picture (drawn over the reference as scored).
         rgb0, rgb1 = scorer.decode_pair(images[0], images[1])
-        value = scorer.distance(rgb0, rgb1)
+        values = scorer.scores(rgb0, rgb1)
         dmap = scorer.distance_map(rgb0, rgb1)
-        write_image(heatmap, pair_heatmap(scorer.spec.net, scorer.describe(), value, dmap, rgb0, alpha, colormap,
-                                          vmax))
+        write_image(heatmap, pair_heatmap(scorer.spec.net, scorer.describe(), values["distance"], dmap, rgb0, alpha,
+                                          colormap, vmax))
     else:
-        value = scorer.distance(images[0], images[1])
+        values = scorer.scores(images[0], images[1])
     if as_json:
         spec = scorer.spec
-        click.echo(json.dumps({"img0": images[0], "img1": images[1], "distance": float32_json(value),
+        click.echo(json.dumps({"img0": images[0], "img1": images[1], "distance": float32_json(values["distance"]),
+                               **{m: json_number(float32_json(values[m])) for m in scorer.metrics},
                                "net": spec.net, "version": spec.version, "calibrated": spec.calibrated,
                                "precision": scorer.precision, "backend": scorer.backend_name,
                                "device": scorer.device, "model": scorer.describe()}))
     else:
-        click.echo(human(value))
+        click.echo(" ".join([human(values["distance"]),
+                             *(f"{m}={format_metric(m, values[m])}" for m in scorer.metrics)]))
 
 
 def _uses_cache(scorer, mode: str, consecutive: bool) -> bool:
     """The feature cache serves one-vs-many and all-pairs runs on the backends that run split graphs. "first"
     resizing makes an image's size depend on its partner, so all pairs then go through the fused graph pair
-    by pair."""
+    by pair; so do runs with --metrics (cached features have no pixels for PSNR/SSIM)."""
     from .backends import GRAPH_BACKENDS
 
-    if scorer.backend_name not in GRAPH_BACKENDS:
+    if scorer.backend_name not in GRAPH_BACKENDS or scorer.metrics:
         return False
     return mode == "ref" or (mode == "all-pairs" and not consecutive and scorer.resize.mode != "first")
 
@@ -247,7 +254,7 @@ def _score_many(scorer, mode, how, out, row_format, resume, overwrite, summary_j
 
     from .pairs import list_images
     from .progress import Progress
-    from .results import ResultWriter
+    from .results import ResultWriter, pair_columns
     from .summary import RunSummary
 
     pairs = _collect_pairs(mode, how)
@@ -255,8 +262,9 @@ def _score_many(scorer, mode, how, out, row_format, resume, overwrite, summary_j
     summary = RunSummary({"model": scorer.describe(), "net": spec.net, "version": spec.version,
                           "precision": scorer.precision, "backend": scorer.backend_name, "device": scorer.device})
     target = None if out in (None, "-") else out
-    writer = ResultWriter(target, fmt=row_format, constants={"model": scorer.describe()}, resume=resume,
-                          overwrite=overwrite, stream=sys.stdout, summary=summary)
+    writer = ResultWriter(target, columns=pair_columns(scorer.metrics), fmt=row_format,
+                          constants={"model": scorer.describe()}, resume=resume, overwrite=overwrite,
+                          stream=sys.stdout, summary=summary)
     keys = [writer.key_of({"img0": a, "img1": b}) for a, b in pairs]
     todo = [p for p, key in zip(pairs, keys) if key not in writer.done]
     if writer.done and not quiet:

@@ -99,6 +99,9 @@ def main(host, port, api_key, protect_metrics, max_batch, max_wait_ms, max_queue
     """
     setup_logging()
     log.setLevel(logging.INFO)
+    if model_opts.get("metrics"):  # a model option of every front end; the HTTP answers carry LPIPS alone so far
+        raise click.UsageError("lpips-serve answers LPIPS distances only: --metrics (PSNR/SSIM) is for lpips-score "
+                               "and lpips-video")
     with errors_to_click():
         uvicorn = require("uvicorn", "serve", "lpips-serve")
         for module in ("fastapi", "prometheus_client", "python_multipart"):

@@ -7,6 +7,7 @@ finished but some frames failed to decode or score (each has a row with its erro
 from __future__ import annotations
 
 import json
+import math
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -67,7 +68,8 @@ def main(ref, dist, offset, step, max_frames, shortest, raw_size, pix_fmt, raw_f
          out, resume, overwrite, as_json, summary_path, heatmap_video, heatmap_alpha, heatmap_max, colormap,
          batch_size, quiet, **model_opts):
     """LPIPS of every frame of DIST against the same frame of REF, pooled like VMAF (mean, harmonic
-    mean, std, min, p5, p50, p95, max, worst frame).
+    mean, std, min, p5, p50, p95, max, worst frame). --metrics psnr,ssim adds their columns and the same
+    statistics of each (worst frame: the lowest; frames of infinite PSNR counted apart).
 
     Reads any container and codec FFmpeg reads (PyAV), Y4M, and headerless raw frames (--raw WxH
     --pix-fmt). 8-bit video is scored through the uint8 frame graph; 10-bit and deeper through the
@@ -121,16 +123,22 @@ def _score(videos, scorer, out, resume, overwrite, as_json, summary_path, heatma
     from ..errors import InputError
     from ..pooling import Pooling
     from ..progress import Progress
-    from ..results import ResultWriter
+    from ..results import ResultWriter, metric_columns
     from .score import FRAME_COLUMNS, FRAME_KEY
 
     label = replace(scorer.spec, frames=None).describe()  # one label for 8-bit (frame graph) and deeper runs
-    writer = ResultWriter(out, columns=FRAME_COLUMNS, fmt="jsonl" if as_json else None, constants={"model": label},
-                          key_columns=FRAME_KEY, path_columns=(), resume=resume, overwrite=overwrite,
-                          stream=sys.stdout)
+    writer = ResultWriter(out, columns=metric_columns(FRAME_COLUMNS, scorer.metrics), fmt="jsonl" if as_json else None,
+                          constants={"model": label}, key_columns=FRAME_KEY, path_columns=(), resume=resume,
+                          overwrite=overwrite, stream=sys.stdout)
     pooling = Pooling()
+    # PSNR and SSIM: higher is better, so their worst frame is their lowest
+    metric_pooling = {m: Pooling(higher_is_worse=False) for m in scorer.metrics}
     for row in writer.existing:  # rows of an earlier run (--resume) count in the statistics
-        pooling.add(int(row["frame"]), float(row["distance"]) if row.get("distance") not in (None, "") else None)
+        scored = row.get("distance") not in (None, "")
+        pooling.add(int(row["frame"]), float(row["distance"]) if scored else None)
+        for m, metric in metric_pooling.items():  # empty in a scored row: PSNR's +inf written as JSON null
+            metric.add(int(row["frame"]), (float(row[m]) if row.get(m) not in (None, "") else math.inf)
+                       if scored else None)
     done = frozenset(int(key[0]) for key in writer.done)
     if not quiet:
         for source, conversion in zip(videos.sources, videos.conversions):
@@ -144,6 +152,8 @@ def _score(videos, scorer, out, resume, overwrite, as_json, summary_path, heatma
             for result in videos.frames(scorer, done, keep_frames=heatmap is not None):
                 writer.write_row(result.row())
                 pooling.add(result.frame, result.distance)
+                for m, metric in metric_pooling.items():
+                    metric.add(result.frame, result.metrics[m] if result.ok else None)
                 if heatmap is not None and result.ok:
                     heatmap.write(scorer.distance_map(result.ref, result.dist), result.ref)
                 progress.update()
@@ -158,9 +168,12 @@ def _score(videos, scorer, out, resume, overwrite, as_json, summary_path, heatma
     stats = pooling.stats()
     if not quiet:
         click.echo(stats.line("worst_frame"), err=True)
+        for m, metric in metric_pooling.items():
+            identical = f" identical={metric.infinite} (inf, left out)" if metric.infinite else ""
+            click.echo(f"{m}: {metric.stats().line('worst_frame')}{identical}", err=True)
     failure = videos.failure()
     if summary_path:
-        _write_summary(summary_path, stats, label, scorer, videos, failure)
+        _write_summary(summary_path, stats, label, scorer, videos, failure, metric_pooling)
     for message in videos.read_errors:  # the stream stopped early: frames after it are missing
         click.echo(f"warning: {message}", err=True)
     if failure:
@@ -168,12 +181,18 @@ def _score(videos, scorer, out, resume, overwrite, as_json, summary_path, heatma
     return EXIT_FRAMES_FAILED if stats.failures or videos.read_errors else 0
 
 
-def _write_summary(path, stats, label, scorer, videos, failure) -> None:
-    """The pooled statistics and what was compared, as one JSON object."""
+def _write_summary(path, stats, label, scorer, videos, failure, metric_pooling) -> None:
+    """The pooled statistics and what was compared, as one JSON object (with metrics: the same statistics
+    of each under "metrics", the worst frame being the lowest, and ``identical``: frames of infinite PSNR)."""
     summary = {"model": label, "backend": scorer.backend_name, "device": scorer.device,
                "frames_scored": stats.n, "failures": stats.failures}
     summary |= {name: getattr(stats, name) for name in STAT_NAMES}
-    summary |= {"worst_frame": stats.worst, "error": failure, "read_errors": videos.read_errors, **videos.describe()}
+    summary |= {"worst_frame": stats.worst}
+    if metric_pooling:
+        summary["metrics"] = {m: {"frames": s.n, **{name: getattr(s, name) for name in STAT_NAMES},
+                                  "worst_frame": s.worst, "identical": metric.infinite}
+                              for m, metric in metric_pooling.items() for s in [metric.stats()]}
+    summary |= {"error": failure, "read_errors": videos.read_errors, **videos.describe()}
     try:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         Path(path).write_text(json.dumps(summary, indent=1) + "\n")

@@ -131,3 +131,8 @@ def test_stop_signal_drains_requests_in_flight(start_server, serve_model, sig, c
         [(200, value) for value in expected]
     assert server.proc.wait(60) == code
     assert "Shutting down" in server.stderr()
+
+
+def test_metrics_option_is_refused_until_served():
+    result = CliRunner().invoke(main, ["--metrics", "psnr,ssim"])
+    assert result.exit_code == 2 and "lpips-serve answers LPIPS distances only" in result.output
