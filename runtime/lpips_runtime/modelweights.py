@@ -108,12 +108,14 @@ def _backbone_order(key: str) -> tuple:
 
 
 def _is_input_scaling(values: np.ndarray | None) -> bool:
-    """The v0.1 ScalingLayer's tensors: scale [1,3,1,1], and the shift as a depthwise convolution's bias [3]."""
+    """The v0.1 ScalingLayer's tensors: scale [1,3,1,1], and the shift as a depthwise convolution's bias [3]
+    (the portable form) or as a [1,3,1,1] tensor (the natural form ``export_model(portable=False)`` writes)."""
     if values is None or values.size != 3:
         return False
     flat = values.reshape(-1)
     return (np.array_equal(flat, np.float32(V01_SCALE)) and values.shape == (1, 3, 1, 1)) or \
-        (np.array_equal(flat, -np.float32(V01_SHIFT)) and values.shape == (3,))
+        (np.array_equal(flat, -np.float32(V01_SHIFT)) and values.shape == (3,)) or \
+        (np.array_equal(flat, np.float32(V01_SHIFT)) and values.shape == (1, 3, 1, 1))
 
 
 def check_weights(graph, net: NetSpec, *, part: str, version: str, calibrated: bool, precision: str) -> None:

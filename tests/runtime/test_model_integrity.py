@@ -87,3 +87,15 @@ def test_every_kind_of_export_passes(split_models, exported, exported_spec):
     read_model(exported("vgg", "0.0", False))  # baseline: no linear layers
     read_model(exported_spec(ModelSpec("alex", precision="fp16")))  # fp16 trunk: its own pin
     read_model(exported_spec(ModelSpec("alex", frames="nhwc-bgr")))  # uint8 frames
+
+
+def test_the_natural_graph_form_is_accepted_and_scores_like_the_portable_one(exported, tmp_path):
+    """``export_model(portable=False)`` (the form benchmarks/cpu.py compares) stores the v0.1 shift as a
+    [1,3,1,1] tensor instead of a depthwise bias: still the pinned scaling, so it opens and agrees."""
+    from lpips_export.onnx_export import export_model
+    from lpips_runtime.modelfile import ModelSpec
+
+    natural, _ = export_model(ModelSpec("alex"), tmp_path, portable=False, check=False)
+    a, b = _pair()
+    with Scorer(str(natural)) as s_natural, Scorer(exported("alex")) as s_portable:
+        assert abs(s_natural.distance(a, b) - s_portable.distance(a, b)) <= 1e-6
