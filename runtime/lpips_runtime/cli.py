@@ -16,7 +16,6 @@ import click
 
 from .cli_common import (EXIT_INTERRUPTED, errors_to_click, heatmap_options, model_options, open_scorer,
                          require_stdout, setup_logging, tool_version_option)
-from .heatmap import heatmap_scale
 from .pairs import IMAGE_SUFFIXES
 from .pixel_metrics import format_metric, json_number
 from .results import FORMATS
@@ -181,20 +180,17 @@ def main(images, dir0, dir1, all_pairs, consecutive, ref, ref_dir, recursive, pa
 def _score_one(scorer, images, as_json, heatmap, alpha, vmax, colormap) -> None:
     from .cli_common import echo_result
     from .formatting import float32_json, human
-    from .heatmap import render_heatmap, write_image
-    from .images import load_rgb
+    from .heatmap import pair_heatmap, write_image
     from .names import json_fields
 
     if heatmap:
         scorer.model_info()  # model problems first, as for a plain pair
         # Decode once for the distance, the map and the picture (drawn over the reference as scored).
-        rgb0, rgb1 = scorer.resize.apply(load_rgb(images[0], max_pixels=scorer.max_pixels),
-                                         load_rgb(images[1], max_pixels=scorer.max_pixels), (images[0], images[1]))
+        rgb0, rgb1 = scorer.decode_pair(images[0], images[1])
         values = scorer.scores(rgb0, rgb1)
         dmap = scorer.distance_map(rgb0, rgb1)
-        scale = heatmap_scale(scorer.spec.net, dmap, vmax)
-        write_image(heatmap, render_heatmap(dmap, rgb0, alpha, colormap, scale,
-                                            label=f"{scorer.describe()}: {human(values['distance'])}"))
+        write_image(heatmap, pair_heatmap(scorer.spec.net, scorer.describe(), values["distance"], dmap, rgb0, alpha,
+                                          colormap, vmax))
     else:
         values = scorer.scores(images[0], images[1])
     if as_json:

@@ -110,6 +110,17 @@ def render_heatmap(distance_map: np.ndarray, reference_rgb: np.ndarray | None = 
     return picture
 
 
+def pair_heatmap(net: str, model: str, distance: float, distance_map: np.ndarray, reference_rgb: np.ndarray | None,
+                 alpha: float = DEFAULT_ALPHA, colormap: str = "inferno", vmax: float | str | None = None) -> np.ndarray:
+    """The ``lpips-score --heatmap`` picture of one pair (lpips-serve's /v1/heatmap draws the same):
+    ``distance_map`` [H,W] on ``heatmap_scale(net, distance_map, vmax)``, over ``reference_rgb``, with the
+    colour bar and the caption "<model>: <distance>" (``model``: ``Scorer.describe()``)."""
+    from .formatting import human
+
+    scale = heatmap_scale(net, distance_map, vmax)
+    return render_heatmap(distance_map, reference_rgb, alpha, colormap, scale, label=f"{model}: {human(distance)}")
+
+
 def _caption(picture: np.ndarray, text: str) -> np.ndarray:
     scale = float(np.clip(picture.shape[1] / 700, 0.4, 0.7))
     while cv2.getTextSize(text, _FONT, scale, 1)[0][0] > picture.shape[1] - 8 and scale > 0.3:  # long: shrink

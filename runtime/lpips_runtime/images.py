@@ -24,10 +24,20 @@ from .errors import ImageTooLargeError, InputError
 from .fileio import UnreadableFile, read_regular_file
 from .headers import SIZED_FORMATS, image_size, sniff
 
-__all__ = ["DEFAULT_MAX_PIXELS", "OPENCV_MAX_PIXELS", "image_size", "decode_image", "read_image_file", "load_rgb",
+__all__ = ["DEFAULT_MAX_PIXELS", "OPENCV_MAX_PIXELS", "EncodedImage", "image_size", "decode_image", "read_image_file", "load_rgb",
            "rgb_to_unit_nchw", "check_unit_batch", "ResizePolicy", "describe", "check_pixels", "max_file_bytes"]
 
-ImageSource = Union[str, Path, bytes, np.ndarray]
+
+@dataclass(frozen=True)
+class EncodedImage:
+    """Encoded image bytes with the name that messages use for them (e.g. an upload's field and file
+    name), where plain ``bytes`` would be called ``<N bytes>``."""
+
+    data: bytes
+    name: str
+
+
+ImageSource = Union[str, Path, bytes, EncodedImage, np.ndarray]
 
 # The default pixel limit of decoding (100 megapixels: a 12000x8000 photograph; larger ones need
 # --max-pixels). Checked from the header, before any pixel is decoded.
@@ -47,6 +57,8 @@ def describe(src: ImageSource) -> str:
         return str(src)
     if isinstance(src, bytes):
         return f"<{len(src)} bytes>"
+    if isinstance(src, EncodedImage):
+        return src.name
     return f"<array {getattr(src, 'shape', '?')} {getattr(src, 'dtype', '?')}>"
 
 
@@ -127,12 +139,14 @@ def _unsized(fmt) -> str:
 
 def load_rgb(src: ImageSource, *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Any single-image source -> HxWx3 RGB uint8/uint16 (arrays: HxWx3 uint8/uint16 RGB, or HxW grey).
-    Encoded sources (paths, bytes) are decoded under ``max_pixels`` (see ``decode_image``); arrays are
+    Encoded sources (paths, bytes, ``EncodedImage``) are decoded under ``max_pixels`` (see ``decode_image``); arrays are
     already in memory and are not limited."""
     if isinstance(src, (str, Path)):
         return read_image_file(src, max_pixels=max_pixels)
     if isinstance(src, (bytes, bytearray, memoryview)):
         return decode_image(bytes(src), max_pixels=max_pixels)
+    if isinstance(src, EncodedImage):
+        return decode_image(src.data, src.name, max_pixels=max_pixels)
     if isinstance(src, np.ndarray):
         if src.dtype not in (np.uint8, np.uint16):
             raise InputError(f"image array has dtype {src.dtype}: pass HxWx3 uint8 RGB, "

@@ -146,6 +146,10 @@ class Scorer:
       equal untiled ones (``lpips_runtime.tiling``: <= 1e-5, maps included); tiles run the split encoder on
       ONNX Runtime (``backend="ort"``, fp32 float-input graphs, no ``metrics``: the encoder sees one image,
       not the pair PSNR/SSIM need; others do not tile).
+
+    ``spin_between_runs=False`` (ONNX Runtime on the CPU): its worker threads stop spin-waiting when a
+    model call ends instead of burning a core until the next one, which a process doing other work
+    between calls (a server decoding and answering requests) wants; calls themselves are unchanged.
     """
 
     def __init__(
@@ -168,6 +172,7 @@ class Scorer:
         tile: str | int = "auto",
         max_memory: int = DEFAULT_WORK_MEMORY,
         metrics: str | Sequence[str] = (),
+        spin_between_runs: bool = True,
     ):
         self.backend_name, self.device = backend, device
         file_precision, self.inference_precision = split_precision(precision)
@@ -180,6 +185,7 @@ class Scorer:
         self.resize = resize if isinstance(resize, ResizePolicy) else ResizePolicy.parse(resize)
         self.resize.check_limit(self.max_pixels)
         self.auto_export = auto_export
+        self.spin_between_runs = spin_between_runs
         backend_cls = backend_class(backend, device)  # unknown name: error now, not at first use
         self._models: dict[tuple[bool, str], ModelInfo] = {}  # (spatial, part) -> checked file
         metrics = parse_metrics(metrics)
@@ -209,7 +215,7 @@ class Scorer:
             raise LpipsError(f"tiles cannot compute {', '.join(self.metrics)}: the split encoder that tiles run sees "
                              "one image at a time, not the pair; use tile='auto' or 'off' (pairs with metrics are "
                              "scored in one piece), or no metrics")
-        if isinstance(self.tile, int) and not self._can_tile():
+        if isinstance(self.tile, int) and not self.can_tile():
             raise BackendError(f"tiles run the split float32 encoder on ONNX Runtime ({self.spec.describe()} on the "
                                f"{backend} backend has none): use backend='ort' with an fp32 float graph, or tile='off'")
         self._backends: dict[bool, Backend] = {}
@@ -279,7 +285,7 @@ class Scorer:
         with self._lock:
             if spatial not in self._backends:
                 backend = open_backend(self.backend_name, self._spec_for(spatial), path, self.device, self.threads,
-                                       self.inference_precision)
+                                       self.inference_precision, **self._backend_options())
                 try:
                     self._probe(backend, path)
                 except BaseException:
@@ -287,6 +293,12 @@ class Scorer:
                     raise
                 self._backends[spatial] = backend
             return self._backends[spatial]
+
+    def _backend_options(self) -> dict:
+        # Only ONNX Runtime's CPU thread pool spin-waits; the other backends have no such option.
+        if self.spin_between_runs or self.backend_name != "ort" or is_cuda(self.device):
+            return {}
+        return {"spin_between_runs": False}
 
     def _probe(self, backend: Backend, path: Path | None) -> None:
         """Refuse a graph that does not behave as an LPIPS distance on a small probe pair: its outputs must be
@@ -346,8 +358,9 @@ class Scorer:
     def _check_size(self, h: int, w: int) -> None:
         self.net.check_size(h, w)
 
-    def _rgb_pair(self, src0: ImageSource, src1: ImageSource) -> tuple[np.ndarray, np.ndarray]:
-        """Decode (under ``max_pixels``), reconcile sizes and check them -> two HxWx3 RGB uint8/uint16 arrays."""
+    def decode_pair(self, src0: ImageSource, src1: ImageSource) -> tuple[np.ndarray, np.ndarray]:
+        """Decode (under ``max_pixels``), reconcile sizes and check them -> two HxWx3 RGB uint8/uint16 arrays
+        (what ``load_pair`` converts; front ends that also draw the pair, e.g. heatmaps, start here)."""
         rgb0, rgb1 = load_rgb(src0, max_pixels=self.max_pixels), load_rgb(src1, max_pixels=self.max_pixels)
         rgb0, rgb1 = self.resize.apply(rgb0, rgb1, (describe(src0), describe(src1)))
         self._check_size(*rgb0.shape[:2])
@@ -355,13 +368,13 @@ class Scorer:
 
     def load_pair(self, src0: ImageSource, src1: ImageSource) -> tuple[np.ndarray, np.ndarray]:
         """Decode/validate two single images and reconcile their sizes -> two model-ready [1,...] arrays."""
-        rgb0, rgb1 = self._rgb_pair(src0, src1)
+        rgb0, rgb1 = self.decode_pair(src0, src1)
         return self._model_input(rgb0), self._model_input(rgb1)
 
     def _prepare_pair(self, src0: ImageSource, src1: ImageSource):
         """A pair ready to score: model-ready (a, b) arrays, or a ``_Tiled`` pair (kept as decoded, converted
         tile by tile) when its size calls for tiles (``tile_plan``)."""
-        rgb0, rgb1 = self._rgb_pair(src0, src1)
+        rgb0, rgb1 = self.decode_pair(src0, src1)
         plan = self.tile_plan(*rgb0.shape[:2])
         if plan is None:
             return self._model_input(rgb0), self._model_input(rgb1)
@@ -371,7 +384,7 @@ class Scorer:
     def tile_plan(self, height: int, width: int) -> TilePlan | None:
         """The tiles a pair of ``height`` x ``width`` is scored in, or None for one piece: per ``tile``,
         and with "auto" when one piece would need more than ``max_memory`` (see ``NetSpec.work_bytes_per_pixel``)."""
-        if self.tile == "off" or not self._can_tile():
+        if self.tile == "off" or not self.can_tile():
             return None
         net = self.net
         if self.tile == "auto":
@@ -384,7 +397,7 @@ class Scorer:
             plan = plan_tiles(net, height, width, tile=self.tile)
         return plan if plan.count > 1 else None
 
-    def _can_tile(self) -> bool:
+    def can_tile(self) -> bool:
         """Tiles run the split encoder, which exists for fp32 float-input graphs on ONNX Runtime only (frame and
         fp16 graphs have no split export yet), and sees one image at a time, so it cannot give the PSNR/SSIM
         of a pair: other Scorers, and Scorers with metrics, score every pair in one piece."""
@@ -460,6 +473,39 @@ class Scorer:
         chunks = [backend.infer(a[i:i + step], b[i:i + step]) for i in range(0, len(a), step)]
         return {name: np.concatenate([c[name] for c in chunks]) for name in backend.outputs}
 
+    # -- prepared batches (for front ends that batch across callers, e.g. lpips-serve) ---------
+
+    @property
+    def pipeline_depth(self) -> int:
+        """How many batches this Scorer's backend can usefully have in flight at once (1 on the CPU,
+        2 on the GPU backends: one staged and uploaded while the other computes)."""
+        return backend_class(self.backend_name, self.device).pipeline_depth
+
+    def run_prepared(self, parts0: Sequence[np.ndarray], parts1: Sequence[np.ndarray], *,
+                     spatial: bool = False) -> np.ndarray:
+        """Score pairs already prepared by ``load_pair`` (model-ready [1,...] arrays, all of one shape
+        and dtype) in one backend batch (chunks of ``batch_size`` if longer, fewer pairs if they would need
+        more than ``max_memory``; pair by pair in tiles past it, see ``tile_plan``): float32 [N] distances,
+        or [N,1,H,W] maps with ``spatial``. Each value equals ``distance``/``distance_map`` of that pair
+        alone (bit for bit on ONNX Runtime's CPU backend: tests/runtime/test_scorer.py)."""
+        if not parts0 or len(parts0) != len(parts1):
+            raise InputError(f"run_prepared takes two equally long, non-empty lists of arrays, "
+                             f"got {len(parts0)} and {len(parts1)}")
+        first = parts0[0]
+        for part in (*parts0, *parts1):
+            if not isinstance(part, np.ndarray) or part.shape != first.shape or part.dtype != first.dtype \
+                    or part.ndim != 4 or part.shape[0] != 1:
+                raise InputError("run_prepared takes [1,...] arrays of one shape and dtype, as load_pair returns them")
+        name = self._spec_for(spatial).outputs[0]  # the distances (maps); metrics, if any, are not asked for here
+        if self.tile_plan(first.shape[2], first.shape[3]) is not None:  # float NCHW: only those tile
+            # Too large for one piece within max_memory: pair by pair in tiles, as ``distance`` scores them.
+            return np.concatenate([self._run(spatial, a, b)[name] for a, b in zip(parts0, parts1)])
+        backend = self._backend(spatial)
+        size = self._pairs_per_batch(first.size // 3, self.batch_size)  # [1,...] arrays of 3 channels
+        outs = [backend.submit(parts0[i:i + size], parts1[i:i + size]).result()[name]
+                for i in range(0, len(parts0), size)]
+        return outs[0] if len(outs) == 1 else np.concatenate(outs)
+
     # -- public API --------------------------------------------------------------------------
 
     def distance(self, img0, img1):
@@ -511,7 +557,7 @@ class Scorer:
             out = [r.distance for r in results]
             return out if spatial else np.asarray(out, dtype=np.float32)
         prepared = self._prepare_pair(img0, img1)
-        if isinstance(prepared, _Tiled):  # never with metrics (``_can_tile``): the distance alone
+        if isinstance(prepared, _Tiled):  # never with metrics (``can_tile``): the distance alone
             value = self._score_tiled(prepared, spatial)
             return {first: value} if every_output else value
         out = self._run(spatial, *prepared)

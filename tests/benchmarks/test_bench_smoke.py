@@ -11,7 +11,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.parametrize("script,section", [("cpu.py", "cpu-table"), ("cache.py", "cache-table")])
+@pytest.mark.parametrize("script,section", [("cpu.py", "cpu-table"), ("cache.py", "cache-table"),
+                                            ("serve.py", "serve-table")])
 def test_quick_run(tmp_path, script, section):
     readme = tmp_path / "README.md"
     readme.write_text("# Benchmarks\n\nsomeone else's text\n\n<!-- fp16:start -->\nkeep me\n<!-- fp16:end -->\n")

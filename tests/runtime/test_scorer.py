@@ -69,6 +69,79 @@ def test_batches_lists_and_single_pairs_agree(models_dir):
     assert np.abs(listed - singles).max() <= 1e-6 and np.abs(batch - singles).max() <= 1e-6
 
 
+@pytest.mark.parametrize("net", ["alex", "squeeze"])
+def test_run_prepared_batches_equal_single_pairs_bit_for_bit(models_dir, net):
+    """The seam lpips-serve batches through: N prepared pairs in one backend call (chunks of batch_size
+    here: 3 + 2) give exactly what each pair gives alone, distances and maps."""
+    scorer = Scorer(net, models_dir=models_dir, batch_size=3)
+    refs = [crop(photo(n), 64, 80) for n in ("astronaut", "coffee", "chelsea", "rocket", "astronaut")]
+    pairs = [(r, distort(r, k, 0.6, seed=i)) for i, (r, k) in enumerate(zip(refs, ["blur", "jpeg", "noise",
+                                                                                "colour", "jpeg"]))]
+    prepared = [scorer.load_pair(a, b) for a, b in pairs]
+    parts0, parts1 = [p[0] for p in prepared], [p[1] for p in prepared]
+    assert scorer.run_prepared(parts0, parts1).tolist() == [scorer.distance(a, b) for a, b in pairs]
+    if net == "alex":
+        maps = scorer.run_prepared(parts0, parts1, spatial=True)
+        assert maps.shape == (5, 1, 64, 80)
+        assert all(np.array_equal(m[0], scorer.distance_map(a, b)) for m, (a, b) in zip(maps, pairs))
+    other = scorer.load_pair(crop(photo("coffee"), 64, 64), crop(photo("coffee"), 64, 64))
+    with pytest.raises(InputError, match="one shape and dtype"):
+        scorer.run_prepared([parts0[0], other[0]], [parts1[0], other[1]])
+    with pytest.raises(InputError, match="non-empty"):
+        scorer.run_prepared([], [])
+    assert scorer.pipeline_depth == 1
+
+
+def test_run_prepared_keeps_to_the_memory_budget(models_dir):
+    """Under ``max_memory`` run_prepared forms batches by pixels (tiles off: 2 pairs of 64x80 per call for
+    alex in 3 MiB, not batch_size 8) and scores pairs that call for tiles in tiles, equal to ``distance``."""
+    refs = [crop(photo(n), 64, 80) for n in ("astronaut", "coffee", "chelsea", "rocket", "astronaut")]
+    pairs = [(r, distort(r, "blur", 0.4 + 0.1 * i)) for i, r in enumerate(refs)]
+    budgeted = Scorer("alex", models_dir=models_dir, batch_size=8, tile="off", max_memory=3 << 20)
+    backend = budgeted._backend(False)
+    calls = []
+    submit = backend.submit
+    backend.submit = lambda a, b: calls.append(len(a)) or submit(a, b)
+    prepared = [budgeted.load_pair(a, b) for a, b in pairs]
+    values = budgeted.run_prepared([p[0] for p in prepared], [p[1] for p in prepared])
+    assert calls == [2, 2, 1]
+    assert values.tolist() == [budgeted.distance(a, b) for a, b in pairs]
+
+    tiled = Scorer("alex", models_dir=models_dir, tile=32)
+    assert tiled.tile_plan(64, 80).count == 6
+    prepared = [tiled.load_pair(a, b) for a, b in pairs[:2]]
+    values = tiled.run_prepared([p[0] for p in prepared], [p[1] for p in prepared])
+    # distance() of a tiled pair is the float64 sum of the tiles' terms; batches are float32 arrays
+    assert values.tolist() == [np.float32(tiled.distance(a, b)) for a, b in pairs[:2]]
+    maps = tiled.run_prepared([p[0] for p in prepared], [p[1] for p in prepared], spatial=True)
+    assert maps.shape == (2, 1, 64, 80) and np.array_equal(maps[0, 0], tiled.distance_map(*pairs[0]))
+
+
+def test_spin_between_runs_is_a_session_setting_that_changes_no_value(models_dir):
+    pair = (crop(photo("coffee"), 64, 64), distort(crop(photo("coffee"), 64, 64), "blur", 0.5))
+    quiet = Scorer("alex", models_dir=models_dir, spin_between_runs=False)
+    default = Scorer("alex", models_dir=models_dir)
+    assert quiet.distance(*pair) == default.distance(*pair)
+
+    def entry(scorer):
+        options = scorer._backend(False).session.get_session_options()
+        return options.get_session_config_entry("session.force_spinning_stop")
+
+    assert entry(quiet) == "1"
+    with pytest.raises(RuntimeError, match="does not have configuration"):  # not set at all by default
+        entry(default)
+
+
+def test_encoded_image_names_its_bytes_in_messages(models_dir):
+    from lpips_runtime.images import EncodedImage
+
+    scorer = Scorer("alex", models_dir=models_dir)
+    ref = cv2.imencode(".png", crop(photo("coffee"), 64, 64))[1].tobytes()
+    assert scorer.distance(EncodedImage(ref, "upload a"), EncodedImage(ref, "upload b")) == 0.0
+    with pytest.raises(InputError, match=r"^upload b: not an image format OpenCV can read$"):
+        scorer.distance(EncodedImage(ref, "upload a"), EncodedImage(b"text", "upload b"))
+
+
 def test_threads_share_one_scorer(models_dir):
     scorer = Scorer("alex", models_dir=models_dir)
     pairs = [(crop(photo("coffee"), 48 + 8 * i, 64), distort(crop(photo("coffee"), 48 + 8 * i, 64), "noise",

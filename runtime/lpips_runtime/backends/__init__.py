@@ -73,18 +73,19 @@ def check_precisions(name: str, cls: type[Backend], export_precision: str, infer
 
 
 def open_backend(name: str, spec: ModelSpec, path: Path | None, device: str = "cpu",
-                 threads: int | None = None, inference_precision: str = "fp32") -> Backend:
+                 threads: int | None = None, inference_precision: str = "fp32", **options) -> Backend:
     """Open backend ``name`` for ``spec`` (``path``: the ONNX/engine file, if the backend needs one),
-    computing in ``inference_precision`` (fp32, or bf16 where the backend offers it)."""
+    computing in ``inference_precision`` (fp32, or bf16 where the backend offers it); ``options``: keywords
+    that only some backends' classes take (e.g. ``spin_between_runs`` of ``OrtBackend``)."""
     if device not in DEVICES and not device.startswith("cuda:"):
         raise BackendError(f"unknown device '{device}': use cpu, cuda or cuda:<index>")
     if name == "trt" and not is_cuda(device):
         raise BackendError("the trt backend runs on a GPU: use --device cuda")
     cls = backend_class(name, device)
     check_precisions(name, cls, spec.precision, inference_precision)
-    if inference_precision == "fp32":  # every backend's constructor; only those offering more take the keyword
-        return cls(spec, path, device, threads)
-    return cls(spec, path, device, threads, inference_precision=inference_precision)
+    if inference_precision != "fp32":  # every backend's constructor; only those offering more take the keyword
+        options = {**options, "inference_precision": inference_precision}
+    return cls(spec, path, device, threads, **options)
 
 
 def check_graph_backend(name: str) -> None:

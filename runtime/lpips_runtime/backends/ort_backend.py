@@ -16,13 +16,17 @@ def _device_index(device: str) -> int:
     return int(device.split(":", 1)[1]) if ":" in device else 0
 
 
-def session_options(ort, threads: int | None):
-    """CPU threads = physical cores unless set; all graph optimisations on."""
+def session_options(ort, threads: int | None, spin_between_runs: bool = True):
+    """CPU threads = physical cores unless set; all graph optimisations on. ``spin_between_runs=False``:
+    the worker threads stop spin-waiting as soon as a run ends (they still spin inside a run), leaving
+    the CPU to the process's other threads between runs (a server's HTTP and decoding threads)."""
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.intra_op_num_threads = threads or physical_cores()
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    if not spin_between_runs:
+        options.add_session_config_entry("session.force_spinning_stop", "1")
     return options
 
 
@@ -61,9 +65,10 @@ def require_cuda_provider():
 
 
 def make_session(path: Path, device: str = "cpu", threads: int | None = None, options=None,
-                 stream_handle: int | None = None):
+                 stream_handle: int | None = None, spin_between_runs: bool = True):
     """An ``InferenceSession`` for ``path`` on ``device`` ("cpu", "cuda" or "cuda:<i>");
-    ``stream_handle``: the CUDA stream the session computes on (CUDA only)."""
+    ``stream_handle``: the CUDA stream the session computes on (CUDA only); ``spin_between_runs``:
+    see ``session_options``."""
     if device == "cpu":
         ort = require("onnxruntime", "cpu", "the ONNX Runtime backend")
         providers = ["CPUExecutionProvider"]
@@ -72,7 +77,8 @@ def make_session(path: Path, device: str = "cpu", threads: int | None = None, op
         _preload_cuda_libraries(ort)
         providers = [("CUDAExecutionProvider", cuda_provider_options(device, stream_handle)), "CPUExecutionProvider"]
     try:
-        session = ort.InferenceSession(str(path), options or session_options(ort, threads), providers=providers)
+        session = ort.InferenceSession(str(path), options or session_options(ort, threads, spin_between_runs),
+                                       providers=providers)
     except Exception as exc:  # ORT raises its own Fail/InvalidGraph types; one line suffices
         raise ModelFileError(f"ONNX Runtime cannot load {path}: {str(exc).splitlines()[0]}") from exc
     if device != "cpu" and "CUDAExecutionProvider" not in session.get_providers():
@@ -92,11 +98,12 @@ class OrtBackend(Backend):
 
     name = "ort"
 
-    def __init__(self, spec: ModelSpec, path: Path | None, device: str = "cpu", threads: int | None = None):
+    def __init__(self, spec: ModelSpec, path: Path | None, device: str = "cpu", threads: int | None = None, *,
+                 spin_between_runs: bool = True):
         super().__init__(spec, path, device, threads)
         if path is None:
             raise BackendError("the ort backend needs an exported .onnx file")
-        self.session = make_session(path, device, threads)
+        self.session = make_session(path, device, threads, spin_between_runs=spin_between_runs)
         self.check_outputs(o.name for o in self.session.get_outputs())
 
     def infer(self, img0: np.ndarray, img1: np.ndarray) -> dict[str, np.ndarray]:
