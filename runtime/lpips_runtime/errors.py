@@ -32,3 +32,7 @@ class InputError(LpipsError, ValueError):
 
 class BackendError(LpipsError):
     """A backend cannot run as asked (unknown name, unavailable device, engine built elsewhere)."""
+
+
+class ClusterError(LpipsError):
+    """A Ray cluster cannot be reached, or a distributed run failed as a whole (not one pair)."""

@@ -18,7 +18,17 @@ import numpy as np
 
 from .errors import InputError
 
-ImageSource = Union[str, Path, bytes, np.ndarray]
+
+
+@dataclass(frozen=True)
+class NamedBytes:
+    """Encoded image bytes with the name they were read from (e.g. a URI), used in messages."""
+
+    data: bytes
+    name: str
+
+
+ImageSource = Union[str, Path, bytes, NamedBytes, np.ndarray]
 
 # float32(u / 127.5 - 1) with the arithmetic done in float64, as the official im2tensor does.
 _UNIT_LUT_U8 = (np.arange(256, dtype=np.float64) / 127.5 - 1.0).astype(np.float32)
@@ -32,6 +42,8 @@ def describe(src: ImageSource) -> str:
         return str(src)
     if isinstance(src, bytes):
         return f"<{len(src)} bytes>"
+    if isinstance(src, NamedBytes):
+        return src.name
     return f"<array {getattr(src, 'shape', '?')} {getattr(src, 'dtype', '?')}>"
 
 
@@ -82,6 +94,8 @@ def load_rgb(src: ImageSource) -> np.ndarray:
         return read_image_file(src)
     if isinstance(src, (bytes, bytearray, memoryview)):
         return decode_image(bytes(src))
+    if isinstance(src, NamedBytes):
+        return decode_image(src.data, src.name)
     if isinstance(src, np.ndarray):
         if src.dtype not in (np.uint8, np.uint16):
             raise InputError(f"image array has dtype {src.dtype}: pass HxWx3 uint8 RGB, "

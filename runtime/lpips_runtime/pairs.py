@@ -50,6 +50,12 @@ def folder_pairs(folder: str | Path, consecutive: bool = False) -> list[tuple[Pa
     return list(combinations(images, 2))
 
 
+def is_header_row(cells: list[str]) -> bool:
+    """Whether the first row of a pair list names its columns (``img0,img1``, ``ref,dist``...) rather
+    than holding two paths."""
+    return len(cells) >= 2 and {c.strip().lower() for c in cells[:2]} <= _HEADER_WORDS
+
+
 def read_pairs_csv(path: str | Path) -> list[tuple[Path, Path]]:
     """Pairs from a CSV of two path columns (an optional header row such as ``img0,img1`` is skipped).
 
@@ -67,7 +73,7 @@ def read_pairs_csv(path: str | Path) -> list[tuple[Path, Path]]:
         cells = [c.strip() for c in row]
         if not any(cells):
             continue
-        if line_no == 1 and len(cells) >= 2 and {c.lower() for c in cells[:2]} <= _HEADER_WORDS:
+        if line_no == 1 and is_header_row(cells):
             continue
         if len(cells) < 2 or not cells[0] or not cells[1]:
             raise InputError(f"{path} line {line_no}: expected two paths separated by a comma")
