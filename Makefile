@@ -18,7 +18,7 @@ $(VENV)/.stamp-demo: $(DEPS) | $(PY)
 	touch $@
 
 $(VENV)/.stamp-test: $(DEPS) | $(PY)
-	$(PIP) install -q $(PIN) -e '.[cpu,export,test]'
+	$(PIP) install -q $(PIN) -e '.[cpu,export,test,ray]'
 	touch $@
 
 # Backbone weights: torchvision's cache or download first, else the verified offline sources.

@@ -11,6 +11,8 @@ import sys
 import click
 
 from .cli_common import errors_to_click, model_options, open_scorer, setup_logging
+from .cluster.cli import RAY_OPTION_NAMES, ray_options
+from .cluster.cli import check_usage as check_ray_usage
 
 EXIT_PAIRS_FAILED = 3
 EXIT_INTERRUPTED = 130
@@ -48,7 +50,7 @@ def _listing(names: list[str]) -> str:
 @click.option("--dir", "ref_dir", type=click.Path(file_okay=False), help="The folder of images for --ref.")
 @click.option("--pairs", "pairs_csv", type=click.Path(dir_okay=False),
               help="CSV of two path columns (relative to the CSV's folder).")
-@click.option("--out", type=click.Path(dir_okay=False), help="Stream rows to a .csv or .jsonl file.")
+@click.option("--out", type=click.Path(), help="Stream rows to a .csv or .jsonl file (--ray: a folder).")
 @click.option("--resume", is_flag=True, help="Skip pairs already in --out and append the rest.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing --out file.")
 @click.option("--json", "as_json", is_flag=True, help="JSON output (a JSON object; JSON lines in batch modes).")
@@ -65,6 +67,7 @@ def _listing(names: list[str]) -> str:
 @click.option("--resize", default="none", show_default=True,
               help="none (sizes must match), first (resize the second to the first), or WxH (both).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar, no summary.")
+@ray_options
 def main(images, dir0, dir1, all_pairs, consecutive, ref, ref_dir, pairs_csv, out, resume, overwrite, as_json, heatmap,
          heatmap_alpha, heatmap_max, colormap, batch_size, workers, resize, quiet, **model_opts):
     """LPIPS distance of two images (A B), or of many pairs (--dir0/--dir1, --all-pairs, --pairs,
@@ -78,15 +81,28 @@ def main(images, dir0, dir1, all_pairs, consecutive, ref, ref_dir, pairs_csv, ou
     lpips-score ref.png out.png --heatmap diff.png   and writes where they differ
     lpips-score --dir0 gt/ --dir1 pred/ --out scores.csv
     lpips-score --ref gt.png --dir outputs/ --out scores.csv
+    lpips-score --pairs pairs.csv --out results/ --ray --actors 4   on a Ray cluster
     """
     setup_logging(quiet)
     mode = _mode(images, dir0, dir1, all_pairs, pairs_csv, ref, ref_dir)
+    ray_opts = {name: model_opts.pop(name) for name in RAY_OPTION_NAMES}
+    check_ray_usage(ray_opts, mode, out, consecutive, heatmap)
     if mode == "pair" and (out or resume):
         raise click.UsageError("--out/--resume are for batch modes; a single pair prints its distance")
     if mode != "pair" and heatmap:
         raise click.UsageError("--heatmap is for a single pair A B")
     if resume and not out:
         raise click.UsageError("--resume needs --out")
+    if ray_opts["use_ray"]:
+        from .cluster.cli import run_batch_mode
+
+        with errors_to_click():  # --pairs tables are read by the cluster; other modes list their pairs here
+            sys.exit(run_batch_mode(ray_opts, model_opts, table=pairs_csv,
+                                    folder=all_pairs if mode == "all-pairs" and not consecutive else None,
+                                    pairs=lambda: _batch_pairs(mode, dir0, dir1, all_pairs, consecutive, pairs_csv,
+                                                               ref, ref_dir),
+                                    out=out, resume=resume, overwrite=overwrite, quiet=quiet,
+                                    batch_size=batch_size, resize=resize))
     with errors_to_click():
         scorer = open_scorer(model_opts, batch_size=batch_size, workers=workers, resize=resize)
         with scorer:
@@ -128,13 +144,11 @@ def _uses_cache(scorer, mode: str, consecutive: bool) -> bool:
     return mode == "ref" or (mode == "all-pairs" and not consecutive and scorer.resize.mode != "first")
 
 
-def _score_many(scorer, mode, dir0, dir1, all_pairs, consecutive, pairs_csv, ref, ref_dir, out, resume,
-                overwrite, as_json, quiet) -> int:
+def _batch_pairs(mode, dir0, dir1, all_pairs, consecutive, pairs_csv, ref, ref_dir) -> list:
+    """The pairs of a batch mode (listing the files found in one folder only, on stderr)."""
     from pathlib import Path
 
     from .pairs import folder_pairs, list_images, pair_folders, read_pairs_csv
-    from .progress import Progress
-    from .results import ResultWriter
 
     if mode == "dirs":
         pairing = pair_folders(dir0, dir1)
@@ -149,6 +163,18 @@ def _score_many(scorer, mode, dir0, dir1, all_pairs, consecutive, pairs_csv, ref
         pairs = [(Path(ref), p) for p in list_images(ref_dir) if p.resolve() != Path(ref).resolve()]
     else:
         pairs = read_pairs_csv(pairs_csv)
+    return pairs
+
+
+def _score_many(scorer, mode, dir0, dir1, all_pairs, consecutive, pairs_csv, ref, ref_dir, out, resume,
+                overwrite, as_json, quiet) -> int:
+    from pathlib import Path
+
+    from .pairs import list_images
+    from .progress import Progress
+    from .results import ResultWriter
+
+    pairs = _batch_pairs(mode, dir0, dir1, all_pairs, consecutive, pairs_csv, ref, ref_dir)
     label = scorer.spec.describe()
     writer = (ResultWriter(out, label, resume=resume, overwrite=overwrite) if out
               else ResultWriter(None, label, stream=sys.stdout, jsonl=as_json))
