@@ -86,7 +86,7 @@ def main(images, dir0, dir1, all_pairs, consecutive, ref, ref_dir, pairs_csv, ou
     setup_logging(quiet)
     mode = _mode(images, dir0, dir1, all_pairs, pairs_csv, ref, ref_dir)
     ray_opts = {name: model_opts.pop(name) for name in RAY_OPTION_NAMES}
-    check_ray_usage(ray_opts, mode, out, consecutive, heatmap)
+    check_ray_usage(ray_opts, mode, out, consecutive, heatmap, resume)
     if mode == "pair" and (out or resume):
         raise click.UsageError("--out/--resume are for batch modes; a single pair prints its distance")
     if mode != "pair" and heatmap:

@@ -27,6 +27,7 @@ from .session import require_ray
 from .settings import ScorerSettings, WorkerModel
 
 DEFAULT_TILE = 64  # images per embedding call and per side of a distance tile
+OUTPUTS = ("near-duplicates", "nearest.parquet", "summary.json")  # what a run writes in its folder
 
 
 @dataclass
@@ -183,9 +184,12 @@ def all_pairs(images: list[str] | str, out: str | Path, settings: ScorerSettings
     if summary_path.exists() and not overwrite:
         raise InputError(f"{out} holds an all-pairs result: pass --overwrite to replace it")
     model = WorkerModel.resolve(settings, parts=("encoder", "head"))
-    close = ResultFolder(out / "near-duplicates", model.label, overwrite=True) if threshold is not None else None
-    for stale in ("nearest.parquet",):
-        (out / stale).unlink(missing_ok=True)
+    for old in OUTPUTS:  # a previous (or killed) run's files; nothing else in the folder is touched
+        if (out / old).is_dir():
+            ResultFolder(out / old, model.label, overwrite=True)
+        else:
+            (out / old).unlink(missing_ok=True)
+    close = ResultFolder(out / "near-duplicates", model.label) if threshold is not None else None
 
     # 1. Embed every image once, in chunks spread over the actors; features stay in the object store.
     actor_cls = ray.remote(Embedder).options(num_cpus=cpus_per_actor, num_gpus=gpus_per_actor or None,

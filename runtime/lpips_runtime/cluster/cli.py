@@ -39,7 +39,7 @@ def ray_options(command):
     return command
 
 
-def check_usage(ray_opts: dict, mode: str, out: str | None, consecutive: bool, heatmap) -> None:
+def check_usage(ray_opts: dict, mode: str, out: str | None, consecutive: bool, heatmap, resume: bool) -> None:
     """``click.UsageError`` for option combinations the cluster modes do not take."""
     if not ray_opts["use_ray"]:
         given = [f"--{n.replace('_', '-')}" for n in ("ray_address", "threshold") if ray_opts[n] is not None]
@@ -54,6 +54,9 @@ def check_usage(ray_opts: dict, mode: str, out: str | None, consecutive: bool, h
     all_pairs = mode == "all-pairs" and not consecutive
     if not all_pairs and (ray_opts["threshold"] is not None or ray_opts["top_k"]):
         raise click.UsageError("--threshold/--top-k are for --all-pairs DIR --ray")
+    if all_pairs and resume:
+        raise click.UsageError("--all-pairs --ray does not resume (it keeps no per-pair rows): rerun it with "
+                               "--overwrite")
 
 
 def _gpus(ray_opts: dict, device: str) -> float:
