@@ -7,9 +7,9 @@ only: Ray 2.60 otherwise opens connections through the machine's interface addre
 fp32, ONNX Runtime on the CPU, real photographs (scikit-image's, cropped and distorted) as PNG files.
 
 1. Pairs: N pairs of 256x256 PNGs (decoded per pair), scored by ``Scorer.score_pairs`` in one process
-   (threads = physical cores) and by ``write_pair_scores`` (the ``lpips-score --ray`` path: read,
-   decode, score, Parquet parts) with 1 and 2 actors, decoding fused into the actors (Ray Data's
-   default for 1-CPU actors) or in separate decode tasks. Also one core's decode-only rate (the CPUs
+   (threads = physical cores, and 1) and by ``write_pair_scores`` (the ``lpips-score --ray`` path:
+   read, decode, score, Parquet parts) with 1 and 2 actors, decoding in separate tasks (the default)
+   or fused into the actors (``fuse_decode``; the full mode only). Also one core's decode-only rate (the CPUs
    a GPU actor needs for decoding) and Ray's fixed costs: the cluster's start, and a run's fixed part
    and per-pair overhead from runs of two sizes (t = fixed + per_pair * N).
 2. All pairs: near-duplicate search over M 128x128 images (planted near duplicates among them) with
@@ -193,9 +193,9 @@ def bench_ray_pairs(models: str, pairs, out: Path, actors: int, decode_tasks: bo
     from lpips_runtime.cluster import ScorerSettings, write_pair_scores
 
     shutil.rmtree(out, ignore_errors=True)
-    options = {"decode_resources": {"decode": 1}} if decode_tasks else {}
     t0 = time.perf_counter()
-    report = write_pair_scores(pairs, out, ScorerSettings(models_dir=models), actors=actors, **options)
+    report = write_pair_scores(pairs, out, ScorerSettings(models_dir=models), actors=actors,
+                               fuse_decode=not decode_tasks)
     elapsed = time.perf_counter() - t0
     assert report.scored == len(pairs) and report.summary.failures == 0
     return elapsed
@@ -247,23 +247,21 @@ def main(argv=None) -> int:
               f"{report['decode_one_core_pairs_per_s']:.0f} pairs/s", flush=True)
 
         t0 = time.perf_counter()
-        # 4 logical CPUs on 2 cores: 2 actors plus decode tasks; a "decode" resource lets runs
-        # keep decoding out of the actors (Ray Data fuses equal-resource operators otherwise).
-        with ray_session(num_cpus=4, object_store_memory=store_mb << 20, resources={"decode": 4},
-                         temp_dir=str(tmp / "ray")):
+        # 4 logical CPUs on 2 cores: room for 2 actors and decode tasks beside them.
+        with ray_session(num_cpus=4, object_store_memory=store_mb << 20, temp_dir=str(tmp / "ray")):
             report["cluster_start_s"] = time.perf_counter() - t0
             rows = []
-            for actors, decode_tasks in ((1, False), (2, False)) if q else ((1, False), (1, True), (2, False),
-                                                                             (2, True)):
+            for actors, decode_tasks in ((1, True), (2, True)) if q else ((1, False), (1, True), (2, False),
+                                                                           (2, True)):
                 s = bench_ray_pairs(models, pairs, tmp / "out", actors, decode_tasks)
                 rows.append({"actors": actors, "decode": "tasks" if decode_tasks else "fused in actors",
                              "s": s, "pairs_per_s": n_pairs / s})
                 print(f"  ray, {actors} actor(s), decode {rows[-1]['decode']}: {n_pairs / s:.1f} pairs/s "
                       f"({s:.1f} s)", flush=True)
             report["ray"] = rows
-            small = statistics.median(bench_ray_pairs(models, pairs[:n_small], tmp / "out", 1, False)
+            small = statistics.median(bench_ray_pairs(models, pairs[:n_small], tmp / "out", 1, True)
                                       for _ in range(1 if q else 3))
-            large = next(r["s"] for r in rows if r["actors"] == 1 and r["decode"] == "fused in actors")
+            large = next(r["s"] for r in rows if r["actors"] == 1 and r["decode"] == "tasks")
             per_pair = (large - small) / (n_pairs - n_small)
             report["overhead"] = {"small_pairs": n_small, "small_s": small, "fixed_s": small - per_pair * n_small,
                                   "per_pair_ms": per_pair * 1e3, "single_per_pair_ms": single_1 / n_pairs * 1e3}

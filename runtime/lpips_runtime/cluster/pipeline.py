@@ -8,6 +8,8 @@ methods (``load_pair``, ``distance_prepared``).
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from ..errors import ClusterError, LpipsError
@@ -112,7 +114,7 @@ def actor_pool(actors: int | tuple[int, int]):
 
 
 def score_dataset(pairs, model: WorkerModel, *, actors: int | tuple[int, int] = 1, cpus_per_actor: float = 1.0,
-                  gpus_per_actor: float = 0.0, pairs_per_task: int | None = None,
+                  gpus_per_actor: float = 0.0, pairs_per_task: int | None = None, fuse_decode: bool = False,
                   decode_resources: dict | None = None, actor_resources: dict | None = None):
     """The lazy Dataset of result rows for a Dataset of ``img0, img1`` rows.
 
@@ -122,20 +124,33 @@ def score_dataset(pairs, model: WorkerModel, *, actors: int | tuple[int, int] = 
     tasks; ``decode_resources``/``actor_resources`` are custom Ray resources they require (to pin them to
     nodes).
 
-    Ray Data fuses adjacent operators whose resource requests are equal: with 1-CPU actors and no
-    custom resources, decoding then runs inside the actor processes (no decoded arrays through the
-    object store); GPU actors, other CPU counts or distinct resources keep the decode tasks apart, on
-    any CPU of the cluster (benchmarks/ray.py measures both). Worker faults: Ray Data restarts dead actors and retries their batches and dead decode tasks
-    without limit (its defaults: max_restarts=-1, max_task_retries=-1, max_retries=-1), so a lost worker
-    costs time, not pairs.
+    Decoding runs in its own CPU tasks, overlapping inference, on any CPU of the cluster. Ray Data
+    would otherwise fuse it into the actors whenever both ask for the same resources (1-CPU actors):
+    an actor then decodes and scores in turn, which measured 1.4-1.5x slower with 2 actors on 2 cores
+    and no faster with 1 (benchmarks/README.md, "Ray"); ``fuse_decode=True`` allows it.
+
+    Worker faults: Ray Data restarts dead actors and retries their batches and dead decode tasks
+    without limit (its defaults: max_restarts=-1, max_task_retries=-1, max_retries=-1), so a lost
+    worker costs time, not pairs.
     """
     batch = model.settings.batch_size
-    decoded = pairs.repartition(target_num_rows_per_block=pairs_per_task or batch).map_batches(
-        decode_pairs, fn_kwargs={"model": model.without_files()}, batch_format="pyarrow", batch_size=None, num_cpus=1,
-        resources=decode_resources)
+    separate = {} if fuse_decode else {"ray_remote_args_fn": _no_extra_options}
+    with warnings.catch_warnings():
+        # Ray 2.60 deprecates ray_remote_args_fn (for 2.64); its one effect used here, that the
+        # operator is never fused, has no other spelling yet. The [ray] extra pins the 2.60 line.
+        warnings.filterwarnings("ignore", message=".*ray_remote_args_fn.*deprecated")
+        decoded = pairs.repartition(target_num_rows_per_block=pairs_per_task or batch).map_batches(
+            decode_pairs, fn_kwargs={"model": model.without_files()}, batch_format="pyarrow", batch_size=None,
+            num_cpus=1, resources=decode_resources, **separate)
     return decoded.map_batches(PairScorerActor, fn_constructor_kwargs={"model": model, "cpus": cpus_per_actor},
                                batch_size=batch, batch_format="pyarrow", compute=actor_pool(actors),
                                num_cpus=cpus_per_actor, num_gpus=gpus_per_actor or None, resources=actor_resources)
+
+
+def _no_extra_options() -> dict:
+    """Per-task Ray options of the decode tasks: none; Ray Data never fuses an operator that has
+    such a function into the next one, so decoding stays in its own tasks."""
+    return {}
 
 
 def score_pair_table(source, settings: ScorerSettings = ScorerSettings(), *, columns: tuple[str, str] | None = None,

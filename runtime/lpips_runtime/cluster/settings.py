@@ -68,11 +68,11 @@ class WorkerModel:
     @classmethod
     def resolve(cls, settings: ScorerSettings, parts: tuple[str, ...] = ("fused",)) -> "WorkerModel":
         """Locate (or export) the model on the driver and read its files: ``parts`` among "fused",
-        "encoder", "head" (the feature cache's split graphs)."""
+        "encoder", "head" (the feature cache's split graphs) and "spatial" (the fused per-pixel map)."""
         with settings.open() as scorer:
             files = {}
             for part in parts:
-                info = scorer.model_info(part=part)
+                info = scorer.model_info(spatial=True) if part == "spatial" else scorer.model_info(part=part)
                 files[info.spec.filename()] = info.path.read_bytes()  # the name workers look up
             return cls(settings, scorer.spec, files)
 

@@ -1,0 +1,125 @@
+"""``lpips-serve`` on Ray Serve: the very app of ``lpips_runtime.serve`` (its routes, limits, metrics,
+API key and dynamic batcher) in every replica of one deployment, behind Ray Serve's HTTP proxy.
+
+Replicas: a fixed number, or autoscaling between a minimum and a maximum on Ray Serve's ongoing-request
+target; each replica reserves CPUs and a fraction of a GPU. Requests are batched by the app's own
+batcher inside each replica (same-shape buckets, admission bounds, the batch-size histogram), not by
+``@serve.batch``: benchmarks/ray.py measured both (benchmarks/README.md, "Ray Serve").
+
+Use it from ``lpips-serve --ray``, from Python (``build_application`` + ``serve.run``) or from a
+``serve run``/``serve deploy`` config file naming ``lpips_runtime.cluster.serve:application`` with
+its ``args`` (see ``application``).
+"""
+from __future__ import annotations
+
+from dataclasses import fields
+
+from ..errors import LpipsError
+from .session import require_ray
+from .settings import ScorerSettings, WorkerModel
+
+DEPLOYMENT = "LpipsService"
+APP_NAME = "lpips"
+
+
+class LpipsReplica:
+    """One replica: a Scorer over the shipped model, and the lpips-serve app around it (built by Ray
+    Serve after this constructor; Ray Serve runs the app's lifespan: warm-up, then drain at shutdown)."""
+
+    def __init__(self, model: WorkerModel, serve_settings, cpus: float = 1.0):
+        self.scorer = model.scorer(cpus)
+        self.serve_settings = serve_settings
+        self.app = None
+
+    def __serve_build_asgi_app__(self):
+        from ..serve.app import create_app
+
+        self.app = create_app(self.scorer, self.serve_settings)
+        return self.app
+
+    def check_health(self) -> None:
+        """Ray Serve's periodic health check: a replica whose model cannot run is replaced."""
+        service = getattr(getattr(self.app, "state", None), "service", None)
+        if service is not None and service.status == "failed":
+            raise RuntimeError("the model cannot run in this replica")
+
+
+def build_application(settings: ScorerSettings = ScorerSettings(), serve_settings=None, *, replicas: int = 1,
+                      max_replicas: int | None = None, target_ongoing_requests: float | None = None,
+                      cpus_per_replica: float = 1.0, gpus_per_replica: float = 0.0):
+    """The Ray Serve application (``serve.run(...)`` it): ``replicas`` replicas, or autoscaling from
+    ``replicas`` up to ``max_replicas`` (Ray Serve's default target of ongoing requests per replica
+    unless ``target_ongoing_requests``). Each replica takes up to ``max_queue`` requests at once, so
+    that its own batcher sees them together and its admission bound (503 + Retry-After) applies; Ray
+    Serve's proxy queues at most as many again per replica before it answers 503 itself."""
+    from ray import serve
+
+    from ..serve.settings import ServeSettings
+
+    serve_settings = serve_settings or ServeSettings()
+    if max_replicas is not None and max_replicas < replicas:
+        raise LpipsError(f"max_replicas ({max_replicas}) is below replicas ({replicas})")
+    parts = ("fused", "spatial") if serve_settings.heatmap else ("fused",)
+    model = WorkerModel.resolve(replace_batch(settings, serve_settings.max_batch), parts=parts)
+    options = dict(name=DEPLOYMENT, max_ongoing_requests=serve_settings.max_queue,
+                   max_queued_requests=serve_settings.max_queue,
+                   ray_actor_options={"num_cpus": cpus_per_replica, "num_gpus": gpus_per_replica})
+    if max_replicas is None:
+        options["num_replicas"] = replicas
+    else:
+        autoscaling = {"min_replicas": replicas, "max_replicas": max_replicas}
+        if target_ongoing_requests is not None:
+            autoscaling["target_ongoing_requests"] = target_ongoing_requests
+        options["autoscaling_config"] = autoscaling
+    deployment = serve.deployment(serve.ingress()(LpipsReplica), **options)
+    return deployment.bind(model, serve_settings, cpus_per_replica)
+
+
+def replace_batch(settings: ScorerSettings, batch_size: int) -> ScorerSettings:
+    """The Scorer's batch size follows the service's largest batch (as lpips-serve does)."""
+    from dataclasses import replace
+
+    return replace(settings, batch_size=batch_size)
+
+
+def application(args: dict):
+    """Application builder for Ray Serve config files (``import_path:
+    lpips_runtime.cluster.serve:application``). ``args`` takes the names of ``ScorerSettings`` (model,
+    version, baseline, backend, device, precision, threads, resize, models_dir), of ``ServeSettings``
+    (max_batch, max_wait_ms, max_queue, max_body_mb, max_pixels, max_pairs, timeout_s, heatmap, ...;
+    the API key from ``api_key`` or, better, the environment variable ``api_key_env`` names) and
+    cpus_per_replica / gpus_per_replica. Replicas and autoscaling come from the config's
+    ``deployments`` section (deployment name ``LpipsService``), which overrides these options."""
+    import os
+
+    from ..serve.settings import ServeSettings
+
+    args = dict(args or {})
+    cpus, gpus = float(args.pop("cpus_per_replica", 1.0)), float(args.pop("gpus_per_replica", 0.0))
+    key_env = args.pop("api_key_env", None)
+    if key_env:
+        args["api_key"] = os.environ.get(key_env) or None
+    scorer_names = {f.name for f in fields(ScorerSettings)} - {"batch_size"}
+    serve_names = {f.name for f in fields(ServeSettings)}
+    unknown = sorted(set(args) - scorer_names - serve_names)
+    if unknown:
+        raise LpipsError(f"unknown lpips application argument(s): {', '.join(unknown)}")
+    if "warmup_size" in args:
+        args["warmup_size"] = tuple(args["warmup_size"])
+    scorer = ScorerSettings(**{k: v for k, v in args.items() if k in scorer_names})
+    service = ServeSettings(**{k: v for k, v in args.items() if k in serve_names})
+    return build_application(scorer, service, cpus_per_replica=cpus, gpus_per_replica=gpus)
+
+
+def run_service(settings: ScorerSettings, serve_settings, *, address: str | None, host: str, port: int,
+                **deployment) -> None:
+    """Deploy on the cluster (a local one when ``address`` is None) with the HTTP proxy on host:port and
+    return once it is running; ``stop_service`` removes it."""
+    ray = require_ray()
+    from ray import serve
+
+    if not ray.is_initialized():
+        raise LpipsError("no Ray session: call ray.init(...) or use lpips_runtime.cluster.ray_session()")
+    serve.start(http_options={"host": host, "port": port})
+    serve.run(build_application(settings, serve_settings, **deployment), name=APP_NAME, route_prefix="/",
+              blocking=False)
