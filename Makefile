@@ -7,7 +7,7 @@ PIP    := $(PY) -m pip --disable-pip-version-check
 PIN    := -c constraints.txt
 DEPS   := pyproject.toml constraints.txt
 
-.PHONY: demo test bench bench-tuning bench-precision weights clean
+.PHONY: demo test bench bench-tuning bench-precision weights dist clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -25,12 +25,17 @@ $(VENV)/.stamp-test: $(DEPS) | $(PY)
 weights: $(VENV)/.stamp-demo
 	$(PY) -m lpips_export.fetch_weights
 
+# --out/--models-dir name models/ so that a set LPIPS_RT_MODELS does not send the demo elsewhere.
 models/lpips-alex-v0.1.onnx: | $(VENV)/.stamp-demo
-	$(VENV)/bin/lpips-export --net alex
+	$(VENV)/bin/lpips-export --net alex --out models
 
 demo: $(VENV)/.stamp-demo models/lpips-alex-v0.1.onnx
 	@echo "LPIPS-alex distance, examples/ref.png vs examples/distorted.png (ONNX Runtime, CPU):"
-	@$(VENV)/bin/lpips-score examples/ref.png examples/distorted.png
+	@$(VENV)/bin/lpips-score examples/ref.png examples/distorted.png --models-dir models
+
+# The sdist and wheel users install (dist/), built as pip would build them (isolated, from the sdist).
+dist: $(VENV)/.stamp-test
+	$(PY) -m build --outdir dist .
 
 test: $(VENV)/.stamp-test
 	$(PY) -m pytest -q
@@ -48,4 +53,4 @@ bench-precision: $(VENV)/.stamp-test
 	$(PY) benchmarks/precision.py
 
 clean:
-	rm -rf $(VENV) models/*.onnx models/*.partial examples/cpp/build
+	rm -rf $(VENV) dist build models/*.onnx models/*.partial examples/cpp/build

@@ -197,7 +197,7 @@ def bench_ray_pairs(models: str, pairs, out: Path, actors: int, decode_tasks: bo
     report = write_pair_scores(pairs, out, ScorerSettings(models_dir=models), actors=actors,
                                fuse_decode=not decode_tasks)
     elapsed = time.perf_counter() - t0
-    assert report.scored == len(pairs) and report.summary.failures == 0
+    assert report.scored == len(pairs) and report.summary.stats.failures == 0
     return elapsed
 
 
@@ -287,14 +287,14 @@ def main(argv=None) -> int:
             sampler.finish()
             out_bytes = sum(p.stat().st_size for p in (tmp / "ap").rglob("*") if p.is_file())
             report["all_pairs"] = {
-                "images": n_all, "pairs": ap.summary.n, "planted": len(twins), "near_duplicates": ap.near_duplicates,
+                "images": n_all, "pairs": ap.summary.stats.n, "planted": len(twins), "near_duplicates": ap.near_duplicates,
                 "s": elapsed, "embed_s": stages["embed"][1] - t0, "tiles_s": elapsed - (stages["embed"][1] - t0),
                 "peak_rss_embed_actor_mb": sampler.peak("Embedder"),
                 "peak_rss_tile_worker_mb": sampler.peak("distance_tile"),
                 "peak_private_embed_actor_mb": sampler.peak("Embedder", private=True),
                 "peak_private_tile_worker_mb": sampler.peak("distance_tile", private=True),
                 "spilled_peak_mb": sampler.spill_peak / 2**20, "output_mb": out_bytes / 2**20,
-                "object_store_mb": store_mb, "mean": ap.summary.total / ap.summary.n}
+                "object_store_mb": store_mb, "mean": ap.summary.stats.mean}
             print(f"  all pairs of {n_all} at {ALL_PAIRS_SIZE}x{ALL_PAIRS_SIZE}: {elapsed:.1f} s, "
                   f"{ap.near_duplicates} near duplicates ({len(twins)} planted)", flush=True)
         # the single-process reference on the same images, after the cluster is gone

@@ -212,6 +212,14 @@ def exported(build_module, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def alex_models(exported) -> Path:
+    """A models folder holding the alex v0.1 distance and spatial exports (what lpips-score's pair and
+    --heatmap runs look up), shared by the CLI tests."""
+    exported("alex", spatial=True)
+    return exported("alex").parent
+
+
+@pytest.fixture(scope="session")
 def exported_spec(tmp_path_factory):
     """Factory ModelSpec -> Path of an export written and self-checked by ``export_model`` (fp16 and
     uint8-frame variants included), cached per session."""

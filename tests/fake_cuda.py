@@ -19,6 +19,7 @@ class cudaError_t(enum.IntEnum):  # noqa: N801 - the name cuda-python uses
     cudaErrorMemoryAllocation = 2
     cudaErrorInvalidValue = 1
     cudaErrorNotReady = 600
+    cudaErrorNoDevice = 100
 
 
 class FakeCudaRuntime(types.ModuleType):
@@ -29,6 +30,7 @@ class FakeCudaRuntime(types.ModuleType):
         self.cudaMemcpyKind = SimpleNamespace(cudaMemcpyHostToDevice=1, cudaMemcpyDeviceToHost=2)
         self.cudaStreamNonBlocking, self.cudaEventDefault, self.cudaEventDisableTiming = 1, 0, 2
         self.gpu_name, self.capability = gpu_name, capability
+        self.device_count = 1
         self.buffers: dict[int, tuple[str, object]] = {}  # ptr -> (kind, ctypes buffer)
         self.log: list[tuple] = []
         self.fail: dict[str, cudaError_t] = {}  # call name -> error to return on its next call
@@ -119,6 +121,9 @@ class FakeCudaRuntime(types.ModuleType):
         return self._ok("cudaEventDestroy")
 
     # -- devices ---------------------------------------------------------------------------
+
+    def cudaGetDeviceCount(self):
+        return self._ok("cudaGetDeviceCount", self.device_count)
 
     def cudaSetDevice(self, index):
         return self._ok("cudaSetDevice")

@@ -19,6 +19,7 @@ import sys
 import tarfile
 import tempfile
 import urllib.error
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,18 +110,33 @@ def _as_float32(value) -> torch.Tensor:
     return tensor.to(torch.float32).contiguous()
 
 
+_EXPECTED_FILE = ("expected a torchvision state dict saved with torch.save (.pth, .pt) or an .npz of the same "
+                  "tensors")
+
+
 def _read_user_file(path: Path) -> dict:
+    """Tensors of a user's weights file. Whatever is wrong with it, the message is ours, in one line: torch's
+    own advice on ``weights_only`` (re-run with it off) is the wrong fix for a file given as weights."""
     if not path.is_file():
         raise WeightsError(f"backbone weights file not found: {path}")
     try:
         if path.suffix == ".npz":
             with np.load(path, allow_pickle=False) as npz:
                 return {k: npz[k] for k in npz.files}
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # any unreadable/corrupt file: one line, the cause kept
-        raise WeightsError(f"cannot read backbone weights {path}: {exc}".splitlines()[0]) from exc
+        with warnings.catch_warnings():  # torch warns about legacy pickles before failing on them: ours says it
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "Unsupported global" in str(exc) or "GLOBAL" in str(exc):
+            raise WeightsError(f"{path} holds Python objects besides tensors, which are not loaded (weights are "
+                               f"read with torch's weights_only=True): {_EXPECTED_FILE}") from exc
+        raise WeightsError(f"{path} is not a weights file: {_EXPECTED_FILE}") from exc
+    except OSError as exc:
+        raise WeightsError(f"cannot read backbone weights {path}: {exc.strerror or exc}") from exc
+    except Exception as exc:  # zip/pickle/npz parsing errors of a file that is something else
+        raise WeightsError(f"{path} is not a weights file: {_EXPECTED_FILE}") from exc
     if not isinstance(state, dict):
-        raise WeightsError(f"{path} is not a state dict (got {type(state).__name__})")
+        raise WeightsError(f"{path} is not a state dict (got {type(state).__name__}): {_EXPECTED_FILE}")
     return state
 
 

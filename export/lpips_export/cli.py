@@ -1,25 +1,21 @@
-"""``lpips-export``: build LPIPS from verified weights, write ONNX, and check what was written."""
+"""``lpips-export``: build LPIPS from verified weights, write ONNX, and check what was written.
+
+stdout carries the written paths only (and, with --fetch-weights, where each backbone came from); checks,
+notices and anything torch or onnx print go to stderr.
+"""
 from __future__ import annotations
 
-import logging
 import os
-import sys
 
 import click
 
+from lpips_runtime.cli_common import setup_logging, tool_version_option
 from lpips_runtime.errors import LpipsError
+from lpips_runtime.locate import default_models_dir
 from lpips_runtime.modelfile import FRAME_CHANNELS, FRAME_LAYOUTS, PARTS, PRECISIONS, ModelSpec
 from lpips_runtime.nets import DEFAULT_VERSION, NET_NAMES, VERSIONS
 from lpips_runtime.optional import require
-
-
-def _setup_logging(quiet: bool) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    logger = logging.getLogger("lpips_export")
-    logger.handlers[:] = [handler]
-    logger.setLevel(logging.WARNING if quiet else logging.INFO)
-    logger.propagate = False
+from lpips_runtime.stdio import stdout_to_stderr
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -46,16 +42,23 @@ def _setup_logging(quiet: bool) -> None:
 @click.option("--part", type=click.Choice(PARTS), default="fused", show_default=True,
               help="fused: two images -> distance; encoder: images -> features of every tap; head: two feature "
                    "sets -> distance (encoder + head: the feature cache of lpips-score --ref/--all-pairs).")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="models", show_default=True,
-              help="Folder the .onnx (and .engine) is written to.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False),
+              help="Folder the .onnx (and .engine) is written to. [default: where lpips-score looks: "
+                   "$LPIPS_RT_MODELS, else ./models if the working folder has one, else the user data folder "
+                   "(~/.local/share/lpips-rt/models)]")
 @click.option("--opset", type=click.IntRange(13, 21), default=17, show_default=True, help="ONNX opset.")
 @click.option("--backbone-weights", type=click.Path(dir_okay=False),
               help="A torchvision state dict (.pth) or .npz to use instead of the usual sources.")
 @click.option("--offline", is_flag=True, help="Never try torchvision's download (same as LPIPS_RT_OFFLINE=1).")
 @click.option("--no-check", is_flag=True, help="Skip the ONNX checker and ORT-vs-torch check (not advised).")
+@click.option("--fetch-weights", is_flag=True,
+              help="Only fetch and verify the backbone weights of --net (e.g. before going offline); print "
+                   "where they come from. No export.")
 @click.option("-q", "--quiet", is_flag=True, help="Print only the written path.")
+@tool_version_option
 def main(net, lpips_version, baseline, spatial, precision, input_type, layout, channels, trt, min_shape, opt_shape,
-         max_shape, timing_cache, workspace, part, out_dir, opset, backbone_weights, offline, no_check, quiet):
+         max_shape, timing_cache, workspace, part, out_dir, opset, backbone_weights, offline, no_check, fetch_weights,
+         quiet):
     """Export LPIPS (alex, vgg or squeeze) to one self-contained ONNX file with dynamic N, H, W.
 
     Inputs img0, img1: float32 [N,3,H,W] RGB in [-1,1] (--input uint8: uint8 frames, [N,H,W,3]
@@ -64,13 +67,18 @@ def main(net, lpips_version, baseline, spatial, precision, input_type, layout, c
     With --trt, an FP16 TensorRT engine (strongly typed, one profile) and its .engine.json sidecar
     are built next to the .onnx.
     """
-    _setup_logging(quiet)
+    setup_logging(quiet, info=True)
+    if offline:
+        os.environ["LPIPS_RT_OFFLINE"] = "1"
+    if fetch_weights:
+        from .fetch_weights import fetch_and_print
+
+        fetch_and_print([net], backbone_weights)
+        return
     if input_type == "float32" and (layout or channels):
         raise click.UsageError("--layout/--channels describe uint8 frames: add --input uint8")
     if not trt and any(v is not None for v in (min_shape, opt_shape, max_shape, timing_cache)):
         raise click.UsageError("--min-shape/--opt-shape/--max-shape/--timing-cache go with --trt")
-    if offline:
-        os.environ["LPIPS_RT_OFFLINE"] = "1"
     try:
         if trt:  # fail before the (slow) export, in one line naming the extra
             from .trt_build import require_tensorrt
@@ -93,17 +101,19 @@ def main(net, lpips_version, baseline, spatial, precision, input_type, layout, c
             from lpips_runtime.nets import get_net
 
             profile = Profile.parse(get_net(net), min_shape, opt_shape, max_shape)  # bad shapes: error now
-        path, report = export_model(spec, out_dir, opset=opset, backbone_weights=backbone_weights,
-                                    check=not no_check)
+        with stdout_to_stderr():  # torch/onnx chatter: stdout carries the written paths only
+            path, report = export_model(spec, out_dir or default_models_dir(), opset=opset,
+                                        backbone_weights=backbone_weights, check=not no_check)
         if report is not None and not quiet:
-            click.echo(f"checked: onnx.checker ok; {report.summary()}")
+            click.echo(f"checked: onnx.checker ok; {report.summary()}", err=True)
         if trt:
             from .trt_build import build_engine
 
-            engine, sidecar = build_engine(path, profile, timing_cache, workspace)
+            with stdout_to_stderr():
+                engine, sidecar = build_engine(path, profile, timing_cache, workspace)
             if not quiet:
                 click.echo(f"engine: TensorRT {sidecar.tensorrt_version} for {sidecar.gpu_name} "
-                           f"(sm {sidecar.compute_capability}), profile {sidecar.profile.describe()}")
+                           f"(sm {sidecar.compute_capability}), profile {sidecar.profile.describe()}", err=True)
             click.echo(str(engine))
     except LpipsError as exc:
         raise click.ClickException(str(exc)) from None

@@ -1,7 +1,9 @@
 """``lpips-score``: LPIPS distances of image pairs from the command line.
 
-Exit codes: 0 every pair scored; 1 an error stopped the run (one line on stderr); 2 bad usage;
-3 the run finished but some pairs failed (each has a row with its error); 130 interrupted.
+stdout carries results only (the distance, JSON, or result rows); messages, progress and the summary
+go to stderr. Exit codes: 0 every pair scored; 1 an error stopped the run (one line on stderr, no
+traceback), including a run that finds nothing to score; 2 bad usage; 3 the run finished but some pairs
+failed (each has a row with its error); 130 interrupted.
 """
 from __future__ import annotations
 
@@ -10,13 +12,17 @@ import sys
 
 import click
 
-from .cli_common import errors_to_click, model_options, open_scorer, setup_logging
+from .cli_common import errors_to_click, model_options, open_scorer, setup_logging, tool_version_option
 from .cluster.cli import RAY_OPTION_NAMES, ray_options
 from .cluster.cli import check_usage as check_ray_usage
+from .heatmap import COLORMAPS, DEFAULT_ALPHA, heatmap_scale
+from .pairs import IMAGE_SUFFIXES
+from .results import FORMATS
 
 EXIT_PAIRS_FAILED = 3
 EXIT_INTERRUPTED = 130
-_LIST_LIMIT = 20  # names shown per side for unpaired files; the rest are counted
+_LIST_LIMIT = 20  # names shown per side for unpaired or skipped files; the rest are counted
+_BATCH_ONLY = ("out", "resume", "overwrite", "summary_json", "fmt", "recursive", "header")
 
 
 def _mode(images, dir0, dir1, all_pairs, pairs_csv, ref, ref_dir) -> str:
@@ -35,41 +41,104 @@ def _mode(images, dir0, dir1, all_pairs, pairs_csv, ref, ref_dir) -> str:
     return chosen[0]
 
 
+def _row_format(out: str | None, fmt: str | None, as_json: bool) -> str | None:
+    """The --format of batch rows, with --json as a synonym of jsonl (a contradiction is a usage error)."""
+    if as_json:
+        if fmt == "csv":
+            raise click.UsageError("--json writes JSON lines: drop --format csv or --json")
+        fmt = "jsonl"
+    from .errors import InputError
+    from .results import format_for
+
+    try:
+        return format_for(out, fmt)
+    except InputError as exc:
+        if as_json and out not in (None, "-"):
+            raise click.UsageError(f"--json writes JSON lines, but --out {out} is not a .jsonl file: "
+                                   "name it .jsonl or drop --json") from None
+        raise click.UsageError(str(exc)) from None
+
+
 def _listing(names: list[str]) -> str:
     shown = ", ".join(names[:_LIST_LIMIT])
     return shown + (f" ... and {len(names) - _LIST_LIMIT} more" if len(names) > _LIST_LIMIT else "")
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+def _check_heatmap_path(ctx, _param, value):
+    if value is None:
+        return value
+    import cv2
+
+    if not cv2.haveImageWriter(value):
+        raise click.BadParameter(f"OpenCV cannot write '{value}': use a picture format such as .png or .jpg")
+    return value
+
+
+def _heatmap_max(ctx, _param, value):
+    if value is None or value == "auto":
+        return value
+    try:
+        number = float(value)
+    except ValueError:
+        number = float("nan")
+    if not number > 0:
+        raise click.BadParameter(f"'{value}' is neither a positive number nor 'auto'")
+    return number
+
+
+_SUFFIXES = " ".join(sorted(IMAGE_SUFFIXES))
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.argument("images", nargs=-1, type=click.Path())
-@click.option("--dir0", type=click.Path(file_okay=False), help="Pair files of the same name in DIR0 and DIR1.")
+@click.option("--dir0", type=click.Path(file_okay=False),
+              help="Pair the images at the same relative path in DIR0 and DIR1.")
 @click.option("--dir1", type=click.Path(file_okay=False))
 @click.option("--all-pairs", type=click.Path(file_okay=False), help="Score every pair i<j of one folder.")
 @click.option("--consecutive", is_flag=True, help="With --all-pairs: only neighbours (i, i+1) in name order.")
 @click.option("--ref", type=click.Path(dir_okay=False), help="One reference image, scored against every image in --dir.")
 @click.option("--dir", "ref_dir", type=click.Path(file_okay=False), help="The folder of images for --ref.")
+@click.option("--recursive", "-r", is_flag=True,
+              help=f"Folders: include subfolders (the path relative to the folder pairs --dir0/--dir1). "
+                   f"Images are files named {_SUFFIXES} (any case); other files are listed as skipped, "
+                   "hidden ones ignored.")
 @click.option("--pairs", "pairs_csv", type=click.Path(dir_okay=False),
-              help="CSV of two path columns (relative to the CSV's folder).")
-@click.option("--out", type=click.Path(), help="Stream rows to a .csv or .jsonl file (--ray: a folder).")
+              help="CSV of two path columns (relative to the CSV's folder; further columns ignored).")
+@click.option("--header/--no-header", default=None,
+              help="Whether the first row of --pairs is a header. [default: a header unless one of its two "
+                   "cells names an image type or an existing file]")
+@click.option("--out", metavar="FILE|-",
+              help="Write rows to FILE (.csv or .jsonl; relative image paths are written relative to its "
+                   "folder) or to stdout (-). [default: stdout]")
+@click.option("--format", "fmt", type=click.Choice(FORMATS),
+              help="Row format. [default: from the --out suffix; csv on stdout]")
 @click.option("--resume", is_flag=True, help="Skip pairs already in --out and append the rest.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing --out file.")
-@click.option("--json", "as_json", is_flag=True, help="JSON output (a JSON object; JSON lines in batch modes).")
-@click.option("--heatmap", type=click.Path(dir_okay=False), help="Write the spatial distance map as a picture.")
-@click.option("--heatmap-alpha", type=click.FloatRange(0, 1), default=0.6, show_default=True,
-              help="Weight of the colours over the reference image (1: colours only).")
-@click.option("--heatmap-max", type=click.FloatRange(min=0, min_open=True),
-              help="Map value shown as the top colour (default: the map's maximum).")
-@click.option("--colormap", type=click.Choice(["inferno", "jet", "viridis", "magma", "turbo"]), default="inferno",
-              show_default=True)
+@click.option("--json", "as_json", is_flag=True,
+              help="JSON output: a JSON object for a pair; JSON lines in batch modes (--format jsonl).")
+@click.option("--summary-json", type=click.Path(dir_okay=False),
+              help="Batch modes: write n, mean, std, std error, min, max, failures, model, device and speed "
+                   "to this JSON file (also when interrupted, with complete: false).")
+@click.option("--heatmap", type=click.Path(dir_okay=False), callback=_check_heatmap_path,
+              help="Write the spatial distance map as a picture (.png, .jpg, ...) with a colour bar.")
+@click.option("--heatmap-alpha", type=click.FloatRange(0, 1), default=DEFAULT_ALPHA, show_default=True,
+              help="Opacity of the colours over the (greyed) reference where the distance is at the top of "
+                   "the scale (a fifth of it where the distance is 0); 1: colours only.")
+@click.option("--heatmap-max", callback=_heatmap_max, metavar="VALUE|auto",
+              help="Map value at the top of the colour bar. [default: a fixed scale per net, the same for "
+                   "every picture: alex 0.7, vgg 0.6, squeeze 0.5; auto: each map's own maximum]")
+@click.option("--colormap", type=click.Choice(sorted(COLORMAPS)), default="inferno", show_default=True)
 @model_options
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
 @click.option("--workers", type=click.IntRange(min=1), help="Decoding threads (default: up to 4).")
 @click.option("--resize", default="none", show_default=True,
               help="none (sizes must match), first (resize the second to the first), or WxH (both).")
-@click.option("-q", "--quiet", is_flag=True, help="No progress bar, no summary.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar, no summary line, no device notice.")
+@tool_version_option
 @ray_options
-def main(images, dir0, dir1, all_pairs, consecutive, ref, ref_dir, pairs_csv, out, resume, overwrite, as_json, heatmap,
-         heatmap_alpha, heatmap_max, colormap, batch_size, workers, resize, quiet, **model_opts):
+def main(images, dir0, dir1, all_pairs, consecutive, ref, ref_dir, recursive, pairs_csv, header, out, fmt, resume,
+         overwrite, as_json, summary_json, heatmap, heatmap_alpha, heatmap_max, colormap, batch_size, workers, resize,
+         quiet, **model_opts):
     """LPIPS distance of two images (A B), or of many pairs (--dir0/--dir1, --all-pairs, --pairs,
     --ref/--dir).
 
@@ -79,42 +148,53 @@ def main(images, dir0, dir1, all_pairs, consecutive, ref, ref_dir, pairs_csv, ou
     \b
     lpips-score ref.png out.png                      prints the distance
     lpips-score ref.png out.png --heatmap diff.png   and writes where they differ
-    lpips-score --dir0 gt/ --dir1 pred/ --out scores.csv
-    lpips-score --ref gt.png --dir outputs/ --out scores.csv
+    lpips-score --dir0 gt/ --dir1 pred/ --out scores.csv --summary-json summary.json
+    lpips-score --ref gt.png --dir outputs/ --out - --format jsonl
     lpips-score --pairs pairs.csv --out results/ --ray --actors 4   on a Ray cluster
+
+    Exit codes: 0 all scored; 1 error (one line on stderr), nothing to score included; 2 usage;
+    3 finished, but some pairs failed (their rows say why); 130 interrupted.
     """
     setup_logging(quiet)
     mode = _mode(images, dir0, dir1, all_pairs, pairs_csv, ref, ref_dir)
     ray_opts = {name: model_opts.pop(name) for name in RAY_OPTION_NAMES}
-    check_ray_usage(ray_opts, mode, out, consecutive, heatmap, resume)
-    if mode == "pair" and (out or resume):
-        raise click.UsageError("--out/--resume are for batch modes; a single pair prints its distance")
-    if mode != "pair" and heatmap:
+    check_ray_usage(ray_opts, mode, dict(out=out, fmt=fmt, as_json=as_json, resume=resume, heatmap=heatmap,
+                                         consecutive=consecutive))
+    given = dict(out=out, resume=resume, overwrite=overwrite, summary_json=summary_json, fmt=fmt,
+                 recursive=recursive, header=header)
+    if mode == "pair" and any(given[k] not in (None, False) for k in _BATCH_ONLY):
+        raise click.UsageError("--out, --format, --resume, --overwrite, --summary-json, --recursive and "
+                               "--header are for batch modes; a single pair prints its distance")
+    if mode != "pair" and (heatmap or heatmap_max is not None):
         raise click.UsageError("--heatmap is for a single pair A B")
-    if resume and not out:
-        raise click.UsageError("--resume needs --out")
+    if header is not None and mode != "pairs":
+        raise click.UsageError("--header/--no-header describe the --pairs file")
+    if recursive and mode == "pairs":
+        raise click.UsageError("--recursive is for folders (--dir0/--dir1, --dir, --all-pairs)")
+    if resume and out in (None, "-"):
+        raise click.UsageError("--resume needs --out FILE")
+    how = dict(dir0=dir0, dir1=dir1, all_pairs=all_pairs, consecutive=consecutive, pairs_csv=pairs_csv, ref=ref,
+               ref_dir=ref_dir, recursive=recursive, header=header)
     if ray_opts["use_ray"]:
         from .cluster.cli import run_batch_mode
 
-        with errors_to_click():  # --pairs tables are read by the cluster; other modes list their pairs here
-            sys.exit(run_batch_mode(ray_opts, model_opts, table=pairs_csv,
-                                    folder=all_pairs if mode == "all-pairs" and not consecutive else None,
-                                    pairs=lambda: _batch_pairs(mode, dir0, dir1, all_pairs, consecutive, pairs_csv,
-                                                               ref, ref_dir),
-                                    out=out, resume=resume, overwrite=overwrite, quiet=quiet,
+        with errors_to_click():
+            sys.exit(run_batch_mode(ray_opts, model_opts, mode, how, lambda: _collect_pairs(mode, how), out=out,
+                                    resume=resume, overwrite=overwrite, summary_json=summary_json, quiet=quiet,
                                     batch_size=batch_size, resize=resize))
+    row_format = _row_format(out, fmt, as_json) if mode != "pair" else None
     with errors_to_click():
-        scorer = open_scorer(model_opts, batch_size=batch_size, workers=workers, resize=resize)
+        scorer = open_scorer(model_opts, quiet=quiet, batch_size=batch_size, workers=workers, resize=resize)
         with scorer:
             if mode == "pair":
                 _score_one(scorer, images, as_json, heatmap, heatmap_alpha, heatmap_max, colormap)
                 return
-            code = _score_many(scorer, mode, dir0, dir1, all_pairs, consecutive, pairs_csv, ref, ref_dir, out,
-                               resume, overwrite, as_json, quiet)
+            code = _score_many(scorer, mode, how, out, row_format, resume, overwrite, summary_json, quiet)
     sys.exit(code)
 
 
 def _score_one(scorer, images, as_json, heatmap, alpha, vmax, colormap) -> None:
+    from .formatting import float32_json, human
     from .heatmap import render_heatmap, write_image
     from .images import load_rgb
 
@@ -124,16 +204,19 @@ def _score_one(scorer, images, as_json, heatmap, alpha, vmax, colormap) -> None:
         rgb0, rgb1 = scorer.resize.apply(load_rgb(images[0]), load_rgb(images[1]), (images[0], images[1]))
         value = scorer.distance(rgb0, rgb1)
         dmap = scorer.distance_map(rgb0, rgb1)
-        write_image(heatmap, render_heatmap(dmap, rgb0 if alpha < 1 else None, alpha, colormap, vmax))
+        scale = heatmap_scale(scorer.spec.net, dmap, vmax)
+        write_image(heatmap, render_heatmap(dmap, rgb0, alpha, colormap, scale,
+                                            label=f"{scorer.spec.describe()}: {human(value)}"))
     else:
         value = scorer.distance(images[0], images[1])
     if as_json:
         spec = scorer.spec
-        click.echo(json.dumps({"img0": images[0], "img1": images[1], "distance": value, "net": spec.net,
-                               "version": spec.version, "calibrated": spec.calibrated,
-                               "backend": scorer.backend_name, "device": scorer.device}))
+        click.echo(json.dumps({"img0": images[0], "img1": images[1], "distance": float32_json(value),
+                               "net": spec.net, "version": spec.version, "calibrated": spec.calibrated,
+                               "precision": spec.precision, "backend": scorer.backend_name,
+                               "device": scorer.device}))
     else:
-        click.echo(f"{value:.6f}")
+        click.echo(human(value))
 
 
 def _uses_cache(scorer, mode: str, consecutive: bool) -> bool:
@@ -144,65 +227,99 @@ def _uses_cache(scorer, mode: str, consecutive: bool) -> bool:
     return mode == "ref" or (mode == "all-pairs" and not consecutive and scorer.resize.mode != "first")
 
 
-def _batch_pairs(mode, dir0, dir1, all_pairs, consecutive, pairs_csv, ref, ref_dir) -> list:
-    """The pairs of a batch mode (listing the files found in one folder only, on stderr)."""
+def _collect_pairs(mode: str, how: dict) -> list:
+    """The pairs of a batch mode; what was left out is said on stderr. Nothing to score is an error."""
     from pathlib import Path
 
-    from .pairs import folder_pairs, list_images, pair_folders, read_pairs_csv
+    from .errors import InputError
+    from .pairs import folder_pairs, pair_folders, read_pair_list, scan_folder
 
+    recursive = how["recursive"]
     if mode == "dirs":
-        pairing = pair_folders(dir0, dir1)
-        pairs = pairing.pairs
-        for side, folder, names in (("0", dir0, pairing.only0), ("1", dir1, pairing.only1)):
-            if names:
-                click.echo(f"only in dir{side} ({folder}), not scored: {_listing(names)}", err=True)
-    elif mode == "all-pairs":
-        pairs = folder_pairs(all_pairs, consecutive)
-    elif mode == "ref":
-        # The reference itself is left out when it lies in the folder (its distance would be 0).
-        pairs = [(Path(ref), p) for p in list_images(ref_dir) if p.resolve() != Path(ref).resolve()]
-    else:
-        pairs = read_pairs_csv(pairs_csv)
+        pairing = pair_folders(how["dir0"], how["dir1"], recursive)
+        for side, folder, only, skipped in (("0", how["dir0"], pairing.only0, pairing.skipped0),
+                                            ("1", how["dir1"], pairing.only1, pairing.skipped1)):
+            if only:
+                click.echo(f"only in dir{side} ({folder}), not scored: {_listing(only)}", err=True)
+            if skipped:
+                click.echo(f"not images (by extension) in dir{side} ({folder}), skipped: {_listing(skipped)}",
+                           err=True)
+        if not pairing.pairs:
+            raise InputError(f"nothing to score: no image has the same relative path in {how['dir0']} and "
+                             f"{how['dir1']}" + ("" if recursive else " (subfolders: --recursive)"))
+        return pairing.pairs
+    if mode == "pairs":
+        listing = read_pair_list(how["pairs_csv"], how["header"])
+        if listing.header is not None and how["header"] is None:
+            click.echo(f"first row of {how['pairs_csv']} taken as a header: {','.join(listing.header)} "
+                       "(--no-header scores it)", err=True)
+        if not listing.pairs:
+            raise InputError(f"nothing to score: {how['pairs_csv']} lists no pairs")
+        return listing.pairs
+    folder = how["all_pairs"] if mode == "all-pairs" else how["ref_dir"]
+    scan = scan_folder(folder, recursive)
+    if scan.skipped:
+        click.echo(f"not images (by extension) in {folder}, skipped: {_listing(scan.skipped)}", err=True)
+    if mode == "all-pairs":
+        pairs = folder_pairs(folder, how["consecutive"], recursive)
+        if not pairs:
+            raise InputError(f"nothing to score: {folder} has {len(scan.images)} image(s), all-pairs needs two")
+        return pairs
+    # --ref/--dir: the reference itself is left out when it lies in the folder (its distance would be 0).
+    ref = Path(how["ref"])
+    pairs = [(ref, p) for p in scan.images if p.resolve() != ref.resolve()]
+    if not pairs:
+        raise InputError(f"nothing to score: no image in {folder} besides the reference")
     return pairs
 
 
-def _score_many(scorer, mode, dir0, dir1, all_pairs, consecutive, pairs_csv, ref, ref_dir, out, resume,
-                overwrite, as_json, quiet) -> int:
+def _score_many(scorer, mode, how, out, row_format, resume, overwrite, summary_json, quiet) -> int:
     from pathlib import Path
 
     from .pairs import list_images
     from .progress import Progress
     from .results import ResultWriter
+    from .summary import RunSummary
 
-    pairs = _batch_pairs(mode, dir0, dir1, all_pairs, consecutive, pairs_csv, ref, ref_dir)
-    label = scorer.spec.describe()
-    writer = (ResultWriter(out, label, resume=resume, overwrite=overwrite) if out
-              else ResultWriter(None, label, stream=sys.stdout, jsonl=as_json))
-    todo = [p for p in pairs if (str(p[0]), str(p[1])) not in writer.done]
+    pairs = _collect_pairs(mode, how)
+    spec = scorer.spec
+    summary = RunSummary({"model": spec.describe(), "net": spec.net, "version": spec.version,
+                          "precision": spec.precision, "backend": scorer.backend_name, "device": scorer.device})
+    target = None if out in (None, "-") else out
+    writer = ResultWriter(target, fmt=row_format, constants={"model": spec.describe()}, resume=resume,
+                          overwrite=overwrite, stream=sys.stdout, summary=summary)
+    keys = [writer.key_of({"img0": a, "img1": b}) for a, b in pairs]
+    todo = [p for p, key in zip(pairs, keys) if key not in writer.done]
     if writer.done and not quiet:
         click.echo(f"resuming {out}: {len(pairs) - len(todo)} pairs already there, {len(todo)} to go", err=True)
-    progress = Progress(len(todo), enabled=not quiet and sys.stderr.isatty())
-    if not _uses_cache(scorer, mode, consecutive):
+    cached = _uses_cache(scorer, mode, how["consecutive"])
+    scorer.prepare(feature_cache=cached)  # the model is ready before the clock starts
+    if not cached:
         results = scorer.score_pairs(todo)
     elif mode == "ref":
-        results = scorer.score_one_to_many(Path(ref), [p[1] for p in todo]) if todo else iter(())
+        results = scorer.score_one_to_many(Path(how["ref"]), [p[1] for p in todo]) if todo else iter(())
     else:
-        results = scorer.score_all_pairs(list_images(all_pairs), skip=writer.done)
-    try:
-        for result in results:
-            writer.write(result)
-            progress.update()
-    except KeyboardInterrupt:
-        progress.close()
-        writer.close()
-        where = f"; rerun with --resume to finish {out}" if out else ""
-        click.echo(f"interrupted after {progress.count} of {len(todo)} pairs{where}", err=True)
-        return EXIT_INTERRUPTED
-    progress.close()
+        skip = {(str(a), str(b)) for (a, b), key in zip(pairs, keys) if key in writer.done}
+        results = scorer.score_all_pairs(list_images(how["all_pairs"], how["recursive"]), skip=skip)
+    summary.start()
+    interrupted = False
+    with Progress(len(todo), enabled=not quiet and sys.stderr.isatty()) as progress:
+        try:
+            for result in results:
+                writer.write(result)
+                progress.update()
+        except KeyboardInterrupt:
+            interrupted = True
     writer.close()
+    if summary_json:
+        summary.write_json(summary_json, complete=not interrupted)
+    if interrupted:
+        where = f"; rerun with --resume to finish {out}" if target else ""
+        click.echo(f"interrupted after {summary.this_run} of {len(todo)} pairs{where}", err=True)
+        return EXIT_INTERRUPTED
     if not quiet:
-        click.echo(writer.summary.line(), err=True)
-    return EXIT_PAIRS_FAILED if writer.summary.failures else 0
+        click.echo(summary.line(), err=True)
+    return EXIT_PAIRS_FAILED if summary.stats.failures else 0
 
 
 if __name__ == "__main__":

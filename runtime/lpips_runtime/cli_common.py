@@ -1,5 +1,6 @@
-"""What every command line of the runtime shares: logging to stderr, the options that choose and
-configure the model (one definition for ``lpips-score`` and every front end), and the Scorer they build.
+"""What every command line of the runtime shares: logging to stderr, ``-V/--tool-version``, the options
+that choose and configure the model (one definition for ``lpips-score`` and every front end), and the
+Scorer they build.
 
 Each command stays a thin parser: it collects these options, calls ``open_scorer`` and turns the library's
 typed errors into one line on stderr with exit code 1 (``errors_to_click``).
@@ -14,13 +15,15 @@ import sys
 import click
 
 from .backends import BACKENDS
+from .device import AUTO, choose_device
 from .errors import LpipsError
 from .modelfile import PRECISIONS
 from .nets import DEFAULT_VERSION, NET_NAMES, VERSIONS
+from .version import DIST_NAME, package_version
 
 # Keyword names of the model options below, in the order they are declared.
-MODEL_OPTION_NAMES = ("net", "lpips_version", "baseline", "model", "models_dir", "backend", "device", "precision",
-                      "threads")
+MODEL_OPTION_NAMES = ("net", "lpips_version", "baseline", "model", "models_dir", "no_export", "backend", "device",
+                      "precision", "threads")
 
 
 def quiet_opencv() -> None:
@@ -32,15 +35,16 @@ def quiet_opencv() -> None:
     cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
 
 
-def setup_logging(quiet: bool = False) -> None:
-    """Our loggers write bare messages to stderr (never stdout: it carries results only)."""
+def setup_logging(quiet: bool = False, info: bool = False) -> None:
+    """Our loggers write bare messages to stderr (never stdout: it carries results only): warnings, and
+    with ``info`` (unless ``quiet``) the steps too (where weights come from, export checks)."""
     quiet_opencv()
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(message)s"))
     for name in ("lpips_runtime", "lpips_export"):
         logger = logging.getLogger(name)
         logger.handlers[:] = [handler]
-        logger.setLevel(logging.WARNING)
+        logger.setLevel(logging.INFO if info and not quiet else logging.WARNING)
         logger.propagate = False
 
 
@@ -51,9 +55,13 @@ _MODEL_OPTIONS = (
     click.option("--baseline", is_flag=True, help="Uncalibrated baseline (no linear layers)."),
     click.option("--model", type=click.Path(dir_okay=False), help="An exported .onnx (overrides --net/--version)."),
     click.option("--models-dir", type=click.Path(file_okay=False),
-                 help="Where exports are looked up (default: $LPIPS_RT_MODELS or ./models)."),
+                 help="Where exports are looked up and written. [default: $LPIPS_RT_MODELS, else ./models if the "
+                      "working folder has one, else the user data folder (~/.local/share/lpips-rt/models)]"),
+    click.option("--no-export", is_flag=True,
+                 help="Never export a missing model on demand (an error names the lpips-export command instead)."),
     click.option("--backend", type=click.Choice(BACKENDS), default="ort", show_default=True),
-    click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:<index>."),
+    click.option("--device", default="cpu", show_default=True,
+                 help="cpu, cuda, cuda:<index>, or auto (CUDA when usable here, else the CPU; says which)."),
     click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True,
                  help="fp16: the mixed-precision export (float16 backbone, float32 head), for GPUs."),
     click.option("--threads", type=click.IntRange(min=1), help="CPU threads (default: physical cores)."),
@@ -68,14 +76,41 @@ def model_options(command):
     return command
 
 
-def open_scorer(options: dict, **settings):
+def resolve_device(device: str, backend: str, quiet: bool = False) -> str:
+    """``device`` itself, or for "auto" the device ``choose_device`` picks, said on stderr unless ``quiet``."""
+    if device != AUTO:
+        return device
+    choice = choose_device(backend)
+    if not quiet:
+        click.echo(choice.describe(), err=True)
+    return choice.device
+
+
+def open_scorer(options: dict, quiet: bool = False, **settings):
     """A ``Scorer`` from the values of ``model_options`` (``options`` may hold other keys too) and
-    further Scorer keywords in ``settings`` (batch_size, workers, resize, ...)."""
+    further Scorer keywords in ``settings`` (batch_size, workers, resize, ...). ``quiet``: do not say
+    on stderr which device ``--device auto`` chose."""
     from .scorer import Scorer
 
+    device = resolve_device(options["device"], options["backend"], quiet)
     return Scorer(options["model"] or options["net"], version=options["lpips_version"], baseline=options["baseline"],
-                  backend=options["backend"], device=options["device"], precision=options["precision"],
-                  threads=options["threads"], models_dir=options["models_dir"], **settings)
+                  backend=options["backend"], device=device, precision=options["precision"],
+                  threads=options["threads"], models_dir=options["models_dir"], auto_export=not options["no_export"],
+                  **settings)
+
+
+def _print_tool_version(ctx: click.Context, _param, value: bool) -> None:
+    if not value or ctx.resilient_parsing:
+        return
+    click.echo(f"{DIST_NAME} {package_version()}")
+    ctx.exit()
+
+
+def tool_version_option(command):
+    """``-V/--tool-version``: print ``lpips-rt <version>`` and exit (``--version`` is the LPIPS version,
+    as in the official scripts)."""
+    return click.option("-V", "--tool-version", is_flag=True, expose_value=False, is_eager=True,
+                        callback=_print_tool_version, help="Print the lpips-rt version and exit.")(command)
 
 
 @contextlib.contextmanager

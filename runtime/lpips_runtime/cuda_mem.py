@@ -51,6 +51,11 @@ def call(rt, name: str, *args):
     return values[0] if len(values) == 1 else values
 
 
+def device_count(rt) -> int:
+    """How many CUDA GPUs this process sees (``CudaError`` when there is no usable driver)."""
+    return call(rt, "cudaGetDeviceCount")
+
+
 def set_device(rt, index: int) -> None:
     """Make GPU ``index`` current for the calling thread (CUDA's current device is per thread)."""
     call(rt, "cudaSetDevice", index)

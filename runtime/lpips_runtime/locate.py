@@ -1,9 +1,16 @@
-"""Find the exported model for a spec in the models folder, exporting it on demand when possible."""
+"""Where exported models live, and finding the export a spec needs (exporting it on demand when possible).
+
+One rule picks the models folder, for the runtime and for ``lpips-export``'s default ``--out`` alike:
+the folder given (``--models-dir``, ``models_dir=``), else ``$LPIPS_RT_MODELS``, else ``./models`` when the
+working folder has one (a checkout of this repository), else the user data folder of lpips-rt
+(``platformdirs``: ``~/.local/share/lpips-rt/models`` on Linux, honouring ``$XDG_DATA_HOME``).
+"""
 from __future__ import annotations
 
 import importlib.util
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ModelFileError
@@ -12,11 +19,49 @@ from .modelfile import ModelInfo, ModelSpec, read_model
 log = logging.getLogger("lpips_runtime")
 
 MODELS_ENV = "LPIPS_RT_MODELS"
+APP_NAME = "lpips-rt"
+LOCAL_MODELS = Path("models")
+
+
+@dataclass(frozen=True)
+class ModelsFolder:
+    """A models folder and how it was chosen (for messages)."""
+
+    path: Path
+    origin: str
+    explicit: bool = False  # named by the caller (--models-dir, models_dir=, $LPIPS_RT_MODELS)
+
+
+def user_models_dir() -> Path:
+    """The platform's user data folder for lpips-rt, plus ``models``."""
+    import platformdirs
+
+    return platformdirs.user_data_path(APP_NAME, appauthor=False) / "models"
+
+
+def resolve_models_dir(given: str | Path | None = None) -> ModelsFolder:
+    """The models folder by the module's rule (see the module docstring)."""
+    if given is not None:
+        return ModelsFolder(Path(given), "the folder given", explicit=True)
+    env = os.environ.get(MODELS_ENV)
+    if env:
+        return ModelsFolder(Path(env), f"${MODELS_ENV}", explicit=True)
+    if LOCAL_MODELS.is_dir():
+        return ModelsFolder(LOCAL_MODELS, "./models of the working folder")
+    return ModelsFolder(user_models_dir(), f"the user data folder: no --models-dir, ${MODELS_ENV} not set, "
+                                           f"no ./models in {Path.cwd()}")
 
 
 def default_models_dir() -> Path:
-    """``$LPIPS_RT_MODELS``, else ``./models`` (where ``lpips-export`` writes by default)."""
-    return Path(os.environ.get(MODELS_ENV) or "models")
+    """The models folder when none is given (``resolve_models_dir(None).path``)."""
+    return resolve_models_dir().path
+
+
+def _folder_of(models_dir: str | Path | None) -> ModelsFolder:
+    default = resolve_models_dir()
+    if models_dir is None or Path(models_dir) == default.path:
+        return default
+    return resolve_models_dir(models_dir)
 
 
 def export_available() -> bool:
@@ -30,22 +75,37 @@ def export_available() -> bool:
     return True
 
 
-def locate_model(spec: ModelSpec, models_dir: Path | None = None, auto_export: bool = True) -> ModelInfo:
-    """The checked export for ``spec`` in ``models_dir``.
+def missing_model_message(spec: ModelSpec, folder: ModelsFolder, auto_export: bool) -> str:
+    """One line: which file is missing, where it was looked for and why there, and the ways out."""
+    command = spec.export_command(folder.path if folder.explicit else None)
+    if not export_available():
+        how = f"run `{command}` (needs pip install 'lpips-rt[export]')"
+    else:
+        how = f"run `{command}` (on-demand export is off)" if not auto_export else f"run `{command}`"
+    return (f"no exported model {spec.filename()} in {folder.path} ({folder.origin}): {how}, "
+            f"or name the folder that has it with --models-dir DIR or {MODELS_ENV}=DIR")
 
-    A missing file is exported on demand if the export extra is installed and ``auto_export`` is set;
-    otherwise ``ModelFileError`` names the command to run.
+
+def locate_model(spec: ModelSpec, models_dir: str | Path | None = None, auto_export: bool = True) -> ModelInfo:
+    """The checked export for ``spec`` in ``models_dir`` (None: the folder ``resolve_models_dir`` picks).
+
+    A missing file is exported on demand if the export extra is installed and ``auto_export`` is set
+    (a notice on stderr first; anything the export libraries print goes to stderr too); otherwise
+    ``ModelFileError`` says where it looked and what to run.
     """
-    models_dir = Path(models_dir) if models_dir is not None else default_models_dir()
-    path = models_dir / spec.filename()
+    folder = _folder_of(models_dir)
+    path = folder.path / spec.filename()
     if not path.is_file():
         if not (auto_export and export_available()):
-            hint = "" if export_available() else " (needs pip install 'lpips-rt[export]')"
-            raise ModelFileError(f"no exported model {path}: run `{spec.export_command(models_dir)}`{hint}")
+            raise ModelFileError(missing_model_message(spec, folder, auto_export))
         from lpips_export.onnx_export import export_model
 
-        log.warning("%s not found: exporting %s now", path, spec.describe())
-        export_model(spec, models_dir)
+        from .stdio import stdout_to_stderr
+
+        log.warning("%s is not in %s (%s): exporting %s there now, once (10-60 s, about 1 GB of RAM; "
+                    "--no-export refuses)", spec.filename(), folder.path, folder.origin, spec.describe())
+        with stdout_to_stderr():
+            export_model(spec, folder.path)
     info = read_model(path)
     if info.spec != spec:
         raise ModelFileError(f"{path} holds {info.spec.describe()}, not {spec.describe()}: re-export it")

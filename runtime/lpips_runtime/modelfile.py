@@ -8,6 +8,7 @@ caught, while the metadata (which holds the digest) stays outside what is hashed
 from __future__ import annotations
 
 import hashlib
+import shlex
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -146,8 +147,8 @@ class ModelSpec:
             parts.append(self.part)
         return "-".join(parts) + ".onnx"
 
-    def export_command(self, out_dir: str | Path = "models") -> str:
-        """The ``lpips-export`` command line that writes this model."""
+    def export_command(self, out_dir: str | Path | None = None) -> str:
+        """The ``lpips-export`` command line that writes this model (into ``out_dir``; None: its default)."""
         args = [f"lpips-export --net {self.net}"]
         if self.version != "0.1":
             args.append(f"--version {self.version}")
@@ -162,8 +163,8 @@ class ModelSpec:
             args.append(f"--input uint8 --layout {layout} --channels {channels}")
         if self.part != "fused":
             args.append(f"--part {self.part}")
-        if str(out_dir) != "models":
-            args.append(f"--out {out_dir}")
+        if out_dir is not None:
+            args.append(f"--out {shlex.quote(str(out_dir))}")
         return " ".join(args)
 
     def describe(self) -> str:

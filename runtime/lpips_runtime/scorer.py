@@ -178,6 +178,17 @@ class Scorer:
                     self._cache = cache
         return self._cache
 
+    def prepare(self, feature_cache: bool = False) -> "Scorer":
+        """Locate (or export) the model and open the backend now instead of on first use, e.g. so that a
+        run's clock starts at its first pair. ``feature_cache``: the split graphs (encoder and head) that
+        ``embed``, ``one_to_many`` and ``score_all_pairs`` use, instead of the fused graph."""
+        if feature_cache:
+            self._feature_cache()
+            self.model_info(part="head")
+        else:
+            self._backend(False)
+        return self
+
     def close(self) -> None:
         with self._lock:
             for backend in self._backends.values():

@@ -66,7 +66,7 @@ def test_missing_and_extra_keys_refused(alex_state, tmp_path):
 def test_unreadable_user_file(tmp_path):
     bad = tmp_path / "junk.pth"
     bad.write_bytes(b"not a checkpoint")
-    with pytest.raises(WeightsError, match="cannot read backbone weights"):
+    with pytest.raises(WeightsError, match="junk.pth is not a weights file: expected a torchvision state dict"):
         bw.load_backbone(get_net("alex"), ["features.0.weight"], user_file=bad)
     with pytest.raises(WeightsError, match="not found"):
         bw.load_backbone(get_net("alex"), ["features.0.weight"], user_file=tmp_path / "absent.pth")

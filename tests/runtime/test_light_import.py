@@ -36,5 +36,6 @@ def test_missing_model_without_export_extra_names_the_command(tmp_path):
     done = subprocess.run([sys.executable, "-c", BLOCK + "from lpips_runtime.cli import main\nmain()",
                            "a.png", "b.png", "--models-dir", str(tmp_path)], capture_output=True, text=True)
     assert done.returncode == 1
-    assert done.stderr.strip() == (f"Error: no exported model {tmp_path}/lpips-alex-v0.1.onnx: run "
-                                   f"`lpips-export --net alex --out {tmp_path}` (needs pip install 'lpips-rt[export]')")
+    assert done.stderr.strip() == (f"Error: no exported model lpips-alex-v0.1.onnx in {tmp_path} (the folder given): "
+                                   f"run `lpips-export --net alex --out {tmp_path}` (needs pip install 'lpips-rt[export]'), "
+                                   "or name the folder that has it with --models-dir DIR or LPIPS_RT_MODELS=DIR")

@@ -19,16 +19,13 @@ from click.testing import CliRunner
 from conftest import crop, distort, photo
 from lpips_runtime import Scorer
 from lpips_runtime.cli import main
-from lpips_runtime.progress import Progress
 
 SCRIPT = str(Path(sys.executable).with_name("lpips-score"))
 
 
 @pytest.fixture(scope="module")
-def models_dir(exported):
-    exported("alex")
-    exported("alex", spatial=True)
-    return exported("alex").parent
+def models_dir(alex_models):
+    return alex_models
 
 
 @pytest.fixture(scope="module")
@@ -135,7 +132,7 @@ def test_heatmap(models_dir, images, tmp_path):
                                        "--models-dir", str(models_dir)])
     assert result.exit_code == 0, result.output
     picture = cv2.imread(str(out))
-    assert picture.shape == (96, 128, 3) and picture.std() > 5
+    assert picture.shape[0] > 96 and picture.shape[1] > 128 and picture.std() > 5  # map + colour bar + caption
 
 
 def test_folder_modes_rows_failures_and_unpaired(models_dir, images, tmp_path):
@@ -231,17 +228,3 @@ def test_resume_drops_a_partial_last_row(models_dir, images, tmp_path):
     other = CliRunner().invoke(main, ["--pairs", str(listing), "--out", str(out), "--resume", "--net", "squeeze",
                                       "--models-dir", str(models_dir)])
     assert other.exit_code == 1 and "holds results of LPIPS-alex v0.1" in other.output
-
-
-def test_progress_line():
-    import io
-
-    stream = io.StringIO()
-    progress = Progress(10, enabled=True, delay=0.0, stream=stream)
-    for _ in range(10):
-        progress.update()
-    progress.close()
-    assert "10/10 pairs" in stream.getvalue() and "ETA 0:00" in stream.getvalue()
-    silent = io.StringIO()
-    Progress(10, enabled=False, stream=silent).update(10)
-    assert silent.getvalue() == ""

@@ -11,7 +11,6 @@ pairs across sizes and pairs with an unreadable image count as failures.
 from __future__ import annotations
 
 import json
-import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,7 +20,7 @@ import numpy as np
 
 from ..errors import ClusterError, InputError, LpipsError
 from ..features import Features, distance_block, energies, layer_scales
-from ..results import Summary
+from ..summary import DistanceStats, RunSummary
 from . import uris
 from .session import require_ray
 from .settings import ScorerSettings, WorkerModel
@@ -32,11 +31,11 @@ OUTPUTS = ("near-duplicates", "nearest.parquet", "summary.json")  # what a run w
 
 @dataclass
 class AllPairsReport:
-    """What an all-pairs run found. ``summary``: n, mean, std/sqrt(n) over every scored pair;
-    ``summary.failures``: pairs that could not be scored."""
+    """What an all-pairs run found. ``summary``: n, mean, std, std/sqrt(n), min, max over every scored
+    pair; ``summary.stats.failures``: pairs that could not be scored."""
 
     images: int
-    summary: Summary
+    summary: RunSummary
     near_duplicates: int
     failed_images: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
@@ -105,8 +104,7 @@ def distance_tile(rows_chunk: list[Features], row_group: int, cols_chunk: list[F
         values = d[upper]
     else:
         upper, values = None, d.ravel()
-    out = {"n": int(values.size), "sum": float(values.sum(dtype=np.float64)),
-           "sumsq": float(np.square(values, dtype=np.float64).sum())}
+    out = {"stats": DistanceStats.of(values)}
     if threshold is not None:
         hit = d < threshold
         if upper is not None:
@@ -217,7 +215,10 @@ def all_pairs(images: list[str] | str, out: str | Path, settings: ScorerSettings
     jobs = [(t[a], t[b], a == b) for t in tiles_by_size.values() for a in range(len(t)) for b in range(a, len(t))]
     limit = tasks_in_flight or max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
     nearest = _NearestTable(n, top_k) if top_k else None
-    stats = Summary()
+    spec = model.spec
+    summary = RunSummary({"model": model.label, "net": spec.net, "version": spec.version,
+                          "precision": spec.precision, "backend": settings.backend, "device": settings.device})
+    summary.start()
     near = 0
     pending: dict = {}  # task ref -> (row indices, column indices)
     done_tiles = 0
@@ -235,9 +236,7 @@ def all_pairs(images: list[str] | str, out: str | Path, settings: ScorerSettings
         ready, _ = ray.wait(list(pending), num_returns=1)
         ri, ci = pending.pop(ready[0])
         result = ray.get(ready[0])
-        stats.n += result["n"]
-        stats.total += result["sum"]
-        stats.total_sq += result["sumsq"]
+        summary.add_stats(result["stats"])
         if close is not None and len(result["close"][0]):
             near += _write_close(close, names, *result["close"], model.label)
         if nearest is not None:
@@ -249,13 +248,12 @@ def all_pairs(images: list[str] | str, out: str | Path, settings: ScorerSettings
             on_progress("tiles", done_tiles, len(jobs))
 
     # 3. Failures, the k nearest and the summary.
-    scored_pairs = stats.n
-    stats.failures = n * (n - 1) // 2 - scored_pairs
+    summary.add_stats(DistanceStats(failures=n * (n - 1) // 2 - summary.stats.n))
     if nearest is not None:
         _write_nearest(out / "nearest.parquet", names, nearest)
-    report = AllPairsReport(n, stats, near, {names[i]: e for i, e in sorted(failed.items())},
+    report = AllPairsReport(n, summary, near, {names[i]: e for i, e in sorted(failed.items())},
                             time.monotonic() - started)
-    _write_summary(summary_path, report, model.label, threshold, top_k)
+    _write_summary(summary_path, report, threshold, top_k)
     return report
 
 
@@ -288,14 +286,12 @@ def _write_nearest(path: Path, names: list[str], nearest: _NearestTable) -> None
     tmp.replace(path)
 
 
-def _write_summary(path: Path, report: AllPairsReport, label: str, threshold: float | None, k: int) -> None:
-    s = report.summary
-    mean = s.total / s.n if s.n else None
-    std = math.sqrt(max(s.total_sq / s.n - mean * mean, 0.0)) if s.n else None
-    body = {"model": label, "images": report.images, "pairs": s.n, "failed_pairs": s.failures,
-            "mean": mean, "std": std, "stderr": std / math.sqrt(s.n) if s.n else None,
-            "threshold": threshold, "near_duplicates": report.near_duplicates if threshold is not None else None,
-            "top_k": k or None, "seconds": round(report.seconds, 3),
+def _write_summary(path: Path, report: AllPairsReport, threshold: float | None, k: int) -> None:
+    """``summary.json``: the run summary of ``lpips-score --summary-json`` (n, mean, std, std error,
+    min, max, failures, model...) plus what is particular to all pairs."""
+    body = {**report.summary.as_dict(), "images": report.images, "threshold": threshold,
+            "near_duplicates": report.near_duplicates if threshold is not None else None, "top_k": k or None,
+            "seconds": round(report.seconds, 3),
             "failed_images": [{"image": name, "error": error} for name, error in report.failed_images.items()]}
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(body, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")

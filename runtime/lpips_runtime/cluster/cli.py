@@ -19,7 +19,8 @@ _RAY_OPTIONS = (
     click.option("--cpus-per-actor", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
                  help="CPUs each actor reserves (its ONNX Runtime threads unless --threads)."),
     click.option("--gpus-per-actor", type=click.FloatRange(min=0), help="GPUs each actor reserves; a fraction "
-                 "shares a GPU (default: 1 with --device cuda, else 0)."),
+                 "shares a GPU (default: 1 with --device cuda, else 0; with --device auto, actors given GPUs run "
+                 "on CUDA)."),
     click.option("--threshold", type=float, help="--all-pairs --ray: write the pairs closer than this."),
     click.option("--top-k", type=click.IntRange(min=0), default=0, help="--all-pairs --ray: write each image's "
                  "k nearest."),
@@ -39,22 +40,25 @@ def ray_options(command):
     return command
 
 
-def check_usage(ray_opts: dict, mode: str, out: str | None, consecutive: bool, heatmap, resume: bool) -> None:
-    """``click.UsageError`` for option combinations the cluster modes do not take."""
+def check_usage(ray_opts: dict, mode: str, given: dict) -> None:
+    """``click.UsageError`` for option combinations the cluster modes do not take. ``given``: the
+    values of --out, --format (fmt), --json (as_json), --resume, --heatmap and --consecutive."""
     if not ray_opts["use_ray"]:
-        given = [f"--{n.replace('_', '-')}" for n in ("ray_address", "threshold") if ray_opts[n] is not None]
-        given += ["--top-k"] if ray_opts["top_k"] else []
-        if given:
-            raise click.UsageError(f"{given[0]} goes with --ray")
+        named = [f"--{n.replace('_', '-')}" for n in ("ray_address", "threshold") if ray_opts[n] is not None]
+        named += ["--top-k"] if ray_opts["top_k"] else []
+        if named:
+            raise click.UsageError(f"{named[0]} goes with --ray")
         return
-    if mode == "pair" or heatmap:
+    if mode == "pair" or given["heatmap"]:
         raise click.UsageError("--ray is for batch modes (--pairs, --dir0/--dir1, --all-pairs, --ref/--dir)")
-    if not out:
+    if given["out"] in (None, "-"):
         raise click.UsageError("--ray writes a folder of result files: give --out FOLDER")
-    all_pairs = mode == "all-pairs" and not consecutive
+    if given["fmt"] or given["as_json"]:
+        raise click.UsageError("--ray writes Parquet or CSV files: choose with --part-format, not --format/--json")
+    all_pairs = mode == "all-pairs" and not given["consecutive"]
     if not all_pairs and (ray_opts["threshold"] is not None or ray_opts["top_k"]):
         raise click.UsageError("--threshold/--top-k are for --all-pairs DIR --ray")
-    if all_pairs and resume:
+    if all_pairs and given["resume"]:
         raise click.UsageError("--all-pairs --ray does not resume (it keeps no per-pair rows): rerun it with "
                                "--overwrite")
 
@@ -65,77 +69,76 @@ def _gpus(ray_opts: dict, device: str) -> float:
     gpus = ray_opts["gpus_per_actor"]
     if gpus is None:
         return 1.0 if is_cuda(device) else 0.0
-    if gpus and not is_cuda(device):
+    if gpus and not (is_cuda(device) or device == "auto"):
         raise InputError("--gpus-per-actor reserves GPUs for --device cuda actors: add --device cuda")
     return gpus
 
 
-def run_batch_mode(ray_opts: dict, model_opts: dict, *, table: str | None, folder: str | None, pairs, out: str,
-                   resume: bool, overwrite: bool, quiet: bool, **scorer_settings) -> int:
-    """The --ray branch of ``lpips-score``: ``table`` (a --pairs file) or ``folder`` (--all-pairs) or
-    else ``pairs()``, the mode's list of pairs; returns the exit code."""
+def run_batch_mode(ray_opts: dict, model_opts: dict, mode: str, how: dict, pairs, *, out: str, resume: bool,
+                   overwrite: bool, summary_json: str | None, quiet: bool, **scorer_settings) -> int:
+    """The --ray branch of ``lpips-score``: ``how`` holds the mode's options (as ``lpips_runtime.cli``
+    names them) and ``pairs()`` lists a folder mode's pairs. Returns the exit code (0, or 3 when some
+    pairs failed; 130 when interrupted)."""
+    from ..progress import Progress
+    from . import uris
+    from .session import cluster_errors, ray_session
     from .settings import ScorerSettings
 
-    settings = ScorerSettings.from_cli(model_opts, **scorer_settings)
-    if folder is None and table is None:
-        table = pairs()
-    return run(ray_opts, settings, table, folder, out, resume, overwrite, quiet)
-
-
-def run(ray_opts: dict, settings, pairs, all_pairs_dir: str | None, out: str, resume: bool, overwrite: bool,
-        quiet: bool) -> int:
-    """Run a batch mode on the cluster; returns the exit code (0, or 3 when some pairs failed).
-    ``all_pairs_dir``: the folder of an --all-pairs run; otherwise ``pairs``: a list of (img0, img1)
-    or the path of a pair table (--pairs)."""
-    from ..progress import Progress
-    from .session import cluster_errors, ray_session
-
-    gpus = _gpus(ray_opts, settings.device)
+    gpus = _gpus(ray_opts, model_opts["device"])
+    settings = ScorerSettings.from_cli(model_opts, gpus=gpus, **scorer_settings)
     common = dict(actors=ray_opts["actors"], cpus_per_actor=ray_opts["cpus_per_actor"], gpus_per_actor=gpus)
-    show = not quiet and sys.stderr.isatty()
-    progress = Progress(0, enabled=False)
+    show = not quiet
+    if mode == "all-pairs" and not how["consecutive"]:
+        from .allpairs import all_pairs
+
+        images = uris.list_image_files(how["all_pairs"], how["recursive"])
+        with ray_session(ray_opts["ray_address"]), cluster_errors(), _StageProgress(show) as stages:
+            report = all_pairs(images, out, settings, threshold=ray_opts["threshold"], top_k=ray_opts["top_k"],
+                               overwrite=overwrite, on_progress=stages.update, **common)
+        if summary_json:
+            report.summary.write_json(summary_json)
+        if not quiet:
+            click.echo(report.line(), err=True)
+        return 3 if report.summary.stats.failures else 0
+
+    from .run import write_pair_scores
+
+    source = how["pairs_csv"] if mode == "pairs" else pairs()  # a --pairs table is read by the cluster
+    progress = None
+
+    def on_start(todo, already):
+        nonlocal progress
+        if already and not quiet:
+            click.echo(f"resuming {out}: {already} pairs already there, {todo} to go", err=True)
+        progress = Progress(todo, enabled=show).__enter__()
+
+    def on_rows(n):
+        progress.update(n)
+
+    interrupted = False
     with ray_session(ray_opts["ray_address"]), cluster_errors():
-        if all_pairs_dir is not None:
-            from .allpairs import all_pairs
-
-            stages = _StageProgress(show)
-            try:
-                report = all_pairs(all_pairs_dir, out, settings, threshold=ray_opts["threshold"],
-                                   top_k=ray_opts["top_k"], overwrite=overwrite, on_progress=stages.update, **common)
-            finally:
-                stages.close()
-            if not quiet:
-                click.echo(report.line(), err=True)
-            return 3 if report.summary.failures else 0
-
-        from .run import write_pair_scores
-
-        def on_start(todo, already):
-            nonlocal progress
-            if already and not quiet:
-                click.echo(f"resuming {out}: {already} pairs already there, {todo} to go", err=True)
-            progress = Progress(todo, enabled=show)
-
-        def on_rows(n):
-            progress.update(n)
-
         try:
-            report = write_pair_scores(pairs, out, settings, fmt=ray_opts["part_format"], resume=resume,
-                                       overwrite=overwrite, part_rows=ray_opts["part_rows"], on_start=on_start,
-                                       on_rows=on_rows, **common)
+            report = write_pair_scores(source, out, settings, csv_header=how["header"], fmt=ray_opts["part_format"],
+                                       resume=resume, overwrite=overwrite, part_rows=ray_opts["part_rows"],
+                                       on_start=on_start, on_rows=on_rows, **common)
         except KeyboardInterrupt:
-            progress.close()
-            click.echo(f"interrupted after {progress.count} of {progress.total} pairs; rerun with --resume to "
-                       f"finish {out}", err=True)
-            return 130
-    progress.close()
+            interrupted = True
+        finally:
+            if progress is not None:
+                progress.close()
+    if interrupted:
+        click.echo(f"interrupted after {progress.count if progress else 0} of {progress.total if progress else '?'} "
+                   f"pairs; rerun with --resume to finish {out}", err=True)
+        return 130
+    if summary_json:
+        report.summary.write_json(summary_json)
     if not quiet:
         click.echo(report.summary.line(), err=True)
-    return 3 if report.summary.failures else 0
+    return 3 if report.summary.stats.failures else 0
 
 
 class _StageProgress:
-    """One progress line per stage of an all-pairs run (images embedded, then tiles computed)."""
+    """One progress bar per stage of an all-pairs run (images embedded, then tiles computed)."""
 
     def __init__(self, enabled: bool):
         self.enabled, self.stage, self.bar = enabled, None, None
@@ -145,9 +148,17 @@ class _StageProgress:
 
         if stage != self.stage:
             self.close()
-            self.stage, self.bar = stage, Progress(total, self.enabled, unit="images" if stage == "embed" else "tiles")
+            unit = "images" if stage == "embed" else "tiles"
+            self.stage, self.bar = stage, Progress(total, self.enabled, unit=unit).__enter__()
         self.bar.update(done - self.bar.count)
 
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+            self.bar = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

@@ -4,7 +4,7 @@ with ``resume`` reads the pairs already there (and skips them), deletes leftover
 adds new parts: every pair is written exactly once across runs.
 
 Parts are Parquet (``part-<run>-<n>.parquet``) or CSV (``.csv``, as ``lpips-score --out`` writes it:
-header, 9 significant digits).
+header, distances as the shortest decimal that reads back as the same float32).
 """
 from __future__ import annotations
 
@@ -16,7 +16,9 @@ import time
 from pathlib import Path
 
 from ..errors import InputError
-from ..results import COLUMNS, Summary, format_distance
+from ..formatting import float32_text
+from ..results import PAIR_COLUMNS
+from ..summary import RunSummary
 from . import PART_FORMATS
 
 _PART_GLOB = "part-*"
@@ -31,7 +33,7 @@ def pair_keys(img0, img1):
 
 
 def read_results(folder: str | Path):
-    """All complete result parts of a folder as one Arrow table (columns ``COLUMNS``)."""
+    """All complete result parts of a folder as one Arrow table (columns ``PAIR_COLUMNS``)."""
     import pyarrow as pa
 
     from .pipeline import result_schema
@@ -65,11 +67,12 @@ class ResultFolder:
 
     Without ``resume`` a folder that already holds parts is an error unless ``overwrite`` (which
     deletes them). ``done``: the pair keys already written (``pair_keys``); ``summary``: statistics
-    over every row in the folder, new ones included as they are added.
+    over every row in the folder (rows found there count as resumed), with ``context`` (default: the
+    model).
     """
 
     def __init__(self, path: str | Path, model: str, fmt: str = "parquet", resume: bool = False,
-                 overwrite: bool = False):
+                 overwrite: bool = False, context: dict | None = None):
         import pyarrow as pa
 
         if fmt not in PART_FORMATS:
@@ -78,7 +81,7 @@ class ResultFolder:
         if self.path.exists() and not self.path.is_dir():
             raise InputError(f"{self.path} is a file: cluster runs write a folder of result files")
         self.path.mkdir(parents=True, exist_ok=True)
-        self.summary = Summary()
+        self.summary = RunSummary(context or {"model": model})
         self.done = pa.array([], pa.string())
         self.rows_before = 0
         existing = _parts(self.path)
@@ -106,11 +109,8 @@ class ResultFolder:
                              "resume with the same options or write a new folder")
         self.done = pair_keys(table.column("img0"), table.column("img1")).combine_chunks()
         self.rows_before = table.num_rows
-        self._count_rows(table)
-
-    def _count_rows(self, table) -> None:
         for value in table.column("distance").to_pylist():
-            self.summary.add(value)
+            self.summary.add(value, resumed=True)
 
     def write(self, table) -> Path:
         """Write one part holding ``table``'s rows (result schema): temporary file, fsync, rename."""
@@ -127,17 +127,18 @@ class ResultFolder:
             os.fsync(f.fileno())
         os.replace(tmp, self.path / name)
         _fsync_dir(self.path)
-        self._count_rows(table)
+        for value in table.column("distance").to_pylist():
+            self.summary.add(value)
         return self.path / name
 
 
 def _csv_text(table) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(COLUMNS)
+    writer.writerow(PAIR_COLUMNS)
     for row in table.to_pylist():
-        writer.writerow(["" if row[c] is None else (format_distance(row[c]) if c == "distance" else row[c])
-                         for c in COLUMNS])
+        writer.writerow(["" if row[c] is None else (float32_text(row[c]) if c == "distance" else row[c])
+                         for c in PAIR_COLUMNS])
     return out.getvalue()
 
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ClusterError
-from ..results import Summary
+from ..summary import RunSummary
 from .output import ResultFolder, pair_keys
 from .pipeline import score_dataset
 from .session import require_ray
@@ -21,7 +21,7 @@ class RunReport:
     """How a run ended: ``summary`` covers every row in the folder (earlier runs' included)."""
 
     folder: Path
-    summary: Summary
+    summary: RunSummary
     already_done: int  # rows found in the folder at the start (resume)
     scored: int  # rows written by this run
 
@@ -36,7 +36,8 @@ def _drop_done(table, done):
 
 
 def write_pair_scores(source, out: str | Path, settings: ScorerSettings = ScorerSettings(), *,
-                      columns: tuple[str, str] | None = None, fmt: str = "parquet", resume: bool = False,
+                      columns: tuple[str, str] | None = None, csv_header: bool | None = None,
+                      fmt: str = "parquet", resume: bool = False,
                       overwrite: bool = False, part_rows: int = 10_000, part_seconds: float = 60.0,
                       on_start: Callable[[int, int], None] | None = None,
                       on_rows: Callable[[int], None] | None = None, **options) -> RunReport:
@@ -45,14 +46,18 @@ def write_pair_scores(source, out: str | Path, settings: ScorerSettings = Scorer
     Rows are written in parts of up to ``part_rows`` rows, or whatever arrived within ``part_seconds``:
     a driver killed at any moment loses at most the rows not yet in a part, and ``resume=True`` scores
     exactly the pairs absent from the folder. ``on_start(pairs_to_score, rows_already_there)`` and
-    ``on_rows(n)`` report progress. ``options``: see ``pipeline.score_dataset``.
+    ``on_rows(n)`` report progress. ``columns``/``csv_header``: see ``table.read_pair_table``;
+    ``options``: see ``pipeline.score_dataset``.
     """
     ray = require_ray()
     if not ray.is_initialized():
         raise ClusterError("no Ray session: call ray.init(...) or use lpips_runtime.cluster.ray_session()")
     model = WorkerModel.resolve(settings)  # model problems first, before anything is read or written
-    folder = ResultFolder(out, model.label, fmt, resume=resume, overwrite=overwrite)
-    pairs = read_pair_table(source, columns)
+    spec = model.spec
+    folder = ResultFolder(out, model.label, fmt, resume=resume, overwrite=overwrite, context={
+        "model": model.label, "net": spec.net, "version": spec.version, "precision": spec.precision,
+        "backend": settings.backend, "device": settings.device})
+    pairs = read_pair_table(source, columns, csv_header)
     if len(folder.done):
         pairs = pairs.map_batches(_drop_done, fn_kwargs={"done": ray.put(folder.done)}, batch_format="pyarrow",
                                   batch_size=None)
@@ -60,6 +65,7 @@ def write_pair_scores(source, out: str | Path, settings: ScorerSettings = Scorer
     todo = pairs.count()
     if on_start is not None:
         on_start(todo, folder.rows_before)
+    folder.summary.start()
     scored, pending, pending_rows, last = 0, [], 0, time.monotonic()
 
     def flush():

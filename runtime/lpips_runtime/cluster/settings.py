@@ -32,14 +32,19 @@ class ScorerSettings:
     batch_size: int = 16
     resize: str = "none"
     models_dir: str | None = None
+    auto_export: bool = True  # on the driver only: workers get the files and never export
 
     @classmethod
-    def from_cli(cls, options: dict, **settings) -> "ScorerSettings":
-        """From the values of ``cli_common.model_options`` plus batch_size/resize keywords."""
+    def from_cli(cls, options: dict, gpus: float = 0.0, **settings) -> "ScorerSettings":
+        """From the values of ``cli_common.model_options`` plus batch_size/resize keywords. Device
+        "auto" means the workers' device: CUDA when they get GPUs (``gpus`` > 0), else the CPU."""
+        device = options["device"]
+        if device == "auto":
+            device = "cuda" if gpus else "cpu"
         return cls(model=str(options["model"] or options["net"]), version=options["lpips_version"],
-                   baseline=options["baseline"], backend=options["backend"], device=options["device"],
-                   precision=options["precision"], threads=options["threads"],
-                   models_dir=options["models_dir"], **settings)
+                   baseline=options["baseline"], backend=options["backend"], device=device,
+                   precision=options["precision"], threads=options["threads"], models_dir=options["models_dir"],
+                   auto_export=not options.get("no_export", False), **settings)
 
     def open(self, **overrides):
         """A Scorer with these settings (on the driver: locates or exports the model as usual)."""
@@ -48,7 +53,7 @@ class ScorerSettings:
         s = replace(self, **overrides) if overrides else self
         return Scorer(s.model, version=s.version, baseline=s.baseline, backend=s.backend, device=s.device,
                       precision=s.precision, threads=s.threads, batch_size=s.batch_size, resize=s.resize,
-                      models_dir=s.models_dir)
+                      models_dir=s.models_dir, auto_export=s.auto_export)
 
 
 @dataclass(frozen=True)

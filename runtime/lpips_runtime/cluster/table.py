@@ -2,13 +2,15 @@
 CSV or Parquet file (local or any pyarrow filesystem URI) or taken from a Dataset.
 
 Column choice: ``columns=(a, b)`` if given, else ``img0``/``img1`` when present, else the first two
-columns. Relative paths are taken relative to the table's folder, as ``lpips-score --pairs`` does;
-a CSV may start with a header row (the same rule as ``pairs.read_pairs_csv``).
+columns. Relative paths are taken relative to the table's folder, as ``lpips-score --pairs`` does.
+A CSV's first row is a header when ``csv_header`` says so, or (None) unless one of its two cells names
+an image type or, for a local file, an existing file (``pairs.read_pair_list``'s rule).
 """
 from __future__ import annotations
 
 import csv
 import io
+import logging
 
 from ..errors import InputError
 from . import uris
@@ -16,6 +18,7 @@ from .session import require_ray
 
 PAIR_COLUMNS = ("img0", "img1")
 _PEEK_BYTES = 1 << 16
+log = logging.getLogger("lpips_runtime")
 
 
 def table_format(location: str) -> str:
@@ -42,7 +45,7 @@ def pair_columns(names: list[str], columns: tuple[str, str] | None, where: str) 
     return names[0], names[1]
 
 
-def read_pair_table(source, columns: tuple[str, str] | None = None):
+def read_pair_table(source, columns: tuple[str, str] | None = None, csv_header: bool | None = None):
     """A Dataset with exactly the string columns ``img0, img1`` (see the module docstring) from a
     CSV/Parquet location, a Ray Dataset, or a list of (img0, img1) pairs (kept as given).
 
@@ -60,22 +63,24 @@ def read_pair_table(source, columns: tuple[str, str] | None = None):
     location = str(source)
     fmt = table_format(location)
     if uris.is_local(location):
-        return ray.data.from_arrow(_read_local(uris.local_path(location), fmt, columns))
+        return ray.data.from_arrow(_read_local(uris.local_path(location), fmt, columns, csv_header))
     if fmt == "parquet":
         return _select(ray.data.read_parquet(location), columns, location, base=uris.parent(location))
-    return _read_remote_csv(location, columns)
+    return _read_remote_csv(location, columns, csv_header)
 
 
-def _read_local(path: str, fmt: str, columns):
+def _read_local(path: str, fmt: str, columns, csv_header: bool | None):
     import pyarrow as pa
 
     if fmt == "csv":
         if columns is not None:
             raise InputError("columns=... is for Parquet tables and datasets; a CSV's first two columns are the pair")
-        from ..pairs import read_pairs_csv
+        from ..pairs import read_pair_list
 
-        pairs = read_pairs_csv(path)
-        return pa.table({"img0": [str(a) for a, _ in pairs], "img1": [str(b) for _, b in pairs]})
+        listing = read_pair_list(path, csv_header)
+        if listing.header is not None and csv_header is None:
+            log.warning("first row of %s taken as a header: %s (--no-header scores it)", path, ",".join(listing.header))
+        return pa.table({"img0": [str(a) for a, _ in listing.pairs], "img1": [str(b) for _, b in listing.pairs]})
     import pyarrow.parquet as pq
 
     try:
@@ -90,7 +95,7 @@ def _read_local(path: str, fmt: str, columns):
                      for new, old in (("img0", a), ("img1", b))})
 
 
-def _read_remote_csv(location: str, columns):
+def _read_remote_csv(location: str, columns, csv_header: bool | None):
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
@@ -106,11 +111,11 @@ def _read_remote_csv(location: str, columns):
     first = next((row for row in csv.reader(io.StringIO(head)) if any(c.strip() for c in row)), None)
     if first is None or len(first) < 2:
         raise InputError(f"{location}: expected two paths separated by a comma on the first line")
-    from ..pairs import is_header_row
+    from ..pairs import is_image_name
 
+    header = csv_header if csv_header is not None else not any(is_image_name(c.strip()) for c in first[:2])
     names = [f"c{i}" for i in range(len(first))]
-    ds = ray.data.read_csv(location, read_options=pacsv.ReadOptions(column_names=names,
-                                                                    skip_rows=1 if is_header_row(first) else 0),
+    ds = ray.data.read_csv(location, read_options=pacsv.ReadOptions(column_names=names, skip_rows=int(header)),
                            convert_options=pacsv.ConvertOptions(column_types={n: pa.string() for n in names},
                                                                 include_columns=names[:2]))
     return _select(ds, ("c0", "c1"), location, base=uris.parent(location))

@@ -111,24 +111,24 @@ def image_source(location: str):
     return NamedBytes(read_bytes(location), location)
 
 
-def list_image_files(folder: str) -> list[str]:
-    """Image files directly inside a folder (local or URI), sorted by name, hidden files excluded:
-    the same rule as ``lpips_runtime.pairs.list_images``."""
-    from ..pairs import IMAGE_SUFFIXES, list_images
+def list_image_files(folder: str, recursive: bool = False) -> list[str]:
+    """Image files inside a folder (local or URI; ``recursive``: its subfolders too), sorted by path
+    relative to it, hidden files excluded: the rule of ``lpips_runtime.pairs.list_images``."""
+    from ..pairs import is_image_name, list_images
 
     if is_local(folder):
-        return [str(p) for p in list_images(local_path(folder))]
+        return [str(p) for p in list_images(local_path(folder), recursive)]
     import pyarrow.fs as pafs
 
     fs, path = filesystem(folder)
     try:
-        infos = fs.get_file_info(pafs.FileSelector(path, recursive=False))
+        infos = fs.get_file_info(pafs.FileSelector(path, recursive=recursive))
     except FileNotFoundError:
         raise InputError(f"{folder}: not a folder") from None
     except Exception as exc:
         raise InputError(f"{folder}: cannot list ({_first_line(exc)})") from None
-    base = folder.rstrip("/")
-    names = sorted(info.base_name for info in infos if info.type == pafs.FileType.File
-                   and not info.base_name.startswith(".") and posixpath.splitext(info.base_name)[1].lower()
-                   in IMAGE_SUFFIXES)
+    base, root = folder.rstrip("/"), path.rstrip("/") + "/"
+    names = sorted(info.path[len(root):] for info in infos if info.type == pafs.FileType.File
+                   and info.path.startswith(root) and is_image_name(info.base_name)
+                   and not any(part.startswith(".") for part in info.path[len(root):].split("/")))
     return [f"{base}/{name}" for name in names]

@@ -61,17 +61,17 @@ def test_result_folder_parts_resume_and_refusals(tmp_path, fmt):
     resumed = ResultFolder(tmp_path / "r", "LPIPS-alex v0.1", fmt, resume=True)
     assert resumed.done.to_pylist() == ["a\0b", "a\0c"] and resumed.rows_before == 2
     assert not list((tmp_path / "r").glob(".*.tmp"))
-    assert (resumed.summary.n, resumed.summary.failures) == (1, 1)
+    assert (resumed.summary.stats.n, resumed.summary.stats.failures, resumed.summary.resumed) == (1, 1, 2)
     resumed.write(_rows(("b", "c", 0.5)))
     assert sorted(read_results(tmp_path / "r").column("img1").to_pylist()) == ["b", "c", "c"]
-    assert resumed.summary.n == 2
+    assert resumed.summary.stats.n == 2 and resumed.summary.this_run == 1
     with pytest.raises(InputError, match="holds results of LPIPS-alex v0.1, not LPIPS-vgg v0.1"):
         ResultFolder(tmp_path / "r", "LPIPS-vgg v0.1", fmt, resume=True)
     ResultFolder(tmp_path / "r", "LPIPS-vgg v0.1", fmt, overwrite=True)
     assert read_results(tmp_path / "r").num_rows == 0
 
 
-def test_csv_parts_keep_nine_digits(tmp_path):
+def test_csv_parts_hold_the_shortest_float32_decimal(tmp_path):
     from lpips_runtime.cluster.output import ResultFolder
 
     part = ResultFolder(tmp_path / "r", "m", "csv").write(_rows(("a", "b", 0.14583078026771545), model="m"))

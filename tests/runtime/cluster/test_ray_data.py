@@ -171,10 +171,8 @@ def test_cli_resume_after_sigkill_of_the_driver(cluster, models, images, tmp_pat
     assert "failures=1" in done.stderr.splitlines()[-1]
     assert not list(out.glob(".*.tmp"))
     rows = read_results(out).to_pylist()
-    for r in rows:  # parts are CSV: the 9 significant digits of lpips-score --out
-        r["distance"] = None if r["distance"] is None else float(np.float32(r["distance"]))
     got = _as_dict(rows)  # fails on a pair written twice
-    # Each pair exactly once, and the Scorer's value: 9 significant digits give back the float32 exactly.
+    # Each pair exactly once, and the Scorer's value: CSV parts hold the shortest decimal of the float32.
     assert got == _reference(models, [(str(tmp_path / a), str(tmp_path / b)) for a, b in pairs])
 
 
@@ -204,7 +202,7 @@ def test_killed_actor_loses_nothing(cluster, models, images, tmp_path):
     report = write_pair_scores(pairs, tmp_path / "out", _settings(models, batch_size=2), actors=2, part_rows=20,
                                on_rows=kill_one_actor)
     assert killed, "no scoring actor found to kill"
-    assert report.scored == len(pairs) and report.summary.failures == 0
+    assert report.scored == len(pairs) and report.summary.stats.failures == 0
     assert _as_dict(read_results(tmp_path / "out").to_pylist()) == _reference(models, pairs)
 
 
@@ -222,11 +220,12 @@ def test_all_pairs_equal_distance_matrix(cluster, models, images, tmp_path):
     with _scorer(models) as scorer:
         matrix = scorer.distance_matrix(good).astype(np.float64)
     n, iu = len(good), np.triu_indices(len(good), 1)
-    assert report.images == len(listed) and report.summary.n == n * (n - 1) // 2
-    assert report.summary.failures == len(listed) * (len(listed) - 1) // 2 - n * (n - 1) // 2
+    assert report.images == len(listed) and report.summary.stats.n == n * (n - 1) // 2
+    assert report.summary.stats.failures == len(listed) * (len(listed) - 1) // 2 - n * (n - 1) // 2
     summary = json.loads((tmp_path / "ap" / "summary.json").read_text())
     assert abs(summary["mean"] - matrix[iu].mean()) <= 1e-6
-    assert abs(summary["stderr"] - matrix[iu].std() / np.sqrt(len(iu[0]))) <= 1e-6
+    assert abs(summary["std_error"] - matrix[iu].std() / np.sqrt(len(iu[0]))) <= 1e-6
+    assert abs(summary["min"] - matrix[iu].min()) <= 1e-6 and abs(summary["max"] - matrix[iu].max()) <= 1e-6
     assert {f["image"] for f in summary["failed_images"]} == {str(root / "corrupt.png")}
 
     index = {name: i for i, name in enumerate(good)}
@@ -257,6 +256,6 @@ def test_cli_all_pairs_and_usage(cluster, models, images, tmp_path):
     assert done.returncode == 0, done.stderr
     assert done.stdout == "" and "images=6 near-duplicates=" in done.stderr and "n=15 mean=" in done.stderr
     summary = json.loads((tmp_path / "ap" / "summary.json").read_text())
-    assert summary["pairs"] == 15 and summary["top_k"] == 2 and summary["failed_pairs"] == 0
+    assert summary["n"] == 15 and summary["top_k"] == 2 and summary["failures"] == 0
     again = subprocess.run(base, capture_output=True, text=True, timeout=120)
     assert again.returncode == 1 and "pass --overwrite" in again.stderr and "Traceback" not in again.stderr

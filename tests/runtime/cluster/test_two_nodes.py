@@ -90,7 +90,7 @@ def test_all_pairs_embedded_on_one_node_compared_on_the_other(two_nodes, models,
     index = {p: i for i, p in enumerate(image_files)}
     rows = read_results(tmp_path / "ap" / "near-duplicates").to_pylist()
     n = len(image_files)
-    assert report.summary.n == len(rows) == n * (n - 1) // 2 and report.summary.failures == 0
+    assert report.summary.stats.n == len(rows) == n * (n - 1) // 2 and report.summary.stats.failures == 0
     assert max(abs(r["distance"] - matrix[index[r["img0"]], index[r["img1"]]]) for r in rows) <= 1e-6
     mean = json.loads((tmp_path / "ap" / "summary.json").read_text())["mean"]
     assert abs(mean - matrix[np.triu_indices(n, 1)].astype(np.float64).mean()) <= 1e-6

@@ -1,0 +1,147 @@
+"""The end-of-run summary of a batch of LPIPS distances: a line for people and a JSON object for machines
+(``--summary-json``), like VMAF's pooled metrics or ffmpeg-quality-metrics' global statistics.
+
+Constant memory whatever the run's size (Welford's running mean and variance, min, max), so a median is
+not offered. Front ends (``lpips-score``'s batch modes, video, cluster runs) share it: feed every
+distance (None for a failed item) to ``add``, rows found in a resumed file to ``add(..., resumed=True)``.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import InputError
+
+
+@dataclass
+class DistanceStats:
+    """Running statistics over distances. ``std`` is the population standard deviation (as ``numpy.std``
+    and the official scripts); ``std_error`` is ``std / sqrt(n)`` (the official scripts' ``+/-``)."""
+
+    n: int = 0
+    mean: float = 0.0
+    _m2: float = 0.0
+    min: float = math.inf
+    max: float = -math.inf
+    failures: int = 0
+
+    def add(self, distance: float | None) -> None:
+        if distance is None:
+            self.failures += 1
+            return
+        self.n += 1
+        delta = distance - self.mean
+        self.mean += delta / self.n
+        self._m2 += delta * (distance - self.mean)
+        self.min, self.max = min(self.min, distance), max(self.max, distance)
+
+    def merge(self, other: "DistanceStats") -> None:
+        """Add the distances ``other`` summarised (computed elsewhere, e.g. a tile of a cluster run):
+        Chan et al.'s pairwise update of the mean and the sum of squared deviations."""
+        self.failures += other.failures
+        if other.n == 0:
+            return
+        n = self.n + other.n
+        delta = other.mean - self.mean
+        self.mean += delta * other.n / n
+        self._m2 += other._m2 + delta * delta * self.n * other.n / n
+        self.n = n
+        self.min, self.max = min(self.min, other.min), max(self.max, other.max)
+
+    @classmethod
+    def of(cls, values) -> "DistanceStats":
+        """Statistics of an array of distances (float64 arithmetic), for ``merge``."""
+        import numpy as np
+
+        values = np.asarray(values, np.float64).ravel()
+        if not values.size:
+            return cls()
+        mean = float(values.mean())
+        return cls(int(values.size), mean, float(np.square(values - mean).sum()), float(values.min()),
+                   float(values.max()))
+
+    @property
+    def std(self) -> float:
+        return math.sqrt(self._m2 / self.n) if self.n else math.nan
+
+    @property
+    def std_error(self) -> float:
+        return self.std / math.sqrt(self.n) if self.n else math.nan
+
+
+@dataclass
+class RunSummary:
+    """Statistics of a run, what computed them (``context``: model, precision, backend, device, ...) and
+    how fast: ``elapsed_s`` and ``items_per_s`` count only the items of this run (not resumed rows),
+    from ``start()`` to the last ``add``."""
+
+    context: dict = field(default_factory=dict)
+    unit: str = "pairs"
+    stats: DistanceStats = field(default_factory=DistanceStats)
+    resumed: int = 0
+    this_run: int = 0
+    _start: float | None = None
+    _last: float | None = None
+
+    def start(self) -> None:
+        """Start the clock (call when the first item is about to be computed, after set-up)."""
+        self._start = self._last = time.monotonic()
+
+    def add(self, distance: float | None, resumed: bool = False) -> None:
+        self.stats.add(distance)
+        if resumed:
+            self.resumed += 1
+            return
+        if self._start is None:
+            self.start()
+        self.this_run += 1
+        self._last = time.monotonic()
+
+    def add_stats(self, stats: DistanceStats) -> None:
+        """Add the distances of this run that were summarised elsewhere (``DistanceStats.merge``)."""
+        if self._start is None:
+            self.start()
+        self.stats.merge(stats)
+        self.this_run += stats.n + stats.failures
+        self._last = time.monotonic()
+
+    @property
+    def elapsed_s(self) -> float:
+        return 0.0 if self._start is None else self._last - self._start
+
+    def line(self) -> str:
+        """``n=2 mean=0.199046 +/- 0.037629 (std/sqrt(n)) failures=1``: the official scripts' form."""
+        s = self.stats
+        if s.n == 0:
+            return f"n=0 failures={s.failures}"
+        return f"n={s.n} mean={s.mean:.6f} +/- {s.std_error:.6f} (std/sqrt(n)) failures={s.failures}"
+
+    def as_dict(self, complete: bool = True) -> dict:
+        """The machine-readable summary (JSON-ready; statistics are null when nothing was scored)."""
+        s = self.stats
+
+        def number(x: float) -> float | None:
+            return None if s.n == 0 or not math.isfinite(x) else x
+
+        rate = self.this_run / self.elapsed_s if self.elapsed_s > 0 else None
+        return {"n": s.n, "failures": s.failures, "mean": number(s.mean), "std": number(s.std),
+                "std_error": number(s.std_error), "min": number(s.min), "max": number(s.max),
+                **self.context, "unit": self.unit, f"{self.unit}_this_run": self.this_run,
+                f"{self.unit}_resumed": self.resumed, "elapsed_s": round(self.elapsed_s, 6),
+                f"{self.unit}_per_s": rate, "complete": complete}
+
+    def write_json(self, path: str | Path, complete: bool = True) -> None:
+        """Write ``as_dict`` to ``path`` atomically (a reader never sees half a file)."""
+        path = Path(path)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(json.dumps(self.as_dict(complete), indent=2) + "\n", encoding="utf-8")
+            os.replace(tmp, path)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise InputError(f"{path}: cannot write the summary ({exc.strerror})") from None

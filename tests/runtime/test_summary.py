@@ -1,0 +1,46 @@
+"""RunSummary: streaming statistics equal numpy's, the JSON summary's fields, resumed rows and speed."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+
+from lpips_runtime.summary import DistanceStats, RunSummary
+
+
+def test_stats_equal_numpy():
+    rng = np.random.default_rng(1)
+    values = rng.gamma(2.0, 0.1, 5000)
+    stats = DistanceStats()
+    for v in values:
+        stats.add(float(v))
+    stats.add(None)
+    assert stats.n == 5000 and stats.failures == 1
+    assert math.isclose(stats.mean, values.mean(), rel_tol=1e-12)
+    assert math.isclose(stats.std, values.std(), rel_tol=1e-10)  # population std, as the official scripts
+    assert math.isclose(stats.std_error, values.std() / math.sqrt(5000), rel_tol=1e-10)
+    assert stats.min == values.min() and stats.max == values.max()
+
+
+def test_json_summary(tmp_path):
+    summary = RunSummary({"model": "LPIPS-alex v0.1", "precision": "fp32", "backend": "ort", "device": "cpu"})
+    summary.add(0.1, resumed=True)
+    summary.start()
+    for v in (0.2, 0.3, None):
+        summary.add(v)
+    path = tmp_path / "sub" / "summary.json"
+    summary.write_json(path, complete=False)
+    data = json.loads(path.read_text())
+    assert data["n"] == 3 and data["failures"] == 1 and math.isclose(data["mean"], 0.2)
+    assert math.isclose(data["std"], np.std([0.1, 0.2, 0.3])) and data["min"] == 0.1 and data["max"] == 0.3
+    assert data["pairs_resumed"] == 1 and data["pairs_this_run"] == 3 and data["complete"] is False
+    assert data["model"] == "LPIPS-alex v0.1" and data["device"] == "cpu" and data["elapsed_s"] >= 0
+    assert data["pairs_per_s"] is None or data["pairs_per_s"] > 0
+    assert [p.name for p in path.parent.iterdir()] == ["summary.json"]  # no temporary file left
+
+
+def test_empty_summary_has_null_statistics():
+    data = RunSummary().as_dict()
+    assert data["n"] == 0 and data["mean"] is None and data["std"] is None and data["min"] is None
+    assert RunSummary().line() == "n=0 failures=0"

@@ -1,0 +1,253 @@
+"""The distribution as users get it: the sdist and wheel built from the tracked files, the wheel installed
+into a fresh virtualenv in a temporary folder and run from an empty folder (issue 10).
+
+1. ``python -m build`` (the wheel is built from the sdist); the wheel must hold exactly the modules of
+   ``export/lpips_export`` and ``runtime/lpips_runtime`` and the tracked files of ``models/``, plus the
+   licence files, so that a module or data file can never again go missing from it.
+2. ``pip install 'lpips_rt-*.whl[cpu]'``: no torch. Scores examples/ref.png vs examples/distorted.png with
+   ``--model`` (an export made here) and through the Python API, checks ``--net alex`` names the missing
+   export, where it looked and how to point elsewhere, and imports every public module.
+3. The same environment plus ``[cpu,export]`` (``-c constraints.txt``): ``lpips-export --net alex`` from an
+   empty folder writes to the user data folder, where ``lpips-score --net alex`` then finds it.
+
+The pinned torch and torchvision (about 5 GB with their CUDA libraries) are not copied into the new
+environment: their installed files are linked from this one (see ``_link_pinned_torch``), and pip sees
+them as installed. Everything else comes from the wheel's own requirements, resolved by pip.
+
+About 100 s (build 10 s, [cpu] install 25 s, export extras 25 s, export 15 s). ``LPIPS_RT_SKIP_WHEEL_TEST=1``
+skips it locally; CI (``CI=true``) always runs it.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT
+
+SKIP = os.environ.get("LPIPS_RT_SKIP_WHEEL_TEST") == "1" and os.environ.get("CI") != "true"
+pytestmark = pytest.mark.skipif(SKIP, reason="LPIPS_RT_SKIP_WHEEL_TEST=1 (never skipped in CI)")
+
+EXAMPLES = ROOT / "examples"
+PACKAGE_DIRS = {"export/lpips_export": "lpips_export", "runtime/lpips_runtime": "lpips_runtime", "models": "lpips_rt_models"}
+LICENSE_FILES = {"LICENSE", "NOTICE", "NOTICE-squeezenet.md"}
+
+
+def _tracked_files() -> list[str]:
+    done = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True)
+    if done.returncode != 0:
+        pytest.fail(f"git ls-files failed in {ROOT}: the wheel test builds from the tracked files "
+                    f"({done.stderr.decode(errors='replace').strip()})")
+    return [name for name in done.stdout.decode().split("\0") if name]
+
+
+def _expected_wheel_files(tracked: list[str]) -> dict[str, str]:
+    """wheel path -> source path: every .py file under the package folders (tracked or not: an untracked
+    module is missing from a clean clone) and every tracked file there (data files)."""
+    expected = {}
+    for src_dir, package in PACKAGE_DIRS.items():
+        for path in (ROOT / src_dir).rglob("*.py"):
+            if "__pycache__" not in path.parts:
+                rel = path.relative_to(ROOT / src_dir).as_posix()
+                expected[f"{package}/{rel}"] = path.relative_to(ROOT).as_posix()
+        for name in tracked:
+            if name.startswith(src_dir + "/"):
+                expected[f"{package}/{name[len(src_dir) + 1:]}"] = name
+    return expected
+
+
+def _run(args, cwd, env, timeout=600, check=True) -> subprocess.CompletedProcess:
+    done = subprocess.run([str(a) for a in args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    if check and done.returncode != 0:
+        pytest.fail(f"{' '.join(map(str, args))} failed ({done.returncode}):\n{done.stdout[-3000:]}\n"
+                    f"{done.stderr[-3000:]}")
+    return done
+
+
+@pytest.fixture(scope="module")
+def dists(tmp_path_factory):
+    """(sdist, wheel) built by ``python -m build`` from a copy of the tracked files."""
+    root = tmp_path_factory.mktemp("packaging")
+    src = root / "src"
+    for name in _tracked_files():
+        if (ROOT / name).is_file():
+            (src / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, src / name)
+    _run([sys.executable, "-m", "build", "--outdir", root / "dist", src], cwd=root, env=os.environ.copy())
+    (sdist,) = (root / "dist").glob("lpips_rt-*.tar.gz")
+    (wheel,) = (root / "dist").glob("lpips_rt-*.whl")
+    return sdist, wheel
+
+
+def _user_env(root: Path) -> dict:
+    """The environment of a user's shell: no checkout on the path, no models folder named, its own
+    user data folder (so exports land in ``root/data/lpips-rt/models``). HOME stays: pip's cache and
+    the verified offline weight cache (~/.cache/lpips-rt) are what a second run on a machine has."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "LPIPS_RT_MODELS",
+                                                           "PYTHONHOME", "PYTHONSTARTUP")}
+    env["XDG_DATA_HOME"] = str(root / "data")
+    env["LPIPS_RT_OFFLINE"] = "1"
+    return env
+
+
+@pytest.fixture(scope="module")
+def venv(dists, tmp_path_factory):
+    """A fresh virtualenv with the wheel installed with [cpu]: (bin folder, environment, empty folder)."""
+    root = tmp_path_factory.mktemp("user")
+    env = _user_env(root)
+    _run([sys.executable, "-m", "venv", root / "venv"], cwd=root, env=env)
+    bin_dir = root / "venv" / "bin"
+    _run([bin_dir / "python", "-m", "pip", "install", "-q", f"{dists[1]}[cpu]"], cwd=root, env=env, timeout=900)
+    empty = root / "empty"
+    empty.mkdir()
+    return bin_dir, env, empty
+
+
+def test_wheel_holds_every_module_and_data_file(dists):
+    sdist, wheel = dists
+    with zipfile.ZipFile(wheel) as zf:
+        names = zf.namelist()
+        metadata = next(zf.read(n).decode() for n in names if n.endswith(".dist-info/METADATA"))
+    content = {n for n in names if ".dist-info/" not in n}
+    expected = _expected_wheel_files(_tracked_files())
+    missing = sorted(f"{expected[n]} (as {n})" for n in expected.keys() - content)
+    assert not missing, ("missing from the wheel (a module not tracked by git, or a data file without a "
+                         f"[tool.setuptools.package-data] pattern in pyproject.toml): {missing}")
+    assert not sorted(content - expected.keys()), "files in the wheel that are not in the source tree"
+    licences = {Path(n).name for n in names if ".dist-info/licenses/" in n}
+    assert LICENSE_FILES <= licences, licences
+    assert "Requires-Python: >=3.11" in metadata and "License-Expression: BSD-2-Clause" in metadata
+    assert "Project-URL: " in metadata and "Classifier: Programming Language :: Python :: 3.11" in metadata
+    for line in ("Requires-Dist: platformdirs", "Requires-Dist: onnxruntime>=1.17; extra == \"cpu\""):
+        assert line in metadata, line
+    import tarfile
+
+    with tarfile.open(sdist) as tf:
+        sdist_names = {Path(*Path(n).parts[1:]).as_posix() for n in tf.getnames()}
+    assert {"LICENSE", "NOTICE", "setup.py", "pyproject.toml", "models/nets.toml"} <= sdist_names
+
+
+def test_cpu_install_runs_from_an_empty_folder(venv, exported):
+    bin_dir, env, empty = venv
+    from lpips_runtime import Scorer
+
+    model = exported("alex")
+    ref, dist = EXAMPLES / "ref.png", EXAMPLES / "distorted.png"
+    expected = Scorer(model).distance(ref, dist)
+    python = bin_dir / "python"
+
+    # no torch in a [cpu] install, and the version comes from the installed metadata
+    assert _run([python, "-c", "import torch"], empty, env, check=False).returncode == 1
+    version = _run([bin_dir / "lpips-score", "-V"], empty, env).stdout.strip()
+    import tomllib
+
+    assert version == f"lpips-rt {tomllib.loads((ROOT / 'pyproject.toml').read_text())['project']['version']}"
+    assert _run([bin_dir / "lpips-export", "-V"], empty, env).stdout.strip() == version
+
+    done = _run([bin_dir / "lpips-score", "--model", model, ref, dist], empty, env)
+    assert done.stdout == f"{expected:.6f}\n" and done.stderr == ""
+    record = json.loads(_run([bin_dir / "lpips-score", "--model", model, ref, dist, "--json"], empty, env).stdout)
+    assert abs(record["distance"] - expected) < 1e-7
+    api = _run([python, "-c", "import sys; from lpips_runtime import Scorer, __version__; "
+                f"print(Scorer(sys.argv[1]).distance(sys.argv[2], sys.argv[3]), __version__)",
+                model, ref, dist], empty, env).stdout.split()
+    assert float(api[0]) == expected and f"lpips-rt {api[1]}" == version
+
+    # a net name without an export: one line naming the file, where it looked, and the ways out
+    done = _run([bin_dir / "lpips-score", "--net", "alex", ref, dist], empty, env, check=False)
+    data_dir = Path(env["XDG_DATA_HOME"]) / "lpips-rt" / "models"
+    assert done.returncode == 1 and done.stdout == ""
+    assert done.stderr.strip() == (
+        f"Error: no exported model lpips-alex-v0.1.onnx in {data_dir} (the user data folder: no --models-dir, "
+        f"$LPIPS_RT_MODELS not set, no ./models in {empty}): run `lpips-export --net alex` (needs pip install "
+        "'lpips-rt[export]'), or name the folder that has it with --models-dir DIR or LPIPS_RT_MODELS=DIR")
+    # the export commands without the export extra: one line naming the extra
+    for args in ([bin_dir / "lpips-export", "--net", "alex"], [python, "-m", "lpips_export.fetch_weights", "alex"]):
+        done = _run(args, empty, env, check=False)
+        assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+        assert done.stderr.strip().endswith("pip install 'lpips-rt[export]'"), done.stderr
+
+    # every public module imports (the export package's modules need torch: only the package itself here)
+    _run([python, "-c", _IMPORT_ALL, "lpips_runtime", "lpips_rt_models"], empty, env)
+    _run([python, "-c", "import lpips_export, lpips_export.cli, lpips_export.fetch_weights"], empty, env)
+
+
+_IMPORT_ALL = """
+import importlib, pkgutil, sys
+failed = []
+for top in sys.argv[1:]:
+    package = importlib.import_module(top)
+    assert "site-packages" in package.__file__, package.__file__
+    for info in pkgutil.walk_packages(package.__path__, top + "."):
+        if not any(part.startswith("_") for part in info.name.split(".")):
+            try:
+                importlib.import_module(info.name)
+            except Exception as exc:
+                failed.append(f"{info.name}: {type(exc).__name__}: {exc}")
+assert not failed, failed
+"""
+
+
+def _link_pinned_torch(target: Path) -> None:
+    """Link torch, torchvision and their dependencies' installed files (as this interpreter has them) into
+    ``target``: a folder that a .pth file puts on the new environment's path. numpy and setuptools are
+    left out: the new environment has its own."""
+    from importlib import metadata
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    todo, seen, dists = [("torch", ()), ("torchvision", ())], set(), {}
+    while todo:
+        name, extras = todo.pop()
+        name = canonicalize_name(name)
+        if name in ("numpy", "setuptools") or (name, extras) in seen:
+            continue
+        seen.add((name, extras))
+        dist = metadata.distribution(name)
+        dists[name] = dist
+        for line in dist.requires or []:
+            req = Requirement(line)
+            if req.marker is None or any(req.marker.evaluate({"extra": e}) for e in ("", *extras)):
+                todo.append((req.name, tuple(sorted(req.extras))))
+    target.mkdir()
+    for dist in dists.values():
+        for top in {f.parts[0] for f in dist.files or ()}:
+            if top in ("..", "__pycache__") or top.endswith(".pth"):
+                continue
+            source, link = Path(dist.locate_file(top)), target / top
+            if source.exists() and not link.exists():
+                link.symlink_to(source)
+
+
+def test_export_install_exports_and_scores_from_an_empty_folder(dists, venv, exported, tmp_path):
+    bin_dir, env, empty = venv
+    from lpips_runtime import Scorer
+
+    expected = Scorer(exported("alex")).distance(EXAMPLES / "ref.png", EXAMPLES / "distorted.png")
+    python = bin_dir / "python"
+    site = _run([python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"], empty, env).stdout.strip()
+    assert site != sysconfig.get_path("purelib")
+    _link_pinned_torch(tmp_path / "pinned")
+    Path(site, "lpips-rt-test-pinned-torch.pth").write_text(f"{tmp_path / 'pinned'}\n")
+    _run([python, "-m", "pip", "install", "-q", "-c", ROOT / "constraints.txt", f"{dists[1]}[cpu,export]"],
+         empty, env, timeout=900)
+
+    done = _run([bin_dir / "lpips-export", "--net", "alex"], empty, env)
+    written = Path(env["XDG_DATA_HOME"]) / "lpips-rt" / "models" / "lpips-alex-v0.1.onnx"
+    assert done.stdout == f"{written}\n", done.stdout  # stdout: the written path only
+    assert "checked: onnx.checker ok" in done.stderr and written.is_file()
+    assert list(empty.iterdir()) == []  # nothing written into the working folder
+
+    done = _run([bin_dir / "lpips-score", "--net", "alex", EXAMPLES / "ref.png", EXAMPLES / "distorted.png"],
+                empty, env)
+    assert abs(float(done.stdout) - expected) <= 1e-6 and done.stderr == ""
+    _run([python, "-c", _IMPORT_ALL, "lpips_runtime", "lpips_rt_models", "lpips_export"], empty, env)
+
