@@ -27,7 +27,6 @@ import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -53,22 +52,10 @@ def _load_common():
 _common = _load_common()
 README, RESULTS, machine_info, replace_section, today = (_common.README, _common.RESULTS, _common.machine_info,
                                                          _common.replace_section, _common.today)
+only_loopback, rerun_in_private_network = _common.only_loopback, _common.rerun_in_private_network
 
 PAIR_SIZE, ALL_PAIRS_SIZE = 256, 128
 NEAR = 0.02  # near-duplicate threshold of the all-pairs search (planted twins differ by +-2 levels of noise)
-
-
-def _only_loopback() -> bool:
-    import socket
-
-    return {name for _, name in socket.if_nameindex()} <= {"lo"}
-
-
-def _in_private_network(argv: list[str]) -> int:
-    """Rerun this script inside a private network + pid namespace with loopback up."""
-    command = ["unshare", "--net", "--pid", "--fork", "--mount-proc", "sh", "-c", 'ip link set lo up && "$@"', "sh",
-               sys.executable, str(Path(__file__).resolve()), *argv]
-    return subprocess.run(command).returncode
 
 
 # -- inputs -------------------------------------------------------------------------------------
@@ -210,11 +197,8 @@ def main(argv=None) -> int:
     parser.add_argument("--readme", type=Path, default=README)
     parser.add_argument("--results-dir", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
-    if not _only_loopback():
-        if shutil.which("unshare") is None:
-            print("needs unshare (util-linux): Ray must run in a private network namespace here", file=sys.stderr)
-            return 1
-        return _in_private_network(argv)
+    if not only_loopback():
+        return rerun_in_private_network(__file__, argv)
     os.environ.setdefault("LPIPS_RT_OFFLINE", "1")
     from lpips_runtime import Scorer
     from lpips_runtime.cluster import ScorerSettings, all_pairs, ray_session

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from collections.abc import Iterator
+from pathlib import Path
 
 from ..errors import ClusterError
 from ..optional import require
@@ -32,6 +34,18 @@ def quiet_ray_data() -> None:
     logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
 
 
+def use_token_if_available() -> None:
+    """Send Ray's authentication token when there is one and no mode is set (``RAY_AUTH_MODE``): a
+    cluster started by ``ray start`` authenticates clients whenever a token exists where it started,
+    and Ray's clients only send one in token mode. Sending one to a cluster without authentication
+    is harmless (measured with Ray 2.60). Ray reads the mode when it is imported: call this first."""
+    if "RAY_AUTH_MODE" in os.environ:
+        return
+    if os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH") or \
+            (Path.home() / ".ray" / "auth_token").is_file():
+        os.environ["RAY_AUTH_MODE"] = "token"
+
+
 @contextlib.contextmanager
 def ray_session(address: str | None = None, *, num_cpus: float | None = None, num_gpus: float | None = None,
                 object_store_memory: int | None = None, resources: dict | None = None,
@@ -40,6 +54,8 @@ def ray_session(address: str | None = None, *, num_cpus: float | None = None, nu
     start a local cluster with the given CPUs, GPUs, object store bytes and custom resources (those
     four apply only when starting one). A cluster started here stops on exit; a connected one is left
     running. Yields the ``ray`` module."""
+    if address is not None or os.environ.get("RAY_ADDRESS"):
+        use_token_if_available()
     ray = require_ray()
     started = False
     if not ray.is_initialized():

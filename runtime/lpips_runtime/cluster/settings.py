@@ -99,8 +99,9 @@ class WorkerModel:
         return Scorer(s.net, version=s.version, baseline=not s.calibrated, precision=s.precision, frames=s.frames,
                       batch_size=self.settings.batch_size, resize=self.settings.resize, auto_export=False)
 
-    def scorer(self, cpus: float = 1.0):
-        """The worker's Scorer over the shipped files (installed once per node), never exporting."""
+    def scorer(self, cpus: float = 1.0, **options):
+        """The worker's Scorer over the shipped files (installed once per node), never exporting.
+        ``options``: further Scorer keywords (e.g. ``spin_between_runs`` for a service)."""
         from ..scorer import Scorer
 
         folder = self.install()
@@ -108,7 +109,7 @@ class WorkerModel:
         return Scorer(s.net, version=s.version, baseline=not s.calibrated, backend=self.settings.backend,
                       device=self.settings.device, precision=s.precision, frames=s.frames, threads=threads,
                       batch_size=self.settings.batch_size, resize=self.settings.resize, models_dir=folder,
-                      auto_export=False)
+                      auto_export=False, **options)
 
     def install(self) -> Path:
         """Write the files into this node's model cache (a folder per content digest; each file written

@@ -153,7 +153,9 @@ def test_cli_resume_after_sigkill_of_the_driver(cluster, models, images, tmp_pat
     args = [SCRIPT, "--pairs", str(listing), "--out", str(out), "--ray", "--ray-address", address,
             "--models-dir", str(models), "--batch-size", "2", "--part-rows", "6", "--part-format", "csv",
             "--actors", "1"]
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # As a user's shell: no RAY_AUTH_MODE (ray.init set it here); lpips-score finds the cluster's token itself.
+    env = {k: v for k, v in os.environ.items() if k != "RAY_AUTH_MODE"}
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and proc.poll() is None and (not out.exists() or _count_parts(out) < 3):
         time.sleep(0.05)
@@ -164,7 +166,7 @@ def test_cli_resume_after_sigkill_of_the_driver(cluster, models, images, tmp_pat
     assert 0 < first.num_rows < len(pairs), "not killed midway"
     assert stdout == ""  # results go to the folder, never to stdout
 
-    done = subprocess.run(args + ["--resume"], capture_output=True, text=True, timeout=300)
+    done = subprocess.run(args + ["--resume"], capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == 3, done.stderr  # the size-mismatched pair failed (and has its row)
     assert f"resuming {out}: {first.num_rows} pairs already there, {len(pairs) - first.num_rows} to go" \
         in done.stderr
