@@ -7,7 +7,7 @@ PIP    := $(PY) -m pip --disable-pip-version-check
 PIN    := -c constraints.txt
 DEPS   := pyproject.toml constraints.txt
 
-.PHONY: demo test bench bench-tuning bench-precision weights dist clean
+.PHONY: demo test bench bench-tuning bench-precision bench-openvino weights dist clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -18,7 +18,7 @@ $(VENV)/.stamp-demo: $(DEPS) | $(PY)
 	touch $@
 
 $(VENV)/.stamp-test: $(DEPS) | $(PY)
-	$(PIP) install -q $(PIN) -e '.[cpu,export,test,ray]'
+	$(PIP) install -q $(PIN) -e '.[cpu,export,test,video,openvino,ray]'
 	touch $@
 
 # Backbone weights: torchvision's cache or download first, else the verified offline sources.
@@ -51,6 +51,11 @@ bench-tuning: $(VENV)/.stamp-test
 
 bench-precision: $(VENV)/.stamp-test
 	$(PY) benchmarks/precision.py
+
+# OpenVINO: bf16 accuracy against fp32 (about 25 minutes), then start-up, shape modes and the fp32 stem's cost.
+bench-openvino: $(VENV)/.stamp-test
+	$(PY) benchmarks/bf16_accuracy.py
+	$(PY) benchmarks/openvino_startup.py
 
 clean:
 	rm -rf $(VENV) dist build models/*.onnx models/*.partial examples/cpp/build

@@ -128,7 +128,7 @@ def machine_info() -> dict:
     from lpips_runtime.system import physical_cores
 
     versions = {}
-    for mod in ("numpy", "onnxruntime", "torch", "lpips"):
+    for mod in ("numpy", "onnxruntime", "torch", "lpips", "openvino"):
         try:
             from importlib.metadata import version
 
@@ -168,12 +168,24 @@ def today() -> str:
     return datetime.date.today().isoformat()
 
 
-def publish(result_name: str, section: str, report: dict, text: str) -> None:
+def publish(result_name: str, section: str, report: dict, text: str, readme: Path = README,
+            results: Path = RESULTS) -> None:
     """Write ``report`` to ``results/<result_name>-<date>.json``, put ``text`` in its README section, print it."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{result_name}-{today()}.json").write_text(json.dumps(report, indent=1) + "\n")
-    replace_section(section, text)
+    results.mkdir(parents=True, exist_ok=True)
+    (results / f"{result_name}-{today()}.json").write_text(json.dumps(report, indent=1) + "\n")
+    replace_section(section, text, readme)
     print(text)
+
+
+def finish(result_name: str, section: str, report: dict, text: str, quick: bool, start: float) -> None:
+    """End of a script's run: a --quick run only prints its tables (results and README untouched); a full run
+    publishes them. ``start``: the run's ``time.monotonic()`` at its start, for the elapsed time."""
+    report["elapsed_s"] = time.monotonic() - start
+    if quick:
+        print(text)
+    else:
+        publish(result_name, section, report, text)
+    print(f"({report['elapsed_s']:.0f} s)")
 
 
 def replace_section(name: str, text: str, path: Path = README) -> None:
@@ -222,7 +234,7 @@ class Worker:
 
     def close(self) -> dict:
         last = self.call(cmd="exit")
-        self.proc.wait(timeout=60)
+        self.proc.wait(timeout=300)  # a loaded machine (swapping) can take minutes to tear torch down
         self._err.close()
         return last
 

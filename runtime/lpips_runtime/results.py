@@ -89,6 +89,7 @@ class ResultWriter:
         self.key_columns, self.path_columns = tuple(key_columns), tuple(path_columns)
         self.summary = summary
         self.done: set[tuple] = set()
+        self.existing: list[dict] = []  # the rows of a resumed file, as read back (e.g. for pooled statistics)
         self._real_paths: dict[str, str] = {}  # all-pairs runs name each image many times
         self.fmt = format_for(target, fmt)
         self.rows_written = 0
@@ -169,6 +170,7 @@ class ResultWriter:
             if any(c not in row for c in self.key_columns):
                 raise InputError(f"{self.path}: a row lacks the columns {','.join(self.key_columns)}")
             self.done.add(self._stored_key(row))
+            self.existing.append(row)
             if self.summary is not None and "distance" in self.columns:
                 distance = row.get("distance")
                 self.summary.add(float(distance) if distance not in (None, "") else None, resumed=True)

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .backends import Backend, backend_class, is_cuda, open_backend
+from .backends import (Backend, backend_class, check_graph_backend, check_precisions, is_cuda, open_backend,
+                       split_precision)
 from .embedding import DEFAULT_MAX_MEMORY, FeatureCache
-from .errors import BackendError, InputError, LpipsError, ModelFileError
+from .errors import InputError, LpipsError, ModelFileError
 from .features import Features
 from .images import ImageSource, ResizePolicy, check_unit_batch, describe, load_rgb, rgb_to_unit_nchw
 from .locate import default_models_dir, locate_model
@@ -62,8 +63,11 @@ class Scorer:
     Images are paths, encoded bytes, HxWx3 uint8/uint16 RGB arrays, or float NCHW batches in [-1,1].
     Thread-safe: one Scorer may serve many threads.
 
-    ``precision`` ("fp32" or "fp16", with a net name): which export to use; fp16 is the mixed graph
-    (float16 backbone, float32 head), meant for GPUs.
+    ``precision``: "fp32" (the default, equal to the official package to 1e-5), "fp16" (with a net name:
+    the mixed export, float16 backbone and float32 head, meant for GPUs), or "bf16": the fp32 export
+    computed in bfloat16 on ``backend="openvino"`` (CPUs with native bfloat16 only; faster than fp32,
+    distances within about 1e-3 of fp32: README, "bf16 on the CPU"). Another backend with bf16 is an error that names
+    the fix. ``self.precision`` is what the distances are computed in; ``describe()`` includes it.
 
     Frame graphs (uint8 inputs; scaling, layout and channel order inside the graph) are used:
 
@@ -99,6 +103,7 @@ class Scorer:
         if batch_size < 1:
             raise LpipsError(f"batch_size must be >= 1, got {batch_size}")
         self.backend_name, self.device, self.threads = backend, device, threads
+        file_precision, self.inference_precision = split_precision(precision)
         self.batch_size = batch_size
         self.workers = workers or _default_workers()
         self.resize = resize if isinstance(resize, ResizePolicy) else ResizePolicy.parse(resize)
@@ -107,8 +112,9 @@ class Scorer:
         self._models: dict[tuple[bool, str], ModelInfo] = {}  # (spatial, part) -> checked file
         if str(model) in NET_NAMES:
             self.models_dir = Path(models_dir) if models_dir is not None else default_models_dir()
-            self.spec = ModelSpec(str(model), version, not baseline, False, precision,
-                                  self._choose_frames(str(model), version, not baseline, precision, frames, device))
+            self.spec = ModelSpec(str(model), version, not baseline, False, file_precision,
+                                  self._choose_frames(str(model), version, not baseline, file_precision, frames,
+                                                      device))
         else:
             info = read_model(model)
             if info.part != "fused":
@@ -119,6 +125,7 @@ class Scorer:
                 info.spec.net, info.spec.version, info.spec.calibrated, False, info.spec.precision, info.spec.frames)
             # Siblings (e.g. the spatial variant) are looked for next to the given file.
             self.models_dir = Path(models_dir) if models_dir is not None else Path(model).parent
+        check_precisions(backend, backend_cls, self.spec.precision, self.inference_precision)
         self._needs_file = backend_cls.needs_file
         self._backends: dict[bool, Backend] = {}
         self._cache: FeatureCache | None = None
@@ -142,6 +149,24 @@ class Scorer:
     def net(self) -> NetSpec:
         return get_net(self.spec.net)
 
+    @property
+    def precision(self) -> str:
+        """What the distances are computed in: "fp32", "fp16" (the mixed export) or "bf16"."""
+        return self.inference_precision if self.inference_precision != "fp32" else self.spec.precision
+
+    def describe(self) -> str:
+        """The model and the precision its distances are computed in, e.g. "LPIPS-alex v0.1 (bf16)": the
+        ``model`` label of result files (results of different labels are never mixed in one file)."""
+        label = self.spec.describe()
+        if self.inference_precision == "fp32":
+            return label
+        return label[:-1] + f", {self.inference_precision})" if label.endswith(")") else \
+            f"{label} ({self.inference_precision})"
+
+    def __repr__(self) -> str:
+        return (f"Scorer({self.describe()}, backend={self.backend_name!r}, device={self.device!r}, "
+                f"precision={self.precision!r}, threads={self.threads}, batch_size={self.batch_size})")
+
     def _spec_for(self, spatial: bool) -> ModelSpec:
         s = self.spec
         return ModelSpec(s.net, s.version, s.calibrated, spatial, s.precision, s.frames)
@@ -164,14 +189,12 @@ class Scorer:
         with self._lock:
             if spatial not in self._backends:
                 self._backends[spatial] = open_backend(self.backend_name, self._spec_for(spatial), path,
-                                                       self.device, self.threads)
+                                                       self.device, self.threads, self.inference_precision)
             return self._backends[spatial]
 
     def _feature_cache(self) -> FeatureCache:
         if self._cache is None:
-            if self.backend_name != "ort":
-                raise BackendError(f"the feature cache (embed, one_to_many, distance_matrix) runs the split graphs "
-                                   f"on ONNX Runtime, not the {self.backend_name} backend: use backend='ort'")
+            check_graph_backend(self.backend_name)  # before locating (or exporting) the split models
             cache = FeatureCache(self)  # outside the lock: it locates its models through model_info
             with self._lock:
                 if self._cache is None:

@@ -41,3 +41,23 @@ def test_fp16_accuracy_script(tmp_path):
     (row,) = data["rows"]
     assert row["ort_fp16"] <= 1e-3 and row["finite"]
     assert data["wholesale"][0]["wholesale"] > 0.1
+
+
+def test_video_benchmark_smoke(tmp_path, exported, exported_spec):
+    """benchmarks/video.py on two tiny sizes, 3 frames, one round: every variant runs and is reported."""
+    from lpips_runtime.modelfile import ModelSpec
+
+    models = tmp_path / "models"
+    models.mkdir()
+    for path in (exported("alex"), exported_spec(ModelSpec("alex", frames="nhwc-rgb"))):
+        (models / path.name).symlink_to(path)
+    readme = tmp_path / "README.md"
+    video = _script("video")
+    assert video.main(["--quick", "--frames", "3", "--models-dir", str(models), "--readme", str(readme),
+                       "--results-dir", str(tmp_path)]) == 0
+    (result,) = tmp_path.glob("video-quick-*.json")
+    report = json.loads(result.read_text())
+    assert set(report["sizes"]) == {"320x180", "640x360"}
+    for row in report["sizes"].values():
+        assert set(row["fps"]) == {"decode", "infer", "e2e", "e2e float graph"} and min(row["fps"].values()) > 0
+    assert "| 640x360 | 9 |" in readme.read_text()

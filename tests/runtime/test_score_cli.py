@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import cv2
@@ -16,7 +15,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from conftest import crop, distort, photo
+from conftest import crop, distort, photo, wait_for_lines
 from lpips_runtime import Scorer
 from lpips_runtime.cli import main
 
@@ -195,11 +194,7 @@ def test_resume_after_sigkill(models_dir, tmp_path):
     args = [SCRIPT, "--pairs", str(listing), "--out", str(out), "--batch-size", "1", "--workers", "1",
             "--models-dir", str(models_dir)]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and proc.poll() is None:
-        if out.exists() and out.read_bytes().count(b"\n") > 60:
-            break
-        time.sleep(0.01)
+    wait_for_lines(out, 60, proc)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     written = out.read_bytes().count(b"\n") - 1

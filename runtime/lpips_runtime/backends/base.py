@@ -25,6 +25,11 @@ class Backend(ABC):
     # Batches a caller may keep in flight (submitted, result not yet taken): 1 for the synchronous
     # CPU backends, 2 for the GPU ones (one batch staged and uploaded while the other computes).
     pipeline_depth: ClassVar[int] = 1
+    # Precisions this backend can compute an fp32 export in. A backend offering more than fp32 takes the
+    # keyword ``inference_precision`` (see ``backends.open_backend``).
+    inference_precisions: ClassVar[tuple[str, ...]] = ("fp32",)
+    # The exports (``ModelSpec.precision``) this backend reads.
+    export_precisions: ClassVar[tuple[str, ...]] = ("fp32", "fp16")
 
     def __init__(self, spec: ModelSpec, path: Path | None, device: str = "cpu", threads: int | None = None):
         self.spec, self.path, self.device, self.threads = spec, path, device, threads

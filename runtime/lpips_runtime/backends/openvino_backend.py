@@ -1,0 +1,272 @@
+"""OpenVINO backend (CPU): our fp32 ONNX exports compiled by OpenVINO, computed in fp32 or in bfloat16.
+
+bf16 runs only where the CPU computes bfloat16 natively (OpenVINO lists ``BF16`` among the CPU's
+``OPTIMIZATION_CAPABILITIES``: AVX512_BF16 on AMD Zen 4/5, AMX on Intel Sapphire Rapids and later).
+After every compilation the compiled model is read back: its ``INFERENCE_PRECISION_HINT`` and the
+precision each of its convolutions actually runs in must be the ones asked for, so that a result
+reported as bf16 was computed in bf16 and one reported as fp32 in fp32. (OpenVINO's own default on
+such CPUs is bf16: the fp32 hint is always set explicitly.)
+
+In bf16 the graph is cut after its first ReLU: the stem (input scaling, first convolution, ReLU)
+runs in fp32 and everything after it in bf16. Rounding the input image itself to bfloat16's 8-bit
+mantissa costs about a grey level after the scaling layer, noise that differs between the two images
+and that LPIPS measures: without the fp32 stem no net met the accuracy bound on natural images (max
+abs error 1.2-3.7e-3 against <= 1e-3 with it); the stem costs from nothing (vgg) to a third or more of
+bf16's time (squeeze, whose first feature map is the largest). benchmarks/README.md, "OpenVINO and bf16".
+
+Shapes: see ``SHAPE_MODE``. Compiled models are also written to OpenVINO's model cache
+(``<lpips-rt cache>/openvino``), so that a second process skips compilation.
+"""
+from __future__ import annotations
+
+import threading
+from collections import Counter, OrderedDict
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+
+from ..cachedir import default_cache_dir
+from ..errors import BackendError, ModelFileError
+from ..modelfile import ModelSpec
+from ..optional import require
+from ..system import physical_cores
+from .base import Backend
+
+# lpips-rt's precision name -> OpenVINO's element type name
+_OV_TYPES = {"fp32": "f32", "bf16": "bf16"}
+# "dynamic": one compiled model per graph serves every (N, H, W); "static": one compiled model per input
+# shape, reshaped before compilation, the most recent MAX_COMPILED_SHAPES kept (see benchmarks/README.md,
+# "OpenVINO start-up", for the measurements behind the choice).
+SHAPE_MODE = "dynamic"
+MAX_COMPILED_SHAPES = 8
+
+
+def require_openvino():
+    return require("openvino", "openvino", "the OpenVINO backend")
+
+
+def openvino_cache_dir() -> Path:
+    """Where OpenVINO keeps compiled models between processes (``CACHE_DIR``)."""
+    return default_cache_dir() / "openvino"
+
+
+# -- what the CPU and a compiled model say ------------------------------------------------------------
+
+
+def cpu_capabilities(core) -> list[str]:
+    """OpenVINO's ``OPTIMIZATION_CAPABILITIES`` of the CPU (e.g. ["BF16", "FP32", "INT8", ...])."""
+    return [str(c) for c in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")]
+
+
+def check_cpu_supports(core, precision: str) -> None:
+    """``BackendError`` (one line, naming the missing feature and the fix) if the CPU cannot compute ``precision``."""
+    if precision == "bf16":
+        caps = cpu_capabilities(core)
+        if "BF16" not in caps:
+            raise BackendError(f"bf16 needs a CPU with native bfloat16 (AVX512_BF16 or AMX); OpenVINO finds only "
+                               f"{', '.join(caps) or 'none'} on this one: use --precision fp32")
+
+
+def runtime_precisions(compiled) -> Counter:
+    """(layer type, precision it runs in) -> count, over the nodes of a compiled model's runtime graph."""
+    found: Counter = Counter()
+    for op in compiled.get_runtime_model().get_ordered_ops():
+        info = op.get_rt_info()
+        found[(info["layerType"].astype(str), info["runtimePrecision"].astype(str))] += 1
+    return found
+
+
+def check_compiled(compiled, precision: str, where: str) -> None:
+    """Refuse a compiled model that does not compute in ``precision`` (read back from OpenVINO)."""
+    hint = str(compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name())
+    convs = {p: n for (layer, p), n in runtime_precisions(compiled).items() if layer == "Convolution"}
+    want = _OV_TYPES[precision]
+    if hint != want or not convs or set(convs) != {want}:
+        got = ", ".join(f"{n} in {p}" for p, n in sorted(convs.items())) or "none"
+        raise BackendError(f"OpenVINO compiled {where} with inference precision {hint} (convolutions: {got}), "
+                           f"not the {precision} asked for: use --precision fp32 or another OpenVINO version")
+
+
+# -- graph surgery --------------------------------------------------------------------------------------
+
+
+def _used_parameters(results, parameters) -> list:
+    """Those of ``parameters`` that ``results`` depend on (OpenVINO nodes hash by identity)."""
+    seen, stack = set(), list(results)
+    while stack:
+        node = stack.pop()
+        if node not in seen:
+            seen.add(node)
+            stack.extend(value.get_node() for value in node.input_values())
+    return [p for p in parameters if p in seen]
+
+
+def split_stem(ov, model):
+    """(stem, rest, cut name) of ``model`` cut after its first ReLU, or None if it has none (a head).
+
+    ``stem``: the original inputs -> the first ReLU's output; ``rest``: that output (a new input named
+    ``cut name``) and any original input it still reads (e.g. an image whose shape sizes a map) -> the
+    original outputs."""
+    relu = next((op for op in model.get_ordered_ops() if op.get_type_name() == "Relu"), None)
+    if relu is None:
+        return None
+    cut = relu.output(0)
+    stem = ov.Model([cut], model.get_parameters(), "lpips-stem")
+    rest = model.clone()
+    relu_rest = next(op for op in rest.get_ordered_ops() if op.get_friendly_name() == relu.get_friendly_name())
+    name = "lpips_stem_out"
+    param = ov.opset13.parameter(cut.get_partial_shape(), cut.get_element_type(), name=name)
+    param.output(0).set_names({name})
+    for target in list(relu_rest.output(0).get_target_inputs()):
+        target.replace_source_output(param.output(0))
+    results = rest.get_results()
+    params = [param] + _used_parameters(results, rest.get_parameters())
+    return stem, ov.Model(results, params, "lpips-rest"), name
+
+
+# -- compiled models and their infer requests -------------------------------------------------------------
+
+
+class _Compiled:
+    """One compiled model and a pool of its infer requests (an infer request serves one caller at a time;
+    requests are made on demand and reused; with one CPU stream they run one after another)."""
+
+    def __init__(self, compiled):
+        self.compiled = compiled
+        self.input_names = [i.get_any_name() for i in compiled.inputs]
+        self._idle: list = []
+        self._lock = threading.Lock()
+
+    def infer(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        with self._lock:
+            request = self._idle.pop() if self._idle else self.compiled.create_infer_request()
+        try:
+            out = request.infer({name: feeds[name] for name in self.input_names}, share_inputs=True,
+                                share_outputs=False)  # copies: the request's buffers are reused by the next call
+            return [np.asarray(out[o]) for o in self.compiled.outputs]
+        finally:
+            with self._lock:
+                self._idle.append(request)
+
+
+class _Pipeline:
+    """The compiled form of one graph for one shape key: the whole graph, or (bf16) an fp32 stem and a bf16 rest."""
+
+    def __init__(self, parts: list[_Compiled], cut_name: str | None):
+        self.parts, self.cut_name = parts, cut_name
+
+    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        if len(self.parts) == 1:
+            return self.parts[0].infer(feeds)
+        stem = self.parts[0].infer(feeds)[0]
+        return self.parts[1].infer({**feeds, self.cut_name: stem})
+
+
+class OpenVinoGraph:
+    """An ONNX graph compiled by OpenVINO for the CPU: named inputs -> every output, in ``output_names``
+    order, as float32 host arrays owned by the caller. Thread-safe.
+
+    ``precision``: "fp32", or "bf16" (the fp32 stem, the rest in bfloat16; ``BackendError`` on a CPU
+    without native bfloat16). ``threads``: OpenVINO's inference threads (default: physical cores).
+    ``shape_mode`` ("dynamic"/"static", default ``SHAPE_MODE``) and ``fp32_stem=False`` (bf16 everywhere)
+    exist for the benchmarks that justify the defaults.
+    """
+
+    def __init__(self, path: Path, device: str = "cpu", threads: int | None = None, precision: str = "fp32",
+                 shape_mode: str | None = None, cache_dir: Path | None = None, fp32_stem: bool = True):
+        if device != "cpu":
+            raise BackendError(f"the openvino backend runs on the CPU, not '{device}': use --device cpu")
+        if precision not in _OV_TYPES:
+            raise BackendError(f"OpenVINO computes in {' or '.join(_OV_TYPES)}, not '{precision}'")
+        self.ov = require_openvino()
+        self.path, self.precision = Path(path), precision
+        self.shape_mode = shape_mode or SHAPE_MODE
+        self.fp32_stem = fp32_stem
+        self.core = self.ov.Core()
+        check_cpu_supports(self.core, precision)
+        try:
+            self.model = self.core.read_model(str(path))
+        except Exception as exc:  # OpenVINO raises RuntimeError with a multi-line report
+            raise ModelFileError(f"OpenVINO cannot read {path}: {str(exc).strip().splitlines()[0]}") from exc
+        self.input_names = [i.get_any_name() for i in self.model.inputs]
+        self.output_names = [o.get_any_name() for o in self.model.outputs]
+        cache = Path(cache_dir) if cache_dir is not None else openvino_cache_dir()
+        self._config = {"INFERENCE_NUM_THREADS": threads or physical_cores(), "PERFORMANCE_HINT": "LATENCY",
+                        "CACHE_DIR": str(cache)}
+        self._compiled: OrderedDict[tuple, _Pipeline] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def _compile(self, model, precision: str, where: str) -> _Compiled:
+        try:
+            compiled = self.core.compile_model(model, "CPU", {**self._config,
+                                                              "INFERENCE_PRECISION_HINT": _OV_TYPES[precision]})
+        except Exception as exc:
+            raise BackendError(f"OpenVINO cannot compile {where}: {str(exc).strip().splitlines()[0]}") from exc
+        check_compiled(compiled, precision, where)
+        return _Compiled(compiled)
+
+    def _build(self, shapes: dict[str, tuple] | None) -> _Pipeline:
+        model = self.model.clone()
+        if shapes is not None:
+            model.reshape({name: list(shape) for name, shape in shapes.items()})
+        where = self.path.name + ("" if shapes is None else " for " + ", ".join(
+            f"{n} {list(s)}" for n, s in shapes.items()))
+        parts = split_stem(self.ov, model) if self.precision == "bf16" and self.fp32_stem else None
+        if parts is None:
+            return _Pipeline([self._compile(model, self.precision, where)], None)
+        stem, rest, cut = parts
+        return _Pipeline([self._compile(stem, "fp32", f"the stem of {where}"),
+                          self._compile(rest, "bf16", where)], cut)
+
+    def _pipeline(self, feeds: dict[str, np.ndarray]) -> _Pipeline:
+        shapes = {name: tuple(feeds[name].shape) for name in self.input_names} if self.shape_mode == "static" else None
+        key = tuple(shapes.items()) if shapes else ()
+        with self._lock:  # one compilation at a time: concurrent first calls of a shape compile it once
+            pipeline = self._compiled.get(key)
+            if pipeline is None:
+                pipeline = self._compiled[key] = self._build(shapes)
+                while len(self._compiled) > MAX_COMPILED_SHAPES:
+                    self._compiled.popitem(last=False)  # callers still running it keep their reference
+            else:
+                self._compiled.move_to_end(key)
+            return pipeline
+
+    def compile_now(self) -> None:
+        """Compile the dynamic-shape model now rather than on the first call (no-op for static shapes)."""
+        if self.shape_mode != "static":
+            self._pipeline({})
+
+    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        missing = [name for name in self.input_names if name not in feeds]
+        if missing:
+            raise BackendError(f"{self.path.name} needs inputs {', '.join(missing)}")
+        return self._pipeline(feeds).run(feeds)
+
+    def close(self) -> None:
+        with self._lock:
+            self._compiled.clear()
+
+
+class OpenVinoBackend(Backend):
+    """The fused graph on OpenVINO (``lpips-rt[openvino]``), in fp32 or bf16 (``inference_precision``)."""
+
+    name = "openvino"
+    inference_precisions: ClassVar[tuple[str, ...]] = ("fp32", "bf16")
+    export_precisions: ClassVar[tuple[str, ...]] = ("fp32",)  # the fp16 export is for GPUs
+
+    def __init__(self, spec: ModelSpec, path: Path | None, device: str = "cpu", threads: int | None = None,
+                 inference_precision: str = "fp32"):
+        super().__init__(spec, path, device, threads)
+        if path is None:
+            raise BackendError("the openvino backend needs an exported .onnx file")
+        self.inference_precision = inference_precision
+        self.graph = OpenVinoGraph(path, device, threads, inference_precision)
+        self.output_index = 0  # the graph's one output: "distance" (or "distance_map")
+        self.graph.compile_now()  # compilation problems (and the precision check) surface when opened
+
+    def run(self, img0: np.ndarray, img1: np.ndarray) -> np.ndarray:
+        return self.graph.run({"img0": img0, "img1": img1})[self.output_index]
+
+    def close(self) -> None:
+        self.graph.close()
