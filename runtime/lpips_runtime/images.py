@@ -19,16 +19,16 @@ import numpy as np
 from .errors import InputError
 
 
-
 @dataclass(frozen=True)
-class NamedBytes:
-    """Encoded image bytes with the name they were read from (e.g. a URI), used in messages."""
+class EncodedImage:
+    """Encoded image bytes with the name that messages use for them (e.g. an upload's field and file
+    name), where plain ``bytes`` would be called ``<N bytes>``."""
 
     data: bytes
     name: str
 
 
-ImageSource = Union[str, Path, bytes, NamedBytes, np.ndarray]
+ImageSource = Union[str, Path, bytes, EncodedImage, np.ndarray]
 
 # float32(u / 127.5 - 1) with the arithmetic done in float64, as the official im2tensor does.
 _UNIT_LUT_U8 = (np.arange(256, dtype=np.float64) / 127.5 - 1.0).astype(np.float32)
@@ -42,7 +42,7 @@ def describe(src: ImageSource) -> str:
         return str(src)
     if isinstance(src, bytes):
         return f"<{len(src)} bytes>"
-    if isinstance(src, NamedBytes):
+    if isinstance(src, EncodedImage):
         return src.name
     return f"<array {getattr(src, 'shape', '?')} {getattr(src, 'dtype', '?')}>"
 
@@ -94,7 +94,7 @@ def load_rgb(src: ImageSource) -> np.ndarray:
         return read_image_file(src)
     if isinstance(src, (bytes, bytearray, memoryview)):
         return decode_image(bytes(src))
-    if isinstance(src, NamedBytes):
+    if isinstance(src, EncodedImage):
         return decode_image(src.data, src.name)
     if isinstance(src, np.ndarray):
         if src.dtype not in (np.uint8, np.uint16):

@@ -2,7 +2,7 @@
 (``s3://``, ``gs://``, ``hdfs://``, ``abfs://``...), read through ``pyarrow.fs``.
 
 Local paths stay plain paths, so that the Scorer reads them itself and names them in its messages as
-``lpips-score`` does; other URIs are read here into ``NamedBytes`` (the bytes and the URI they came
+``lpips-score`` does; other URIs are read here into ``EncodedImage`` (the bytes and the URI they came
 from). Object stores need pyarrow's credentials as usual (AWS_* variables or instance roles for S3,
 GOOGLE_APPLICATION_CREDENTIALS for GCS); HDFS needs a JVM and libhdfs on every node.
 """
@@ -14,7 +14,7 @@ import threading
 from pathlib import Path
 
 from ..errors import InputError
-from ..images import NamedBytes
+from ..images import EncodedImage
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 _filesystems: dict[str, object] = {}
@@ -105,10 +105,10 @@ def read_bytes(uri: str) -> bytes:
 
 
 def image_source(location: str):
-    """What to hand the Scorer for one image: a local path as is, other URIs as ``NamedBytes``."""
+    """What to hand the Scorer for one image: a local path as is, other URIs as ``EncodedImage``."""
     if is_local(location):
         return local_path(location)
-    return NamedBytes(read_bytes(location), location)
+    return EncodedImage(read_bytes(location), location)
 
 
 def list_image_files(folder: str, recursive: bool = False) -> list[str]:

@@ -80,7 +80,7 @@ def test_csv_parts_hold_the_shortest_float32_decimal(tmp_path):
 
 def test_uris():
     from lpips_runtime.cluster import uris
-    from lpips_runtime.images import NamedBytes
+    from lpips_runtime.images import EncodedImage
 
     assert uris.join("lists", "a.png") == "lists/a.png" and uris.join("", "a.png") == "a.png"
     assert uris.join("s3://bucket/lists", "a.png") == "s3://bucket/lists/a.png"
@@ -90,7 +90,7 @@ def test_uris():
     assert uris.image_source("file:///x/a.png") == "/x/a.png" and uris.image_source("rel/a.png") == "rel/a.png"
     with pytest.raises(InputError, match="mem://x.png: cannot open its filesystem"):
         uris.read_bytes("mem://x.png")
-    assert isinstance(NamedBytes(b"", "n"), NamedBytes)
+    assert isinstance(EncodedImage(b"", "n"), EncodedImage)
 
 
 def test_table_format():
