@@ -3,12 +3,15 @@ API key and dynamic batcher) in every replica of one deployment, behind Ray Serv
 
 Replicas: a fixed number, or autoscaling between a minimum and a maximum on Ray Serve's ongoing-request
 target; each replica reserves CPUs and a fraction of a GPU. Requests are batched by the app's own
-batcher inside each replica (same-shape buckets, admission bounds, the batch-size histogram), not by
-``@serve.batch``: benchmarks/ray.py measured both (benchmarks/README.md, "Ray Serve").
+batcher inside each replica, not by ``@serve.batch``: it is the batcher lpips-serve already has and
+tests (same-shape buckets, since padding would change distances; admission bounds with 503 +
+Retry-After; the batch-size histogram on /metrics), so one replica behaves as one lpips-serve
+process. It was chosen for that, not by a measurement against ``@serve.batch`` (none was made).
 
-Use it from ``lpips-serve --ray``, from Python (``build_application`` + ``serve.run``) or from a
-``serve run``/``serve deploy`` config file naming ``lpips_runtime.cluster.serve:application`` with
-its ``args`` (see ``application``).
+Use it from Python (``run_service`` on a connected Ray session, or ``build_application`` +
+``serve.run``) or from a ``serve run``/``serve deploy`` config file naming
+``lpips_runtime.cluster.serve:application`` with its ``args`` (see ``application``; README, "Scaling
+out"). Needs the ``serve`` and ``ray`` extras.
 """
 from __future__ import annotations
 
@@ -27,19 +30,20 @@ class LpipsReplica:
     Serve after this constructor; Ray Serve runs the app's lifespan: warm-up, then drain at shutdown)."""
 
     def __init__(self, model: WorkerModel, serve_settings, cpus: float = 1.0):
-        self.scorer = model.scorer(cpus)
+        # Between model calls the replica decodes and answers requests: ORT workers must not spin then.
+        self.scorer = model.scorer(cpus, spin_between_runs=False)
         self.serve_settings = serve_settings
-        self.app = None
+        self.service_app = None  # not ``app``: Ray Serve's ingress wrapper owns that name
 
     def __serve_build_asgi_app__(self):
         from ..serve.app import create_app
 
-        self.app = create_app(self.scorer, self.serve_settings)
-        return self.app
+        self.service_app = create_app(self.scorer, self.serve_settings)
+        return self.service_app
 
     def check_health(self) -> None:
         """Ray Serve's periodic health check: a replica whose model cannot run is replaced."""
-        service = getattr(getattr(self.app, "state", None), "service", None)
+        service = getattr(getattr(self.service_app, "state", None), "service", None)
         if service is not None and service.status == "failed":
             raise RuntimeError("the model cannot run in this replica")
 
@@ -111,10 +115,12 @@ def application(args: dict):
     return build_application(scorer, service, cpus_per_replica=cpus, gpus_per_replica=gpus)
 
 
-def run_service(settings: ScorerSettings, serve_settings, *, address: str | None, host: str, port: int,
+def run_service(settings: ScorerSettings, serve_settings=None, *, host: str = "127.0.0.1", port: int = 8000,
                 **deployment) -> None:
-    """Deploy on the cluster (a local one when ``address`` is None) with the HTTP proxy on host:port and
-    return once it is running; ``stop_service`` removes it."""
+    """Deploy on the connected Ray session's cluster (``ray_session``) with Ray Serve's HTTP proxy on
+    host:port (every node's proxy, in a multi-node cluster) and return once the replicas run (their
+    /readyz turns 200 when the model is warm). ``deployment``: ``build_application``'s keywords.
+    ``ray.serve.delete(APP_NAME)`` removes it, ``ray.serve.shutdown()`` stops Serve."""
     ray = require_ray()
     from ray import serve
 
