@@ -9,13 +9,13 @@ from __future__ import annotations
 from importlib import import_module
 
 __all__ = ["Scorer", "PairResult", "LPIPS", "LpipsError", "InputError", "ModelFileError", "WeightsError",
-           "BackendError", "MissingExtraError", "ResizePolicy", "read_model", "NET_NAMES"]
+           "BackendError", "MissingExtraError", "ImageTooLargeError", "ResizePolicy", "read_model", "NET_NAMES"]
 
 _LAZY = {
     "Scorer": "scorer", "PairResult": "scorer", "LPIPS": "compat", "ResizePolicy": "images",
     "read_model": "modelfile", "NET_NAMES": "nets",
     "LpipsError": "errors", "InputError": "errors", "ModelFileError": "errors", "WeightsError": "errors",
-    "BackendError": "errors", "MissingExtraError": "errors",
+    "BackendError": "errors", "MissingExtraError": "errors", "ImageTooLargeError": "errors",
 }
 
 

@@ -201,7 +201,8 @@ def _score_one(scorer, images, as_json, heatmap, alpha, vmax, colormap) -> None:
     if heatmap:
         scorer.model_info()  # model problems first, as for a plain pair
         # Decode once for the distance, the map and the picture (drawn over the reference as scored).
-        rgb0, rgb1 = scorer.resize.apply(load_rgb(images[0]), load_rgb(images[1]), (images[0], images[1]))
+        rgb0, rgb1 = scorer.resize.apply(load_rgb(images[0], max_pixels=scorer.max_pixels),
+                                         load_rgb(images[1], max_pixels=scorer.max_pixels), (images[0], images[1]))
         value = scorer.distance(rgb0, rgb1)
         dmap = scorer.distance_map(rgb0, rgb1)
         scale = heatmap_scale(scorer.spec.net, dmap, vmax)

@@ -22,7 +22,40 @@ from .version import DIST_NAME, package_version
 
 # Keyword names of the model options below, in the order they are declared.
 MODEL_OPTION_NAMES = ("net", "lpips_version", "baseline", "model", "models_dir", "no_export", "backend", "device",
-                      "precision", "threads")
+                      "precision", "threads", "max_pixels", "tile", "max_memory")
+
+
+class _Setting(click.ParamType):
+    """A click type over one of ``lpips_runtime.limits``' parsers: a bad value is a usage error (exit 2)."""
+
+    def __init__(self, name: str, parse):
+        self.name, self._parse = name, parse
+
+    def convert(self, value, param, ctx):
+        if not isinstance(value, str):
+            return value
+        try:
+            return self._parse(value)
+        except LpipsError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+def _pixels(text: str):
+    from .limits import check_max_pixels, parse_size
+
+    return None if text.strip().lower() == "none" else check_max_pixels(parse_size(text, "--max-pixels", pixels=True))
+
+
+def _memory(text: str) -> int:
+    from .limits import check_max_memory, parse_size
+
+    return check_max_memory(parse_size(text, "--max-memory"))
+
+
+def _tile(text: str):
+    from .limits import check_tile
+
+    return check_tile(text)
 
 
 def quiet_opencv() -> None:
@@ -67,6 +100,14 @@ _MODEL_OPTIONS = (
                       "fp32 export computed in bfloat16 on OpenVINO (CPUs with native bf16; faster, "
                       "distances within ~1e-3 of fp32). fp32 reproduces published numbers."),
     click.option("--threads", type=click.IntRange(min=1), help="CPU threads (default: physical cores)."),
+    click.option("--max-pixels", type=_Setting("pixels", _pixels), default="100M", show_default=True,
+                 help="Refuse images whose header declares more pixels, before decoding (K/M/G = 10^3/6/9; "
+                      "none: OpenCV's own limit, 2^30)."),
+    click.option("--tile", type=_Setting("tile", _tile), default="auto", show_default=True,
+                 help="auto: score a pair in tiles when it would need more than --max-memory at once (exact); "
+                      "off; or a tile side in pixels."),
+    click.option("--max-memory", type=_Setting("bytes", _memory), default="1G", show_default=True,
+                 help="Working memory of scoring: one batch or tile, and the pairs decoded ahead (K/M/G = 2^10/20/30)."),
 )
 
 
@@ -124,7 +165,7 @@ def open_scorer(options: dict, quiet: bool = False, **settings):
     return Scorer(options["model"] or options["net"], version=options["lpips_version"], baseline=options["baseline"],
                   backend=backend, device=device, precision=options["precision"],
                   threads=options["threads"], models_dir=options["models_dir"], auto_export=not options["no_export"],
-                  **settings)
+                  max_pixels=options["max_pixels"], tile=options["tile"], max_memory=options["max_memory"], **settings)
 
 
 def _print_tool_version(ctx: click.Context, _param, value: bool) -> None:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .backends import open_graph
-from .errors import InputError, LpipsError
+from .errors import InputError, ModelFileError, error_text
 from .features import FeatureStore, Features, check_comparable, distance_block, energies, layer_scales
 from .gram import GramProduct
 from .images import ImageSource, check_unit_batch, describe
@@ -31,10 +31,6 @@ _SCRATCH = 256 << 20  # float64 scratch of one block product (rows + columns), b
 # 1.6-3x ONNX Runtime's time (one reference against 32 images at 256x256, 1 thread: alex 269 vs 87 ms,
 # squeeze 620 vs 376 ms, vgg 2.31 vs 1.46 s), and the block products run on ONNX Runtime anyway.
 _HEAD_BACKEND = {"openvino": "ort"}
-
-
-def _error_text(exc: Exception) -> str:
-    return str(exc) if isinstance(exc, LpipsError) else f"{type(exc).__name__}: {exc}"
 
 
 class FeatureCache:
@@ -116,6 +112,11 @@ class FeatureCache:
                 zeros = [np.zeros((c, k, 1, 1), np.float32) for k in channels]
                 found.append(self.head(Features(tuple(probe), (1, 1), self.encoder_name),
                                        Features(tuple(zeros), (1, 1), self.encoder_name)).astype(np.float64))
+            if any(not np.isfinite(w).all() or w.min() < 0 for w in found):
+                # LPIPS weights are non-negative (the official training clamps them): a head that says otherwise
+                # would give negative distances
+                raise ModelFileError(f"{self.scorer.model_info(part='head').path} has negative or non-finite "
+                                     "per-channel weights: not an LPIPS head; re-export it")
             self._weights = found
         return self._weights
 
@@ -167,7 +168,7 @@ class FeatureCache:
                     try:
                         yield index, name, future.result(), None
                     except Exception as exc:  # one bad image fails its pairs, not the run
-                        yield index, name, None, _error_text(exc)
+                        yield index, name, None, error_text(exc)
 
     def _encode_stream(self, sources: Sequence[ImageSource], like: tuple[int, int] | None = None):
         """Yield, per decoded chunk of ``batch_size`` images, (items, batches): items are
@@ -186,7 +187,7 @@ class FeatureCache:
                     encoded = self.encode(np.concatenate([m[2] for m in members]))
                 except Exception as exc:
                     for m in members:
-                        feats[m[0]] = _error_text(exc)
+                        feats[m[0]] = error_text(exc)
                     continue
                 batches.append(([m[0] for m in members], encoded))
                 for k, m in enumerate(members):
@@ -225,7 +226,7 @@ class FeatureCache:
                 try:  # the whole encoded batch at once: no copy of its features
                     values.update(zip(indices, map(float, self.head(ref_feats, batch))))
                 except Exception as exc:
-                    values.update((i, _error_text(exc)) for i in indices)
+                    values.update((i, error_text(exc)) for i in indices)
             for index, name, feats, error in chunk:
                 if feats is not None and index not in values:
                     (h0, w0), (h1, w1) = ref_feats.image_size, feats.image_size

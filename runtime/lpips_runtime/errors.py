@@ -8,6 +8,14 @@ class LpipsError(Exception):
     """Base class of every error this project raises on purpose."""
 
 
+def error_text(exc: BaseException) -> str:
+    """One line for a pair's recorded error: our typed errors say it all; others get their type name."""
+    if isinstance(exc, LpipsError):
+        return str(exc)
+    lines = str(exc).splitlines()
+    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+
+
 class MissingExtraError(LpipsError, ImportError):
     """An optional dependency is absent; the message names the extra that installs it."""
 
@@ -36,3 +44,15 @@ class BackendError(LpipsError):
 
 class ClusterError(LpipsError):
     """A Ray cluster cannot be reached, or a distributed run failed as a whole (not one pair)."""
+
+
+class ImageTooLargeError(InputError):
+    """An image's header declares more pixels than the limit: refused before any pixel is decoded.
+
+    ``width``, ``height``: what the header declares; ``limit``: the pixel limit it exceeds.
+    """
+
+    def __init__(self, name: str, width: int, height: int, limit: int):
+        self.width, self.height, self.limit = width, height, limit
+        super().__init__(f"{name}: {width}x{height} is {width * height:,} pixels, above the limit of {limit:,} "
+                         "(raise it with --max-pixels / max_pixels=, or shrink the image)")

@@ -101,6 +101,14 @@ def energies(features: Features, scales: Sequence[np.ndarray]) -> np.ndarray:
     return out
 
 
+def weighted_square_difference(a: np.ndarray, b: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """float32 [h, w]: ``sum_c w_c (a_c - b_c)^2`` of two unit-normalised feature maps [C, h, w] of one tap
+    (the head's per-position term before its spatial mean; ``weights`` float32 [C], ones for the baseline)."""
+    diff = np.subtract(a, b, dtype=np.float32)
+    np.square(diff, out=diff)
+    return np.tensordot(weights, diff, axes=(0, 0)).astype(np.float32, copy=False)
+
+
 def _numpy_gram(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return a @ b.T
 
@@ -131,6 +139,10 @@ class FeatureStore:
     Held in RAM when ``N * bytes_per_image <= max_memory``; otherwise written once to a temporary file in
     ``spill_dir`` (default: the system temp folder; put it on a disk, not a RAM-backed /tmp) and read back
     through a memory map, so RAM stays at about two blocks whatever N is. Disk use: N * bytes_per_image.
+
+    The spill file has no name from the start (``O_TMPFILE`` on Linux; elsewhere unlinked as soon as it is
+    created): it lives only as long as this process holds it open, so however the run ends (``close``,
+    SIGTERM, SIGKILL, a crash) nothing is left behind in ``spill_dir`` and the kernel frees its blocks.
     """
 
     def __init__(self, n: int, template: Features, max_memory: int, spill_dir: str | Path | None = None):
@@ -143,16 +155,16 @@ class FeatureStore:
             self._layers = [np.empty(shape, np.float32) for shape in shapes]
             return
         folder = Path(spill_dir) if spill_dir is not None else Path(tempfile.gettempdir())
-        fd, name = tempfile.mkstemp(prefix="lpips-features-", suffix=".f32", dir=folder)
+        self._file = tempfile.TemporaryFile(prefix="lpips-features-", suffix=".f32", dir=folder)
         try:
-            os.ftruncate(fd, total)  # sparse until written
-        finally:
-            os.close(fd)
-        self._file = Path(name)
-        self._layers, offset = [], 0
-        for shape in shapes:
-            self._layers.append(np.memmap(self._file, np.float32, "r+", offset, shape))
-            offset += int(np.prod(shape)) * 4
+            os.ftruncate(self._file.fileno(), total)  # sparse until written
+            self._layers, offset = [], 0
+            for shape in shapes:
+                self._layers.append(np.memmap(self._file, np.float32, "r+", offset, shape))
+                offset += int(np.prod(shape)) * 4
+        except BaseException:
+            self.close()
+            raise
 
     def put(self, index: int, features: Features) -> None:
         """Store ``features`` (k images) at positions index..index+k-1."""
@@ -165,9 +177,9 @@ class FeatureStore:
                         self.encoder)
 
     def close(self) -> None:
-        self._layers = []  # the maps close when their last view goes; unlinking an open map is fine on POSIX
+        self._layers = []  # the maps close when their last view goes; the blocks are freed with the last of them
         if self._file is not None:
-            self._file.unlink(missing_ok=True)
+            self._file.close()
             self._file = None
 
     def __enter__(self):

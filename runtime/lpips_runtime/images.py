@@ -5,6 +5,10 @@ channels; alpha is dropped; JPEG EXIF orientation applied), then ``x / 127.5 - 1
 and stored as float32. We decode from bytes (so any path, including non-ASCII ones, works), keep
 16-bit depth and scale it from its full range instead of truncating it to 8 bits, and reproduce the
 float64-then-float32 rounding exactly through a lookup table.
+
+Hostile input is bounded before it costs anything: files are read only if regular and not larger than
+the pixel limit allows (``fileio``), and the size an image declares is checked against the pixel limit
+from its header (``headers``), before OpenCV allocates a pixel.
 """
 from __future__ import annotations
 
@@ -16,7 +20,12 @@ from typing import Union
 import cv2
 import numpy as np
 
-from .errors import InputError
+from .errors import ImageTooLargeError, InputError
+from .fileio import UnreadableFile, read_regular_file
+from .headers import SIZED_FORMATS, image_size, sniff
+
+__all__ = ["EncodedImage", "DEFAULT_MAX_PIXELS", "OPENCV_MAX_PIXELS", "image_size", "decode_image", "read_image_file", "load_rgb",
+           "rgb_to_unit_nchw", "check_unit_batch", "ResizePolicy", "describe", "check_pixels", "max_file_bytes"]
 
 
 @dataclass(frozen=True)
@@ -29,6 +38,12 @@ class EncodedImage:
 
 
 ImageSource = Union[str, Path, bytes, EncodedImage, np.ndarray]
+
+# The default pixel limit of decoding (100 megapixels: a 12000x8000 photograph; larger ones need
+# --max-pixels). Checked from the header, before any pixel is decoded.
+DEFAULT_MAX_PIXELS = 100_000_000
+# OpenCV's own limit (OPENCV_IO_MAX_IMAGE_PIXELS default): what max_pixels=None leaves.
+OPENCV_MAX_PIXELS = 1 << 30
 
 # float32(u / 127.5 - 1) with the arithmetic done in float64, as the official im2tensor does.
 _UNIT_LUT_U8 = (np.arange(256, dtype=np.float64) / 127.5 - 1.0).astype(np.float32)
@@ -47,24 +62,55 @@ def describe(src: ImageSource) -> str:
     return f"<array {getattr(src, 'shape', '?')} {getattr(src, 'dtype', '?')}>"
 
 
-def read_image_file(path: str | Path) -> np.ndarray:
-    """Decode an image file -> HxWx3 RGB, uint8 or uint16 (16-bit files keep their depth)."""
-    path = Path(path)
+def read_image_file(path: str | Path, *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Decode an image file -> HxWx3 RGB, uint8 or uint16 (16-bit files keep their depth).
+
+    Only regular files are read (a FIFO, device or socket is refused before reading), and, under a
+    pixel limit, none larger than ``max_file_bytes(max_pixels)``; see ``decode_image`` for the limit.
+    """
     try:
-        data = path.read_bytes()
+        data = read_regular_file(path, max_file_bytes(max_pixels))
     except FileNotFoundError:
         raise InputError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise InputError(f"{path}: is a directory, not an image") from None
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read ({exc.strerror})") from None
-    return decode_image(data, str(path))
+    except UnreadableFile as exc:
+        raise InputError(f"{path}: cannot read as an image: {exc}") from None
+    return decode_image(data, str(path), max_pixels=max_pixels)
 
 
-def decode_image(data: bytes, name: str = "<bytes>") -> np.ndarray:
-    """Decode encoded image bytes -> HxWx3 RGB, uint8 or uint16."""
+def max_file_bytes(max_pixels: int | None) -> int | None:
+    """The largest image file read under a pixel limit: an uncompressed 16-bit RGBA image of
+    ``max_pixels`` (8 bytes a pixel) plus 64 MiB of metadata. None (no cap) without a limit."""
+    return None if max_pixels is None else 8 * max_pixels + (64 << 20)
+
+
+def check_pixels(name: str, width: int, height: int, max_pixels: int | None) -> None:
+    """``ImageTooLargeError`` if ``width`` x ``height`` exceeds ``max_pixels`` (None: OpenCV's own limit)."""
+    limit = OPENCV_MAX_PIXELS if max_pixels is None else max_pixels
+    if width * height > limit:
+        raise ImageTooLargeError(name, width, height, limit)
+
+
+def decode_image(data: bytes, name: str = "<bytes>", *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Decode encoded image bytes -> HxWx3 RGB, uint8 or uint16.
+
+    Under a pixel limit (``max_pixels``, default ``DEFAULT_MAX_PIXELS``) the size is read from the
+    header first (``image_size``) and an image declaring more is refused with ``ImageTooLargeError``
+    before any pixel is decoded; a format whose header cannot be sized is refused too (``InputError``).
+    ``max_pixels=None``: no limit but OpenCV's own (2^30 pixels), any format OpenCV reads.
+    Float formats (PFM, HDR, EXR) are refused before decoding: LPIPS takes 8/16-bit images.
+    """
     if not data:
         raise InputError(f"{name}: empty file")
+    fmt = sniff(data)
+    if fmt is not None and fmt.floating:
+        raise InputError(f"{name}: {fmt.name} holds floating-point samples (8- or 16-bit images only)")
+    if max_pixels is not None:
+        if max_pixels < 1:
+            raise InputError(f"max_pixels must be >= 1 (or None for no limit), got {max_pixels}")
+        size = image_size(data)
+        if size is None:
+            raise InputError(f"{name}: {_unsized(fmt)}")
+        check_pixels(name, *size, max_pixels)
     buf = np.frombuffer(data, dtype=np.uint8)
     # IMREAD_COLOR gives 3 channels (grey replicated, alpha dropped) and applies EXIF orientation,
     # exactly as cv2.imread(path) in the official loader; IMREAD_ANYDEPTH keeps 16-bit samples.
@@ -73,37 +119,44 @@ def decode_image(data: bytes, name: str = "<bytes>") -> np.ndarray:
     except cv2.error as exc:
         raise InputError(f"{name}: cannot decode ({str(exc).strip().splitlines()[-1]})") from None
     if img is None:
-        kind = "corrupt or truncated image" if _looks_like_image(data) else "not an image format OpenCV can read"
+        kind = "corrupt or truncated image" if fmt is not None else "not an image format OpenCV can read"
         raise InputError(f"{name}: {kind}")
     if img.dtype not in (np.uint8, np.uint16):
         raise InputError(f"{name}: unsupported sample type {img.dtype} (8- or 16-bit images only)")
+    if max_pixels is not None:  # the header and the decoder disagreed: refuse what the limit refuses
+        check_pixels(name, img.shape[1], img.shape[0], max_pixels)
     return np.ascontiguousarray(img[:, :, ::-1])
 
 
-_MAGIC = (b"\x89PNG", b"\xff\xd8\xff", b"BM", b"II*\x00", b"MM\x00*", b"RIFF", b"GIF8", b"\x00\x00\x00\x0cjP",
-          b"P1", b"P2", b"P3", b"P4", b"P5", b"P6", b"#?RADIANCE", b"v/1\x01")
+def _unsized(fmt) -> str:
+    if fmt is None:
+        return "not an image format OpenCV can read"
+    if fmt.pillow is None:
+        return (f"the size of a {fmt.name} image cannot be checked before decoding, so it is not decoded under a "
+                f"pixel limit (convert it to one of {SIZED_FORMATS}, or lift the limit: --max-pixels none)")
+    return f"corrupt or truncated image (its {fmt.name} header does not parse)"
 
 
-def _looks_like_image(data: bytes) -> bool:
-    return any(data.startswith(m) for m in _MAGIC)
-
-
-def load_rgb(src: ImageSource) -> np.ndarray:
-    """Any single-image source -> HxWx3 RGB uint8/uint16 (arrays: HxWx3 uint8/uint16 RGB, or HxW grey)."""
+def load_rgb(src: ImageSource, *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Any single-image source -> HxWx3 RGB uint8/uint16 (arrays: HxWx3 uint8/uint16 RGB, or HxW grey).
+    Encoded sources (paths, bytes, ``EncodedImage``) are decoded under ``max_pixels`` (see ``decode_image``); arrays are
+    already in memory and are not limited."""
     if isinstance(src, (str, Path)):
-        return read_image_file(src)
+        return read_image_file(src, max_pixels=max_pixels)
     if isinstance(src, (bytes, bytearray, memoryview)):
-        return decode_image(bytes(src))
+        return decode_image(bytes(src), max_pixels=max_pixels)
     if isinstance(src, EncodedImage):
-        return decode_image(src.data, src.name)
+        return decode_image(src.data, src.name, max_pixels=max_pixels)
     if isinstance(src, np.ndarray):
         if src.dtype not in (np.uint8, np.uint16):
             raise InputError(f"image array has dtype {src.dtype}: pass HxWx3 uint8 RGB, "
                              "or a float NCHW batch in [-1,1]")
         if src.ndim == 2:
-            return np.repeat(src[:, :, None], 3, axis=2)
+            src = np.repeat(src[:, :, None], 3, axis=2)
         if src.ndim != 3 or src.shape[2] not in (3, 4):
             raise InputError(f"image array has shape {src.shape}: expected HxWx3 (RGB) or HxW (grey)")
+        if src.shape[0] == 0 or src.shape[1] == 0:
+            raise InputError(f"image array has shape {src.shape}: an image needs at least one row and column")
         return np.ascontiguousarray(src[:, :, :3])  # alpha dropped, as the official loader does
     raise InputError(f"cannot read an image from {type(src).__name__}")
 
@@ -128,6 +181,8 @@ def check_unit_batch(arr: np.ndarray, name: str = "input") -> np.ndarray:
         raise InputError(f"{name}: expected shape [N,3,H,W], got {list(arr.shape)}")
     if arr.shape[0] == 0:
         raise InputError(f"{name}: empty batch")
+    if arr.shape[2] == 0 or arr.shape[3] == 0:
+        raise InputError(f"{name}: images of {arr.shape[3]}x{arr.shape[2]} pixels: no pixels to compare")
     arr = np.ascontiguousarray(arr, dtype=np.float32)
     lo, hi = float(arr.min()), float(arr.max())
     if not (np.isfinite(lo) and np.isfinite(hi)):
@@ -158,6 +213,17 @@ class ResizePolicy:
         if not match or min(int(match[1]), int(match[2])) < 1:
             raise InputError(f"resize policy '{text}': use none, first, or WxH (e.g. 256x256)")
         return cls("fixed", (int(match[1]), int(match[2])))
+
+    def check_limit(self, max_pixels: int | None) -> None:
+        """``InputError`` if a fixed size has more pixels than a decoded image may have (``max_pixels``;
+        None: OpenCV's own limit), so that resizing cannot allocate what decoding would refuse."""
+        if self.mode != "fixed":
+            return  # "first" resizes to a decoded image's size: bounded by the same limit
+        width, height = self.size
+        limit = OPENCV_MAX_PIXELS if max_pixels is None else max_pixels
+        if width * height > limit:
+            raise InputError(f"resize to {width}x{height} is {width * height:,} pixels, above the pixel limit of "
+                             f"{limit:,} (--max-pixels / max_pixels=)")
 
     def apply(self, img0: np.ndarray, img1: np.ndarray, names=("image 0", "image 1")):
         """Return the two HxWx3 images at a common size, or raise ``InputError`` on a mismatch."""

@@ -13,7 +13,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .errors import LpipsError, ModelFileError
+from .fileio import UnreadableFile, read_regular_file
 from .nets import NetSpec, check_version, get_net
+from .modelweights import WeightCheckError, check_weights
+from .protobuf import fields as _fields
 
 FORMAT = "lpips-rt/1"  # metadata "format" of every file this project exports
 PRECISIONS = ("fp32", "fp16")
@@ -21,45 +24,6 @@ FRAME_LAYOUTS = ("nhwc", "nchw")
 FRAME_CHANNELS = ("bgr", "rgb")
 _GRAPH_FIELD = 7
 _METADATA_FIELD = 14
-
-
-def _varint(buf: bytes, pos: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        if pos >= len(buf):
-            raise ValueError("truncated varint")
-        byte = buf[pos]
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return value, pos
-        shift += 7
-
-
-def _fields(buf: bytes):
-    """Yield (field number, wire type, value) for the top-level fields of a protobuf message.
-
-    Length-delimited values are returned as memoryview slices; others as ints.
-    """
-    view = memoryview(buf)
-    pos = 0
-    while pos < len(buf):
-        tag, pos = _varint(buf, pos)
-        number, wire = tag >> 3, tag & 7
-        if wire == 0:
-            value, pos = _varint(buf, pos)
-        elif wire == 1:
-            value, pos = int.from_bytes(buf[pos:pos + 8], "little"), pos + 8
-        elif wire == 2:
-            size, pos = _varint(buf, pos)
-            value, pos = view[pos:pos + size], pos + size
-        elif wire == 5:
-            value, pos = int.from_bytes(buf[pos:pos + 4], "little"), pos + 4
-        else:
-            raise ValueError(f"unsupported protobuf wire type {wire}")
-        if pos > len(buf):
-            raise ValueError("truncated field")
-        yield number, wire, value
 
 
 def scan_model_bytes(data: bytes) -> tuple[dict[str, str], str]:
@@ -75,6 +39,14 @@ def scan_model_bytes(data: bytes) -> tuple[dict[str, str], str]:
     if graph_hash is None:
         raise ValueError("no graph")
     return metadata, graph_hash
+
+
+def model_graph(data: bytes) -> memoryview:
+    """The serialized GraphProto (field 7) of a serialized ModelProto."""
+    for number, wire, value in _fields(data):
+        if number == _GRAPH_FIELD and wire == 2:
+            return value
+    raise ValueError("no graph")
 
 
 # What a file computes. "fused": two images -> distance (or map); "encoder": images -> the unit-normalised
@@ -228,22 +200,28 @@ class ModelInfo:
         return self.metadata.get("input_channels", "rgb")
 
 
+# The largest model file read: protobuf's own limit (exports are 3-60 MB; larger ONNX files keep their
+# weights outside, which lpips-rt exports never do).
+MAX_MODEL_BYTES = (2 << 30) - 1
+
 REQUIRED_KEYS = ("format", "kind", "net", "version", "calibrated", "min_side", "backbone_digest", "graph_sha256")
 
 
 def read_model(path: str | Path) -> ModelInfo:
     """Read and check an lpips-rt ONNX export; ``ModelFileError`` (one line) if it is not a sound one.
 
-    Checks: the file parses; it carries our metadata; its net is known and its recorded backbone and
-    linear-layer digests are the pinned ones; and its graph still hashes to the recorded digest.
+    Checks: it is a regular file of at most ``MAX_MODEL_BYTES``; it parses; it carries our metadata; its net
+    is known and its recorded backbone and linear-layer digests are the pinned ones; its graph still hashes
+    to the recorded digest; and the weights recomputed from its own tensors are the pinned ones
+    (``modelweights``: what that proves and what it does not).
     """
     path = Path(path)
     try:
-        data = path.read_bytes()
+        data = read_regular_file(path, MAX_MODEL_BYTES)
     except FileNotFoundError:
         raise ModelFileError(f"model file not found: {path}") from None
-    except OSError as exc:
-        raise ModelFileError(f"cannot read model {path}: {exc.strerror}") from None
+    except UnreadableFile as exc:
+        raise ModelFileError(f"cannot read model {path}: {exc}") from None
     try:
         metadata, graph_hash = scan_model_bytes(data)
     except (ValueError, UnicodeDecodeError) as exc:
@@ -267,4 +245,11 @@ def read_model(path: str | Path) -> ModelInfo:
                              "ones: re-export it")
     if metadata["graph_sha256"] != graph_hash:
         raise ModelFileError(f"{path} has been modified since export (graph digest mismatch): re-export it")
-    return ModelInfo(path=path, metadata=metadata)
+    info = ModelInfo(path=path, metadata=metadata)
+    try:
+        spec = info.spec
+        check_weights(model_graph(data), net, part=spec.part, version=spec.version, calibrated=spec.calibrated,
+                      precision=spec.precision)
+    except (WeightCheckError, ValueError, LpipsError) as exc:
+        raise ModelFileError(f"{path} does not hold the weights its metadata names: {exc}: re-export it") from None
+    return info

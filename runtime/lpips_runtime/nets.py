@@ -40,6 +40,26 @@ class OfflineSource:
 
 
 @dataclass(frozen=True)
+class Layer:
+    """The spatial footprint of one ``features`` layer: ``kernel`` x ``kernel`` windows every ``stride``
+    pixels after ``padding`` on each side; ``ceil_mode`` pools keep a last partial window."""
+
+    kernel: int
+    stride: int
+    padding: int
+    ceil_mode: bool = False
+
+    def output_size(self, size: int) -> int:
+        """Output length for an input of ``size`` (PyTorch's Conv2d/MaxPool2d rule; may be <= 0)."""
+        span = size + 2 * self.padding - self.kernel
+        if not self.ceil_mode:
+            return span // self.stride + 1
+        out = -(-span // self.stride) + 1
+        # PyTorch: the last window must start inside the input or its left padding.
+        return out - 1 if (out - 1) * self.stride >= size + self.padding else out
+
+
+@dataclass(frozen=True)
 class NetSpec:
     """One backbone: how to build it, where LPIPS taps it, and which weights are trusted."""
 
@@ -52,6 +72,10 @@ class NetSpec:
     backbone_digest: str  # pinned tensor digest of the `features` state dict
     linear_sha256: dict  # version -> sha256 of the official lpips linear-layer .pth
     offline: OfflineSource
+    backbone_digest_fp16: str = ""  # tensor digest of the backbone as fp16 exports store it
+    linear_digest: dict | None = None  # version -> tensor digest of the official linear-layer state dict
+    geometry: tuple[Layer, ...] = ()  # every `features` layer up to the last tap
+    work_bytes_per_pixel: int = 0  # ORT CPU working memory of one pair, per pixel of one image (measured)
 
     @property
     def n_layers(self) -> int:
@@ -97,6 +121,10 @@ def all_nets() -> dict[str, NetSpec]:
             backbone_digest=raw["backbone_digest"],
             linear_sha256=dict(raw["linear"]),
             offline=OfflineSource(**off),
+            backbone_digest_fp16=raw["backbone_digest_fp16"],
+            linear_digest=dict(raw["linear_digest"]),
+            geometry=tuple(Layer(k, s, p, bool(c)) for k, s, p, c in raw["geometry"]),
+            work_bytes_per_pixel=int(raw["work_bytes_per_pixel"]),
         )
     return nets
 

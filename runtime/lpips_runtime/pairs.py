@@ -9,11 +9,13 @@ from itertools import combinations
 from pathlib import Path
 
 from .errors import InputError
+from .fileio import UnreadableFile, read_regular_file
 
 # The file types taken as images in folders (what OpenCV decodes), matched case-insensitively. Other
 # files (notes, sidecars) are not scored and are reported; hidden files and folders are ignored.
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".jpe", ".bmp", ".dib", ".tif", ".tiff", ".webp", ".ppm",
                             ".pgm", ".pbm", ".pnm", ".pfm", ".jp2", ".sr", ".ras", ".exr", ".hdr", ".pic", ".avif"})
+MAX_LIST_BYTES = 1 << 30  # a --pairs CSV: millions of rows, not an endless stream
 
 
 def is_image_name(name: str) -> bool:
@@ -108,10 +110,10 @@ def read_pair_list(path: str | Path, header: bool | None = None) -> PairList:
     """
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        text = read_regular_file(path, MAX_LIST_BYTES).decode("utf-8-sig")
     except FileNotFoundError:
         raise InputError(f"{path}: no such file") from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except (UnreadableFile, UnicodeDecodeError) as exc:
         raise InputError(f"{path}: cannot read ({exc})") from None
     pairs, header_row = [], None
     first = True

@@ -14,12 +14,16 @@ import numpy as np
 from .backends import (Backend, backend_class, check_graph_backend, check_precisions, is_cuda, open_backend,
                        split_precision)
 from .embedding import DEFAULT_MAX_MEMORY, FeatureCache
-from .errors import InputError, LpipsError, ModelFileError
+from .errors import BackendError, InputError, ModelFileError, error_text
 from .features import Features
-from .images import ImageSource, ResizePolicy, check_unit_batch, describe, load_rgb, rgb_to_unit_nchw
+from .images import (DEFAULT_MAX_PIXELS, ImageSource, ResizePolicy, check_unit_batch, describe, load_rgb,
+                     rgb_to_unit_nchw)
+from .limits import (DEFAULT_WORK_MEMORY, check_batch_size, check_max_memory, check_max_pixels, check_threads,
+                     check_tile, check_workers)
 from .locate import default_models_dir, locate_model
 from .modelfile import ModelInfo, ModelSpec, read_model
 from .nets import NET_NAMES, NetSpec, get_net
+from .tiling import TilePlan, plan_tiles, tiled_lpips
 
 
 @dataclass(frozen=True)
@@ -52,6 +56,41 @@ def _is_float_batch(x) -> bool:
     return isinstance(x, np.ndarray) and x.dtype.kind == "f"
 
 
+@dataclass
+class _Tiled:
+    """A decoded pair to be scored in tiles: kept as decoded (8/16-bit RGB), cropped and converted per tile."""
+
+    rgb0: np.ndarray
+    rgb1: np.ndarray
+    plan: TilePlan
+
+    @property
+    def nbytes(self) -> int:
+        return self.rgb0.nbytes + self.rgb1.nbytes
+
+
+def _pair_bytes(prepared) -> int:
+    return prepared.nbytes if isinstance(prepared, _Tiled) else prepared[0].nbytes + prepared[1].nbytes
+
+
+class _DecodeAhead:
+    """How many pairs to decode ahead of inference. Two chunks are alive at once (one being scored, the
+    next decoding), each within half of ``budget`` bytes at the largest decoded pair seen so far; before
+    any pair is seen, ``first`` pairs."""
+
+    def __init__(self, budget: int, most: int, first: int):
+        self.budget, self.most, self.first = budget, most, first
+        self.largest = 0
+
+    def size(self) -> int:
+        if not self.largest:
+            return max(1, min(self.first, self.most))
+        return max(1, min(self.most, self.budget // 2 // self.largest))
+
+    def saw(self, nbytes: int) -> None:
+        self.largest = max(self.largest, nbytes)
+
+
 FRAMES_FOR_CUDA = "nhwc-bgr"  # the frame layout preferred on a GPU: what cv2.imread gives, batched
 
 
@@ -81,6 +120,19 @@ class Scorer:
     With a frame graph, decoded 8-bit images go to the backend as uint8 frames with no float
     conversion on the CPU (4x fewer bytes to the GPU); 16-bit images and float batches are refused
     (use a float graph for those).
+
+    Bounded memory and input:
+
+    * ``max_pixels`` (default ``images.DEFAULT_MAX_PIXELS``, 100 Mpx): encoded images (paths, bytes) whose
+      header declares more pixels are refused before decoding (``ImageTooLargeError``); None: OpenCV's own
+      limit. A fixed ``resize`` size must be within it too.
+    * ``max_memory`` (bytes, default 1 GiB): the working memory of one inference call (batches are formed
+      by pixels, not only by ``batch_size``), and of the pairs decoded ahead. Roughly, a run peaks at its
+      baseline (the model, ONNX Runtime, ~0.1-0.3 GB) + the decoded pair being tiled + up to 2 x max_memory.
+    * ``tile``: "auto" (default) scores a pair in tiles when it would need more than ``max_memory`` at once,
+      "off" never, an int always above that side (square tiles of about that many pixels). Tiled results
+      equal untiled ones (``lpips_runtime.tiling``: <= 1e-5, maps included); tiles run the split encoder on
+      ONNX Runtime (``backend="ort"``, fp32 float-input graphs; others do not tile).
     """
 
     def __init__(
@@ -99,14 +151,20 @@ class Scorer:
         resize: str | ResizePolicy = "none",
         models_dir: str | Path | None = None,
         auto_export: bool = True,
+        max_pixels: int | None = DEFAULT_MAX_PIXELS,
+        tile: str | int = "auto",
+        max_memory: int = DEFAULT_WORK_MEMORY,
     ):
-        if batch_size < 1:
-            raise LpipsError(f"batch_size must be >= 1, got {batch_size}")
-        self.backend_name, self.device, self.threads = backend, device, threads
+        self.backend_name, self.device = backend, device
         file_precision, self.inference_precision = split_precision(precision)
-        self.batch_size = batch_size
-        self.workers = workers or _default_workers()
+        self.threads = check_threads(threads)
+        self.batch_size = check_batch_size(batch_size)
+        self.workers = check_workers(workers) or _default_workers()
+        self.max_pixels = check_max_pixels(max_pixels)
+        self.max_memory = check_max_memory(max_memory)
+        self.tile = check_tile(tile)
         self.resize = resize if isinstance(resize, ResizePolicy) else ResizePolicy.parse(resize)
+        self.resize.check_limit(self.max_pixels)
         self.auto_export = auto_export
         backend_cls = backend_class(backend, device)  # unknown name: error now, not at first use
         self._models: dict[tuple[bool, str], ModelInfo] = {}  # (spatial, part) -> checked file
@@ -127,6 +185,9 @@ class Scorer:
             self.models_dir = Path(models_dir) if models_dir is not None else Path(model).parent
         check_precisions(backend, backend_cls, self.spec.precision, self.inference_precision)
         self._needs_file = backend_cls.needs_file
+        if isinstance(self.tile, int) and not self.can_tile():
+            raise BackendError(f"tiles run the split float32 encoder on ONNX Runtime ({self.spec.describe()} on the "
+                               f"{backend} backend has none): use backend='ort' with an fp32 float graph, or tile='off'")
         self._backends: dict[bool, Backend] = {}
         self._cache: FeatureCache | None = None
         self._lock = threading.Lock()
@@ -188,9 +249,33 @@ class Scorer:
         path = self.model_info(spatial).path if self._needs_file else None
         with self._lock:
             if spatial not in self._backends:
-                self._backends[spatial] = open_backend(self.backend_name, self._spec_for(spatial), path,
-                                                       self.device, self.threads, self.inference_precision)
+                backend = open_backend(self.backend_name, self._spec_for(spatial), path, self.device, self.threads,
+                                       self.inference_precision)
+                try:
+                    self._probe(backend, path)
+                except BaseException:
+                    backend.close()
+                    raise
+                self._backends[spatial] = backend
             return self._backends[spatial]
+
+    def _probe(self, backend: Backend, path: Path | None) -> None:
+        """Refuse a graph that does not behave as an LPIPS distance on a small probe pair: its outputs must be
+        finite and never negative, 0 for an image against itself and positive for an image against its
+        negative. The file's weights are checked by ``read_model``; this catches graphs rebuilt around them
+        (a negated or offset output), at the cost of one tiny batch per opened backend."""
+        # 64 px: every backend's pooling arithmetic is happy there (OpenVINO's ceil-mode MaxPool refuses squeeze
+        # inputs below ~32 px that ONNX Runtime and torch accept), and it is still one tiny batch.
+        side = max(self.net.min_side + 7, 64)
+        a = np.random.default_rng(0).integers(0, 256, (side, side, 3), dtype=np.uint8)
+        x, y = self._model_input(a), self._model_input(255 - a)
+        out = backend.run(np.concatenate([x, x]), np.concatenate([x, y])).reshape(2, -1).astype(np.float64)
+        same, other = out[0], out[1]
+        if not np.isfinite(out).all() or out.min() < 0 or np.abs(same).max() > 1e-4 or other.max() <= 0:
+            raise ModelFileError(f"{path or self.spec.describe()} does not compute an LPIPS distance: on a probe pair it "
+                                 f"gives {float(same.max()):.3g} for an image against itself and "
+                                 f"{float(other.min()):.3g}..{float(other.max()):.3g} against its negative "
+                                 "(want 0 and > 0, never negative): re-export it")
 
     def _feature_cache(self) -> FeatureCache:
         if self._cache is None:
@@ -232,17 +317,76 @@ class Scorer:
     def _check_size(self, h: int, w: int) -> None:
         self.net.check_size(h, w)
 
-    def load_pair(self, src0: ImageSource, src1: ImageSource) -> tuple[np.ndarray, np.ndarray]:
-        """Decode/validate two single images and reconcile their sizes -> two model-ready [1,...] arrays."""
-        rgb0, rgb1 = load_rgb(src0), load_rgb(src1)
+    def _rgb_pair(self, src0: ImageSource, src1: ImageSource) -> tuple[np.ndarray, np.ndarray]:
+        """Decode (under ``max_pixels``), reconcile sizes and check them -> two HxWx3 RGB uint8/uint16 arrays."""
+        rgb0, rgb1 = load_rgb(src0, max_pixels=self.max_pixels), load_rgb(src1, max_pixels=self.max_pixels)
         rgb0, rgb1 = self.resize.apply(rgb0, rgb1, (describe(src0), describe(src1)))
         self._check_size(*rgb0.shape[:2])
+        return rgb0, rgb1
+
+    def load_pair(self, src0: ImageSource, src1: ImageSource) -> tuple[np.ndarray, np.ndarray]:
+        """Decode/validate two single images and reconcile their sizes -> two model-ready [1,...] arrays."""
+        rgb0, rgb1 = self._rgb_pair(src0, src1)
         return self._model_input(rgb0), self._model_input(rgb1)
+
+    def _prepare_pair(self, src0: ImageSource, src1: ImageSource):
+        """A pair ready to score: model-ready (a, b) arrays, or a ``_Tiled`` pair (kept as decoded, converted
+        tile by tile) when its size calls for tiles (``tile_plan``)."""
+        rgb0, rgb1 = self._rgb_pair(src0, src1)
+        plan = self.tile_plan(*rgb0.shape[:2])
+        if plan is None:
+            return self._model_input(rgb0), self._model_input(rgb1)
+        self._model_input(rgb0[:1, :1])  # the model's input checks (e.g. 8-bit frames) now, not tile by tile
+        return _Tiled(rgb0, rgb1, plan)
+
+    def tile_plan(self, height: int, width: int) -> TilePlan | None:
+        """The tiles a pair of ``height`` x ``width`` is scored in, or None for one piece: per ``tile``,
+        and with "auto" when one piece would need more than ``max_memory`` (see ``NetSpec.work_bytes_per_pixel``)."""
+        if self.tile == "off" or not self.can_tile():
+            return None
+        net = self.net
+        if self.tile == "auto":
+            if net.work_bytes_per_pixel * height * width <= self.max_memory:
+                return None
+            plan = plan_tiles(net, height, width, max_crop_pixels=self.max_memory // net.work_bytes_per_pixel)
+        elif height <= self.tile and width <= self.tile:
+            return None
+        else:
+            plan = plan_tiles(net, height, width, tile=self.tile)
+        return plan if plan.count > 1 else None
+
+    def can_tile(self) -> bool:
+        """Tiles run the split encoder, which exists for fp32 float-input graphs on ONNX Runtime only (frame and
+        fp16 graphs have no split export yet): other Scorers score every pair in one piece."""
+        return self.backend_name == "ort" and self.spec.frames is None and self.spec.precision == "fp32"
+
+    def _pairs_per_batch(self, pixels: int, batch_size: int) -> int:
+        """Pairs of ``pixels`` each in one inference call: ``batch_size``, fewer when they would need more
+        than ``max_memory`` (at least one)."""
+        return max(1, min(batch_size, self.max_memory // max(1, self.net.work_bytes_per_pixel * pixels)))
+
+    def _score_tiled(self, pair: _Tiled, spatial: bool):
+        """Distance (float) or map (float32 [H,W]) of a pair scored tile by tile (``lpips_runtime.tiling``)."""
+        def crops(rgb):
+            return lambda rows, cols: self._model_input(rgb[rows[0]:rows[1], cols[0]:cols[1]])
+
+        cache = self._feature_cache()
+        return tiled_lpips(pair.plan, crops(pair.rgb0), crops(pair.rgb1), cache.encode, cache.weights(), spatial)
+
+    def _run_tiled(self, plan: TilePlan, a: np.ndarray, b: np.ndarray, spatial: bool) -> np.ndarray:
+        """Validated float batches scored image by image in tiles: float32 [N] or [N,1,H,W]."""
+        def crops(batch, i):
+            return lambda rows, cols: np.ascontiguousarray(batch[i:i + 1, :, rows[0]:rows[1], cols[0]:cols[1]])
+
+        cache = self._feature_cache()
+        outs = [tiled_lpips(plan, crops(a, i), crops(b, i), cache.encode, cache.weights(), spatial)
+                for i in range(len(a))]
+        return np.stack(outs)[:, None] if spatial else np.asarray(outs, np.float32)
 
     def load_one(self, src: ImageSource, like: tuple[int, int] | None = None) -> np.ndarray:
         """Decode/validate one image -> a model-ready [1,...] array. ``like``: (H, W) to resize it to
         (the reference's size, for resize policy "first"); a fixed policy resizes to its own size."""
-        rgb = load_rgb(src)
+        rgb = load_rgb(src, max_pixels=self.max_pixels)
         if self.resize.mode == "fixed":
             rgb = self.resize.apply(rgb, rgb)[0]
         elif like is not None and rgb.shape[:2] != tuple(like):
@@ -272,12 +416,17 @@ class Scorer:
         return a, b
 
     def _run(self, spatial: bool, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        """Run validated batches through the backend in chunks of ``batch_size``."""
+        """Run validated float NCHW batches: in chunks of ``batch_size`` pairs (fewer for large images, see
+        ``max_memory``), or image by image in tiles (``tile_plan``)."""
+        height, width = a.shape[2], a.shape[3]
+        plan = self.tile_plan(height, width)
+        if plan is not None:
+            return self._run_tiled(plan, a, b, spatial)
         backend = self._backend(spatial)
-        if len(a) <= self.batch_size:
+        step = self._pairs_per_batch(height * width, self.batch_size)
+        if len(a) <= step:
             return backend.run(a, b)
-        return np.concatenate([backend.run(a[i:i + self.batch_size], b[i:i + self.batch_size])
-                               for i in range(0, len(a), self.batch_size)])
+        return np.concatenate([backend.run(a[i:i + step], b[i:i + step]) for i in range(0, len(a), step)])
 
     # -- public API --------------------------------------------------------------------------
 
@@ -313,8 +462,10 @@ class Scorer:
                     raise InputError(f"pair {result.index}: {result.error}")
                 out.append(result.distance)
             return out if spatial else np.asarray(out, dtype=np.float32)
-        a, b = self.load_pair(img0, img1)
-        out = self._run(spatial, a, b)
+        prepared = self._prepare_pair(img0, img1)
+        if isinstance(prepared, _Tiled):
+            return self._score_tiled(prepared, spatial)
+        out = self._run(spatial, *prepared)
         return out[0, 0] if spatial else float(out[0])
 
     # -- feature cache: embed once, compare many ------------------------------------------------
@@ -439,20 +590,23 @@ class Scorer:
 
     def _iter_results(self, pairs, spatial: bool, batch_size: int | None = None,
                       workers: int | None = None) -> Iterator[PairResult]:
-        """Decode in a thread pool one chunk ahead; batch same-size pairs; keep up to the backend's
-        ``pipeline_depth`` batches in flight, across chunk boundaries too (a GPU backend uploads the
-        next batch while one computes); yield each chunk's results in input order once complete."""
-        batch_size = batch_size or self.batch_size
-        chunk = max(2 * batch_size, 8)
+        """Decode in a thread pool one chunk ahead (chunks sized so that decoded pairs stay within
+        ``max_memory``); batch same-size pairs (by ``batch_size`` and by pixels); keep up to the backend's
+        ``pipeline_depth`` batches in flight, across chunk boundaries too (a GPU backend uploads the next
+        batch while one computes); score pairs that need tiles one at a time; yield each chunk's results
+        in input order once complete."""
+        batch_size = self.batch_size if batch_size is None else check_batch_size(batch_size)
+        workers = self.workers if workers is None else check_workers(workers)
+        ahead = _DecodeAhead(self.max_memory, max(2 * batch_size, 8), first=1)  # sizes unknown: one pair
         items = iter(enumerate(pairs))
         backend = self._backend(spatial)  # a missing model or backend fails the whole run now, not pair by pair
         chunks: deque = deque()  # (chunk, done) in input order, not yet yielded
         in_flight: deque = deque()  # (done, part, pending)
-        with ThreadPoolExecutor(max_workers=workers or self.workers, thread_name_prefix="lpips-decode") as pool:
-            upcoming = self._submit_chunk(pool, items, chunk)
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="lpips-decode") as pool:
+            upcoming = self._submit_chunk(pool, items, ahead.size())
             while upcoming:
-                current, upcoming = upcoming, self._submit_chunk(pool, items, chunk)  # decode ahead
-                done, batches = self._batch_chunk(current, batch_size)
+                current, upcoming = upcoming, self._submit_chunk(pool, items, ahead.size())  # decode ahead
+                done, batches, tiled = self._batch_chunk(current, batch_size, ahead)
                 chunks.append((current, done))
                 for part in batches:
                     try:
@@ -462,6 +616,17 @@ class Scorer:
                     if len(in_flight) >= backend.pipeline_depth:
                         self._collect(*in_flight.popleft(), spatial)
                     yield from self._completed(chunks)
+                batches = None  # their arrays go as soon as the batches in flight are collected
+                while tiled:
+                    index, name0, name1, pair = tiled.pop(0)
+                    while in_flight:  # a tiled pair takes the whole memory budget: one working set at a time
+                        self._collect(*in_flight.popleft(), spatial)
+                    try:
+                        done[index] = PairResult(index, name0, name1, distance=self._score_tiled(pair, spatial))
+                    except Exception as exc:  # never lose the run to one pair: record and go on
+                        done[index] = PairResult(index, name0, name1, error=error_text(exc))
+                    del pair
+                    yield from self._completed(chunks)
             while in_flight:
                 self._collect(*in_flight.popleft(), spatial)
             yield from self._completed(chunks)
@@ -469,28 +634,35 @@ class Scorer:
     def _submit_chunk(self, pool: ThreadPoolExecutor, items, size: int) -> list[tuple[int, str, str, Future]]:
         chunk = []
         for index, (src0, src1) in items:
-            chunk.append((index, describe(src0), describe(src1), pool.submit(self.load_pair, src0, src1)))
+            chunk.append((index, describe(src0), describe(src1), pool.submit(self._prepare_pair, src0, src1)))
             if len(chunk) == size:
                 break
         return chunk
 
-    def _batch_chunk(self, chunk, batch_size: int) -> tuple[dict[int, PairResult], list[list]]:
-        """Wait for a chunk's decoding: (results of the pairs that failed, batches of same-size pairs)."""
+    def _batch_chunk(self, chunk: list, batch_size: int, ahead: _DecodeAhead) -> tuple[dict[int, PairResult], list, list]:
+        """Wait for a chunk's decoding: (results of the pairs that failed, batches of same-size pairs, pairs to
+        score in tiles). The chunk's futures are dropped as they are read, so that it holds no pixels."""
         done: dict[int, PairResult] = {}
         groups: dict[tuple, list] = {}
-        for index, name0, name1, future in chunk:
+        tiled = []
+        for k, (index, name0, name1, future) in enumerate(chunk):
+            chunk[k] = (index, name0, name1, None)
             try:
-                a, b = future.result()
-            except LpipsError as exc:
-                done[index] = PairResult(index, name0, name1, error=str(exc))
-                continue
+                prepared = future.result()
             except Exception as exc:  # never lose the run to one pair: record and go on
-                done[index] = PairResult(index, name0, name1, error=f"{type(exc).__name__}: {exc}")
+                done[index] = PairResult(index, name0, name1, error=error_text(exc))
                 continue
+            ahead.saw(_pair_bytes(prepared))
+            if isinstance(prepared, _Tiled):
+                tiled.append((index, name0, name1, prepared))
+                continue
+            a, b = prepared
             groups.setdefault((a.shape, a.dtype.str), []).append((index, name0, name1, a, b))
-        batches = [members[start:start + batch_size] for members in groups.values()
-                   for start in range(0, len(members), batch_size)]
-        return done, batches
+        batches = []
+        for members in groups.values():
+            step = self._pairs_per_batch(members[0][3].size // 3, batch_size)  # [1,...] arrays of 3 channels
+            batches += [members[start:start + step] for start in range(0, len(members), step)]
+        return done, batches, tiled
 
     @staticmethod
     def _completed(chunks: deque) -> Iterator[PairResult]:
@@ -502,8 +674,8 @@ class Scorer:
 
     @staticmethod
     def _record_failure(done: dict, part: list, exc: Exception) -> None:
-        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        for index, name0, name1, _, _ in part:
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__  # a backend's own words
+        for index, name0, name1, *_ in part:
             done[index] = PairResult(index, name0, name1, error=message)
 
     def _collect(self, done: dict, part: list, pending, spatial: bool) -> None:

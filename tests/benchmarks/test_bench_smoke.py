@@ -24,3 +24,19 @@ def test_quick_run(tmp_path, script, section):
     assert f"<!-- {section}:start -->" in text and f"<!-- {section}:end -->" in text
     result = json.loads(next(tmp_path.glob("*.json")).read_text())
     assert result["machine"]["physical_cores"] >= 1
+
+
+def test_tiling_quick_run(tmp_path):
+    """benchmarks/tiling.py end to end on a tiny size (pairs only; the folder cells run the same child code):
+    cells in child processes, tiled equal to untiled."""
+    readme = tmp_path / "README.md"
+    readme.write_text("# Benchmarks\n\nsomeone else's text\n")
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "tiling.py"), "--quick", "--nets", "squeeze",
+                           "--sizes", "0.1", "--budget-mb", "40", "--skip-folders", "--readme", str(readme),
+                           "--results-dir", str(tmp_path)], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "someone else's text" in readme.read_text() and "<!-- tiling-quick:start -->" in readme.read_text()
+    report = json.loads(next(tmp_path.glob("tiling-*.json")).read_text())
+    (row,) = report["pairs"]
+    assert row["tiled"]["tiles"] is not None and row["untiled"]["tiles"] is None
+    assert row["abs_diff"] <= 1e-5

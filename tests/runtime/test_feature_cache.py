@@ -83,7 +83,7 @@ def test_feature_store_spills_past_its_budget(scorers, photo_set, tmp_path):
     with FeatureStore(3, feats[0], max_memory=feats.bytes_per_image * 3, spill_dir=tmp_path) as ram:
         assert not ram.spilled
     with FeatureStore(3, feats[0], max_memory=feats.bytes_per_image * 2, spill_dir=tmp_path) as disk:
-        assert disk.spilled and len(list(tmp_path.iterdir())) == 1
+        assert disk.spilled and not list(tmp_path.iterdir())  # no name: nothing can outlive the process
         for i in range(3):
             disk.put(i, feats[i])
         back = disk.view(0, 3)

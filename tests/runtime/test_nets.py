@@ -54,3 +54,29 @@ def test_lookup_errors_name_the_choices():
         check_version("0.2")
     with pytest.raises(InputError, match="at least 31x31"):
         get_net("alex").check_size(30, 100)
+
+
+def _torch_geometry(layer) -> tuple[int, int, int, int]:
+    """[kernel, stride, padding, ceil_mode] of a torchvision `features` layer (Fire: its 3x3 expand conv)."""
+    if isinstance(layer, torchvision.models.squeezenet.Fire):
+        layer = layer.expand3x3
+    if isinstance(layer, (torch.nn.Conv2d, torch.nn.MaxPool2d)):
+        pair = lambda v: v if isinstance(v, int) else (v[0] if v[0] == v[1] else None)  # noqa: E731
+        return (pair(layer.kernel_size), pair(layer.stride), pair(layer.padding),
+                int(getattr(layer, "ceil_mode", False)))
+    assert isinstance(layer, torch.nn.ReLU), layer
+    return (1, 1, 0, 0)
+
+
+@pytest.mark.parametrize("net", NETS)
+def test_geometry_matches_torchvision(net):
+    """The layer geometry tiled scoring relies on is torchvision's, and the map sizes derived from it are the
+    sizes torch computes (odd sizes, ceil-mode pools included)."""
+    from lpips_runtime.tiling import tap_sizes
+
+    spec = get_net(net)
+    layers = _features(net)[: spec.taps[-1]]
+    assert [(g.kernel, g.stride, g.padding, int(g.ceil_mode)) for g in spec.geometry] == \
+        [_torch_geometry(layer) for layer in layers]
+    for side in (spec.min_side, spec.min_side + 1, 67, 100, 129):
+        assert tap_sizes(spec, side) == tuple(s[2] for s in _tap_shapes(net, side))

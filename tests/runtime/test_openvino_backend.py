@@ -194,3 +194,13 @@ def test_feature_cache_on_openvino(split_models, photo_set, precision):
         if precision == "fp32":  # the cached path equals the fused graph on the same backend
             fused = scorer.distance(images[:3], images[3:6])
             assert np.abs(fused - expected[[0, 1, 2], [3, 4, 5]]).max() <= 1e-6
+
+
+def test_an_input_openvino_cannot_run_is_one_line(exported):
+    """OpenVINO's ceil-mode MaxPool refuses squeeze inputs below 25x25 that ONNX Runtime scores: a one-line
+    BackendError naming the shape and the way out, not OpenVINO's multi-line C++ trace."""
+    small = np.zeros((20, 20, 3), np.uint8)
+    with Scorer(exported("squeeze"), backend="openvino") as scorer:
+        with pytest.raises(BackendError, match=r"OpenVINO cannot run inputs of shape 1x3x20x20.*--backend ort") as info:
+            scorer.distance(small, small)
+    assert "\n" not in str(info.value)

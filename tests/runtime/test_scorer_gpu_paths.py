@@ -108,31 +108,55 @@ def _pairs(count, size=40):
     return [(img, distort(img, "noise", 0.3, seed=i)) for i in range(count)]
 
 
+def _check_one_ahead(log: list, batches: int) -> None:
+    """Every batch is submitted before the previous one's result is collected (two in flight, never more),
+    and every batch is collected."""
+    assert [e for e in log if e[0] == "submit"] == [("submit", k) for k in range(batches)]
+    assert sorted(e for e in log if e[0] == "result") == [("result", k) for k in range(batches)]
+    for k in range(1, batches):
+        assert log.index(("submit", k)) < log.index(("result", k - 1)), log
+    in_flight = 0
+    for kind, _ in log:
+        in_flight += 1 if kind == "submit" else -1
+        assert 0 <= in_flight <= 2, log
+
+
 def test_batches_are_submitted_one_ahead_of_their_results():
     scorer = Scorer("alex", batch_size=2, auto_export=False)
     backend = scorer._backends[False] = RecordingBackend()
     results = list(scorer.score_pairs(_pairs(5)))
-    assert backend.log == [("submit", 0), ("submit", 1), ("result", 0), ("submit", 2), ("result", 1), ("result", 2)]
-    assert [r.distance for r in results] == [0, 0, 1, 1, 2]
+    _check_one_ahead(backend.log, backend.batches)
+    distances = [r.distance for r in results]
+    assert [r.index for r in results] == list(range(5))
+    # Pairs go to batches in input order, at most batch_size per batch.
+    assert distances == sorted(distances) and max(distances.count(d) for d in set(distances)) <= 2
 
 
 def test_the_pipeline_runs_on_across_chunks():
-    """Chunks of 8 pairs: the first batch of the second chunk is submitted before the last batch of
-    the first chunk is collected, so a GPU does not idle at chunk boundaries."""
+    """Decoding runs in chunks (the first of one pair, while sizes are unknown; then sized by the memory
+    budget): the first batch of each chunk is submitted before the last batch of the previous chunk is
+    collected, so a GPU does not idle at chunk boundaries."""
     scorer = Scorer("alex", batch_size=2, auto_export=False)
     backend = scorer._backends[False] = RecordingBackend()
-    results = list(scorer.score_pairs(_pairs(9)))
-    assert backend.log == [("submit", 0), ("submit", 1), ("result", 0), ("submit", 2), ("result", 1),
-                           ("submit", 3), ("result", 2), ("submit", 4), ("result", 3), ("result", 4)]
-    assert [r.index for r in results] == list(range(9))
-    assert [r.distance for r in results] == [0, 0, 1, 1, 2, 2, 3, 3, 4]
+    results = list(scorer.score_pairs(_pairs(21)))
+    assert backend.batches >= 11  # 21 pairs in batches of at most 2, over several chunks
+    _check_one_ahead(backend.log, backend.batches)
+    assert [r.index for r in results] == list(range(21))
+    distances = [r.distance for r in results]
+    assert distances == sorted(distances) and set(distances) == set(range(backend.batches))
 
 
 def test_a_failed_batch_is_recorded_and_the_run_goes_on():
+    pairs = _pairs(7)
+    scorer = Scorer("alex", batch_size=2, auto_export=False)
+    scorer._backends[False] = RecordingBackend()
+    batch_of = [int(r.distance) for r in scorer.score_pairs(pairs)]  # the same pairs go to the same batches
     scorer = Scorer("alex", batch_size=2, auto_export=False)
     scorer._backends[False] = RecordingBackend(fail_batches={1})
-    results = list(scorer.score_pairs(_pairs(5)))
-    assert [r.error for r in results] == [None, None, "device lost in batch 1", "device lost in batch 1", None]
+    results = list(scorer.score_pairs(pairs))
+    assert [r.error for r in results] == ["device lost in batch 1" if b == 1 else None for b in batch_of]
+    assert [r.distance for r in results if r.error is None] == [b for b in batch_of if b != 1]
+    assert batch_of[-1] > 1  # pairs after the failed batch were scored
 
 
 def test_lpips_score_precision_option(exported, exported_spec, photo_pair_files, tmp_path):

@@ -142,8 +142,16 @@ class _Compiled:
         with self._lock:
             request = self._idle.pop() if self._idle else self.compiled.create_infer_request()
         try:
-            out = request.infer({name: feeds[name] for name in self.input_names}, share_inputs=True,
-                                share_outputs=False)  # copies: the request's buffers are reused by the next call
+            try:
+                out = request.infer({name: feeds[name] for name in self.input_names}, share_inputs=True,
+                                    share_outputs=False)  # copies: the request's buffers are reused by the next call
+            except RuntimeError as exc:
+                # e.g. its ceil-mode MaxPool refuses squeeze inputs below 25x25 that ONNX Runtime accepts:
+                # one line naming the shape and the reason (OpenVINO's last line), not a C++ trace.
+                shapes = ", ".join("x".join(map(str, feeds[n].shape)) for n in self.input_names)
+                lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+                raise BackendError(f"OpenVINO cannot run inputs of shape {shapes}: {lines[-1] if lines else exc} "
+                                   "(--backend ort runs it)") from exc
             return [np.asarray(out[o]) for o in self.compiled.outputs]
         finally:
             with self._lock:

@@ -64,7 +64,7 @@ class Embedder:
         errors, groups = {}, {}
         for offset, name in enumerate(names):
             try:
-                arr = self.scorer.load_one(uris.image_source(name))
+                arr = self.scorer.load_one(uris.image_source(name, self.scorer.max_pixels))
             except Exception as exc:  # one image's failure fails its pairs, not the run
                 errors[start + offset] = str(exc) if isinstance(exc, LpipsError) else f"{type(exc).__name__}: {exc}"
                 continue

@@ -12,7 +12,7 @@ import warnings
 
 import numpy as np
 
-from ..errors import ClusterError, LpipsError
+from ..errors import ClusterError, LpipsError, error_text
 from . import uris
 from .session import require_ray
 from .settings import ScorerSettings, WorkerModel
@@ -38,10 +38,6 @@ def _decoded_schema():
                       ("data0", pa.large_binary()), ("data1", pa.large_binary())])
 
 
-def _error_text(exc: Exception) -> str:
-    return str(exc) if isinstance(exc, LpipsError) else f"{type(exc).__name__}: {exc}"
-
-
 _decoders: dict = {}  # per worker process: decoding tasks reuse their Scorer (it holds no model)
 
 
@@ -58,10 +54,11 @@ def decode_pairs(table, model: WorkerModel):
         try:
             if not img0 or not img1:
                 raise LpipsError("empty path in the pair table")
-            a, b = decoder.load_pair(uris.image_source(img0), uris.image_source(img1))
+            a, b = decoder.load_pair(uris.image_source(img0, decoder.max_pixels),
+                                  uris.image_source(img1, decoder.max_pixels))
             row = (None, a.dtype.str, list(a.shape), a.tobytes(), b.tobytes())
         except Exception as exc:  # one pair's failure is its row, never the run's
-            row = (_error_text(exc), None, None, b"", b"")
+            row = (error_text(exc), None, None, b"", b"")
         for name, value in zip(("img0", "img1", "error", "dtype", "shape", "data0", "data1"), (img0, img1, *row)):
             out[name].append(value)
     return pa.table(out, schema=_decoded_schema())
@@ -95,7 +92,7 @@ class PairScorerActor:
                 values = self.scorer.distance_prepared(a, b)
             except Exception as exc:  # e.g. a backend failure: each pair of the batch records it
                 for i in rows:
-                    error[i] = _error_text(exc).splitlines()[0]
+                    error[i] = error_text(exc)
                 continue
             for i, value in zip(rows, values):
                 distance[i] = float(value)

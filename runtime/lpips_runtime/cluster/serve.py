@@ -64,7 +64,7 @@ def build_application(settings: ScorerSettings = ScorerSettings(), serve_setting
     if max_replicas is not None and max_replicas < replicas:
         raise LpipsError(f"max_replicas ({max_replicas}) is below replicas ({replicas})")
     parts = ("fused", "spatial") if serve_settings.heatmap else ("fused",)
-    model = WorkerModel.resolve(replace_batch(settings, serve_settings.max_batch), parts=parts)
+    model = WorkerModel.resolve(for_service(settings, serve_settings), parts=parts)
     options = dict(name=DEPLOYMENT, max_ongoing_requests=serve_settings.max_queue,
                    max_queued_requests=serve_settings.max_queue,
                    ray_actor_options={"num_cpus": cpus_per_replica, "num_gpus": gpus_per_replica})
@@ -79,11 +79,12 @@ def build_application(settings: ScorerSettings = ScorerSettings(), serve_setting
     return deployment.bind(model, serve_settings, cpus_per_replica)
 
 
-def replace_batch(settings: ScorerSettings, batch_size: int) -> ScorerSettings:
-    """The Scorer's batch size follows the service's largest batch (as lpips-serve does)."""
+def for_service(settings: ScorerSettings, serve_settings) -> ScorerSettings:
+    """The replicas' Scorer settings: its batch size is the service's largest batch (as lpips-serve's),
+    its pixel limit the service's (one limit, checked from the header before decoding)."""
     from dataclasses import replace
 
-    return replace(settings, batch_size=batch_size)
+    return replace(settings, batch_size=serve_settings.max_batch, max_pixels=serve_settings.max_pixels)
 
 
 def application(args: dict):

@@ -9,6 +9,9 @@ import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from ..errors import ModelFileError
+from ..images import DEFAULT_MAX_PIXELS
+from ..limits import DEFAULT_WORK_MEMORY
 from ..modelfile import ModelSpec
 
 MODEL_CACHE_ENV = "LPIPS_RT_NODE_MODELS"  # where workers keep shipped models (default: <tmp>/lpips-rt-models)
@@ -19,7 +22,8 @@ class ScorerSettings:
     """The options of the Scorer every worker opens (same meaning as ``Scorer``'s keywords).
 
     ``model`` is a net name or an export's path on the driver. ``threads=None`` on a worker means its
-    CPU allotment (``cpus``), not every core of the node: several workers share a node.
+    CPU allotment (``cpus``), not every core of the node: several workers share a node. ``max_pixels``,
+    ``tile`` and ``max_memory`` bound every worker as they bound one Scorer (decode tasks included).
     """
 
     model: str = "alex"
@@ -33,18 +37,26 @@ class ScorerSettings:
     resize: str = "none"
     models_dir: str | None = None
     auto_export: bool = True  # on the driver only: workers get the files and never export
+    max_pixels: int | None = DEFAULT_MAX_PIXELS
+    tile: str | int = "auto"
+    max_memory: int = DEFAULT_WORK_MEMORY
 
     @classmethod
     def from_cli(cls, options: dict, gpus: float = 0.0, **settings) -> "ScorerSettings":
         """From the values of ``cli_common.model_options`` plus batch_size/resize keywords. Device
-        "auto" means the workers' device: CUDA when they get GPUs (``gpus`` > 0), else the CPU."""
+        "auto" means the workers' device: CUDA when they get GPUs (``gpus`` > 0), else the CPU; no
+        backend means the command line's default for the precision."""
+        from ..backends import default_backend
+
         device = options["device"]
         if device == "auto":
             device = "cuda" if gpus else "cpu"
         return cls(model=str(options["model"] or options["net"]), version=options["lpips_version"],
-                   baseline=options["baseline"], backend=options["backend"], device=device,
-                   precision=options["precision"], threads=options["threads"], models_dir=options["models_dir"],
-                   auto_export=not options.get("no_export", False), **settings)
+                   baseline=options["baseline"], backend=options["backend"] or default_backend(options["precision"]),
+                   device=device, precision=options["precision"], threads=options["threads"],
+                   models_dir=options["models_dir"], auto_export=not options.get("no_export", False),
+                   max_pixels=options["max_pixels"], tile=options["tile"], max_memory=options["max_memory"],
+                   **settings)
 
     def open(self, **overrides):
         """A Scorer with these settings (on the driver: locates or exports the model as usual)."""
@@ -53,7 +65,11 @@ class ScorerSettings:
         s = replace(self, **overrides) if overrides else self
         return Scorer(s.model, version=s.version, baseline=s.baseline, backend=s.backend, device=s.device,
                       precision=s.precision, threads=s.threads, batch_size=s.batch_size, resize=s.resize,
-                      models_dir=s.models_dir, auto_export=s.auto_export)
+                      models_dir=s.models_dir, auto_export=s.auto_export, **s.limits())
+
+    def limits(self) -> dict:
+        """The Scorer keywords that bound memory and input."""
+        return dict(max_pixels=self.max_pixels, tile=self.tile, max_memory=self.max_memory)
 
 
 @dataclass(frozen=True)
@@ -73,12 +89,24 @@ class WorkerModel:
     @classmethod
     def resolve(cls, settings: ScorerSettings, parts: tuple[str, ...] = ("fused",)) -> "WorkerModel":
         """Locate (or export) the model on the driver and read its files: ``parts`` among "fused",
-        "encoder", "head" (the feature cache's split graphs) and "spatial" (the fused per-pixel map)."""
+        "encoder", "head" (the feature cache's split graphs) and "spatial" (the fused per-pixel map).
+        With "fused", the split graphs come too where the Scorer may tile a large pair (``Scorer.tile``),
+        as far as they exist or can be exported (else such a pair fails as it would in one process)."""
         with settings.open() as scorer:
             files = {}
-            for part in parts:
+
+            def add(part: str) -> None:
                 info = scorer.model_info(spatial=True) if part == "spatial" else scorer.model_info(part=part)
                 files[info.spec.filename()] = info.path.read_bytes()  # the name workers look up
+
+            for part in parts:
+                add(part)
+            if "fused" in parts and scorer.tile != "off" and scorer.can_tile():
+                for part in ("encoder", "head"):
+                    try:
+                        add(part)
+                    except ModelFileError:
+                        pass
             return cls(settings, scorer.spec, files)
 
     def without_files(self) -> "WorkerModel":
@@ -97,7 +125,8 @@ class WorkerModel:
 
         s = self.spec
         return Scorer(s.net, version=s.version, baseline=not s.calibrated, precision=s.precision, frames=s.frames,
-                      batch_size=self.settings.batch_size, resize=self.settings.resize, auto_export=False)
+                      batch_size=self.settings.batch_size, resize=self.settings.resize, auto_export=False,
+                      max_pixels=self.settings.max_pixels)
 
     def scorer(self, cpus: float = 1.0, **options):
         """The worker's Scorer over the shipped files (installed once per node), never exporting.
@@ -109,7 +138,7 @@ class WorkerModel:
         return Scorer(s.net, version=s.version, baseline=not s.calibrated, backend=self.settings.backend,
                       device=self.settings.device, precision=s.precision, frames=s.frames, threads=threads,
                       batch_size=self.settings.batch_size, resize=self.settings.resize, models_dir=folder,
-                      auto_export=False, **options)
+                      auto_export=False, **self.settings.limits(), **options)
 
     def install(self) -> Path:
         """Write the files into this node's model cache (a folder per content digest; each file written

@@ -14,7 +14,7 @@ import threading
 from pathlib import Path
 
 from ..errors import InputError
-from ..images import EncodedImage
+from ..images import EncodedImage, max_file_bytes
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 _filesystems: dict[str, object] = {}
@@ -92,23 +92,28 @@ def _first_line(exc: Exception) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def read_bytes(uri: str) -> bytes:
-    """The bytes of a file at a URI with a scheme; ``InputError`` (one line) if it cannot be read."""
+def read_bytes(uri: str, max_bytes: int | None = None) -> bytes:
+    """The bytes of a file at a URI with a scheme, at most ``max_bytes`` of them (None: no cap);
+    ``InputError`` (one line) if it cannot be read or is larger."""
     fs, path = filesystem(uri)
     try:
         with fs.open_input_stream(path) as stream:
-            return stream.read()
+            data = stream.read() if max_bytes is None else stream.read(max_bytes + 1)
     except FileNotFoundError:
         raise InputError(f"{uri}: no such file") from None
     except Exception as exc:
         raise InputError(f"{uri}: cannot read ({_first_line(exc)})") from None
+    if max_bytes is not None and len(data) > max_bytes:
+        raise InputError(f"{uri}: more than the {max_bytes:,} bytes allowed")
+    return data
 
 
-def image_source(location: str):
-    """What to hand the Scorer for one image: a local path as is, other URIs as ``EncodedImage``."""
+def image_source(location: str, max_pixels: int | None):
+    """What to hand a Scorer with pixel limit ``max_pixels`` for one image: a local path as is (the
+    Scorer bounds its reading), other URIs read here as ``EncodedImage`` under the same byte cap."""
     if is_local(location):
         return local_path(location)
-    return EncodedImage(read_bytes(location), location)
+    return EncodedImage(read_bytes(location, max_file_bytes(max_pixels)), location)
 
 
 def list_image_files(folder: str, recursive: bool = False) -> list[str]:

@@ -87,7 +87,7 @@ def test_uris():
     assert uris.join("s3://bucket/lists", "/abs/a.png") == "/abs/a.png"
     assert uris.join("lists", "gs://b/a.png") == "gs://b/a.png"
     assert uris.parent("s3://bucket/lists/pairs.csv") == "s3://bucket/lists" and uris.parent("pairs.csv") == ""
-    assert uris.image_source("file:///x/a.png") == "/x/a.png" and uris.image_source("rel/a.png") == "rel/a.png"
+    assert uris.image_source("file:///x/a.png", None) == "/x/a.png" and uris.image_source("rel/a.png", 10) == "rel/a.png"
     with pytest.raises(InputError, match="mem://x.png: cannot open its filesystem"):
         uris.read_bytes("mem://x.png")
     assert isinstance(EncodedImage(b"", "n"), EncodedImage)
@@ -100,3 +100,57 @@ def test_table_format():
     assert table_format("gs://b/table/") == "parquet"
     with pytest.raises(InputError, match="a .csv or .parquet"):
         table_format("pairs.xlsx")
+
+
+def test_remote_reads_are_capped(tmp_path):
+    from lpips_runtime.cluster import uris
+
+    (tmp_path / "f.bin").write_bytes(bytes(100))
+    uri = (tmp_path / "f.bin").as_uri()  # read through pyarrow's filesystem, as s3:// or gs:// would be
+    assert uris.read_bytes(uri, 100) == bytes(100) and uris.read_bytes(uri) == bytes(100)
+    with pytest.raises(InputError, match="f.bin: more than the 99 bytes allowed"):
+        uris.read_bytes(uri, 99)
+
+
+def test_workers_get_the_limits_and_the_graphs_to_tile_with(split_models):
+    """Cluster workers build their Scorers with the driver's pixel limit, tiling and memory budget, and
+    get the split graphs that tiles run on: a worker's tiled distance equals the driver's."""
+    import cv2
+    import numpy as np
+
+    from conftest import crop, distort, photo
+    from lpips_runtime import Scorer
+    from lpips_runtime.cluster.settings import ScorerSettings, WorkerModel
+    from lpips_runtime.errors import ImageTooLargeError
+    from lpips_runtime.images import EncodedImage
+
+    models = split_models("alex")
+    settings = ScorerSettings("alex", models_dir=str(models), auto_export=False, max_pixels=20_000, tile=64,
+                              max_memory=64 << 20)
+    model = WorkerModel.resolve(settings)
+    assert sorted(model.files) == ["lpips-alex-v0.1-encoder.onnx", "lpips-alex-v0.1-head.onnx",
+                                   "lpips-alex-v0.1.onnx"]
+    assert list(WorkerModel.resolve(ScorerSettings("alex", models_dir=str(models), tile="off")).files) == \
+        ["lpips-alex-v0.1.onnx"]
+
+    a = crop(photo("chelsea"), 96, 128)
+    b = distort(a, "blur", 0.5)
+    big = cv2.imencode(".png", crop(photo("coffee"), 150, 150))[1].tobytes()  # 22,500 pixels
+    decoder = model.without_files().decoder()
+    with pytest.raises(ImageTooLargeError, match="above the limit of 20,000"):
+        decoder.load_pair(EncodedImage(big, "big.png"), EncodedImage(big, "big.png"))
+    x0, x1 = decoder.load_pair(a, b)
+    with model.scorer(1.0) as worker, Scorer("alex", models_dir=models, auto_export=False, tile=64) as driver:
+        assert (worker.max_pixels, worker.tile, worker.max_memory) == (20_000, 64, 64 << 20)
+        assert worker.tile_plan(96, 128) is not None  # this pair really is scored in tiles
+        assert worker.distance_prepared(x0, x1)[0] == np.float32(driver.distance(a, b))
+
+
+def test_settings_from_the_command_line_keep_the_limits():
+    from lpips_runtime.cluster.settings import ScorerSettings
+
+    ctx = main.make_context("lpips-score", ["--dir0", "x", "--dir1", "y", "--max-pixels", "5M", "--tile", "off",
+                                            "--max-memory", "256M", "--precision", "bf16"])
+    settings = ScorerSettings.from_cli(ctx.params, batch_size=4)
+    assert (settings.max_pixels, settings.tile, settings.max_memory) == (5_000_000, "off", 256 << 20)
+    assert settings.backend == "openvino" and settings.batch_size == 4  # the command line's default for bf16
