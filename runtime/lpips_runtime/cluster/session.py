@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -38,8 +39,10 @@ def use_token_if_available() -> None:
     """Send Ray's authentication token when there is one and no mode is set (``RAY_AUTH_MODE``): a
     cluster started by ``ray start`` authenticates clients whenever a token exists where it started,
     and Ray's clients only send one in token mode. Sending one to a cluster without authentication
-    is harmless (measured with Ray 2.60). Ray reads the mode when it is imported: call this first."""
-    if "RAY_AUTH_MODE" in os.environ:
+    is harmless (measured with Ray 2.60). Ray reads the mode when it is imported, so once it is, this
+    changes nothing: switching the variable later broke actor creation on a cluster this process had
+    started itself (``ray.cluster_utils.Cluster``, tests/runtime/cluster/test_two_nodes.py)."""
+    if "RAY_AUTH_MODE" in os.environ or "ray" in sys.modules:
         return
     if os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH") or \
             (Path.home() / ".ray" / "auth_token").is_file():
