@@ -80,20 +80,28 @@ def build_application(settings: ScorerSettings = ScorerSettings(), serve_setting
 
 
 def for_service(settings: ScorerSettings, serve_settings) -> ScorerSettings:
-    """The replicas' Scorer settings: its batch size is the service's largest batch (as lpips-serve's),
-    its pixel limit the service's (one limit, checked from the header before decoding)."""
+    """The replicas' Scorer settings: its batch size is the service's largest batch (as lpips-serve's)."""
     from dataclasses import replace
 
-    return replace(settings, batch_size=serve_settings.max_batch, max_pixels=serve_settings.max_pixels)
+    return replace(settings, batch_size=serve_settings.max_batch)
+
+
+def service_max_pixels() -> int:
+    """lpips-serve's default pixel limit (lower than the library's: a service decodes for strangers)."""
+    from ..limits import parse_size
+    from ..serve.settings import SERVE_MAX_PIXELS
+
+    return parse_size(SERVE_MAX_PIXELS, "max_pixels", pixels=True)
 
 
 def application(args: dict):
     """Application builder for Ray Serve config files (``import_path:
     lpips_runtime.cluster.serve:application``). ``args`` takes the names of ``ScorerSettings`` (model,
     version, baseline, backend, device, precision, threads, resize, models_dir), of ``ServeSettings``
-    (max_batch, max_wait_ms, max_queue, max_body_mb, max_pixels, max_pairs, timeout_s, heatmap, ...;
-    the API key from ``api_key`` or, better, the environment variable ``api_key_env`` names) and
-    cpus_per_replica / gpus_per_replica. Replicas and autoscaling come from the config's
+    (max_batch, max_wait_ms, max_queue, max_body_mb, max_pairs, timeout_s, heatmap, ...; the API key
+    from ``api_key`` or, better, the environment variable ``api_key_env`` names), the Scorer's limits
+    (max_pixels: lpips-serve's default unless given; tile, max_memory) and cpus_per_replica /
+    gpus_per_replica. Replicas and autoscaling come from the config's
     ``deployments`` section (deployment name ``LpipsService``), which overrides these options."""
     import os
 
@@ -109,6 +117,7 @@ def application(args: dict):
     unknown = sorted(set(args) - scorer_names - serve_names)
     if unknown:
         raise LpipsError(f"unknown lpips application argument(s): {', '.join(unknown)}")
+    args.setdefault("max_pixels", service_max_pixels())
     if "warmup_size" in args:
         args["warmup_size"] = tuple(args["warmup_size"])
     scorer = ScorerSettings(**{k: v for k, v in args.items() if k in scorer_names})

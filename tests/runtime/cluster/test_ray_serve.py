@@ -25,6 +25,7 @@ pytest.importorskip("lpips_runtime.serve.app", reason="needs lpips_runtime.serve
 pytestmark = pytest.mark.ray
 H, W = 64, 80
 MAX_BATCH = 8
+MAX_PIXELS = 6_000  # the replicas' Scorer limit: the test pairs (80x64, 80x72) are under it
 READY_TIMEOUT_S = 120
 
 
@@ -71,7 +72,8 @@ def service(models):
     with ray_session(num_cpus=4, object_store_memory=OBJECT_STORE, temp_dir=short_temp_dir()):
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         app = application({"model": "alex", "models_dir": str(models), "auto_export": False,
-                           "max_batch": MAX_BATCH, "max_wait_ms": 50, "max_pairs": 4, "cpus_per_replica": 1})
+                           "max_batch": MAX_BATCH, "max_wait_ms": 50, "max_pairs": 4, "max_pixels": MAX_PIXELS,
+                           "cpus_per_replica": 1})
         serve.run(app, name=APP_NAME, route_prefix="/", blocking=False)
         url = f"http://127.0.0.1:{port}"
         deadline, last = time.monotonic() + READY_TIMEOUT_S, None
@@ -147,6 +149,7 @@ def test_batch_route_scores_good_pairs_and_names_the_bad_one(service, pairs, sco
     ("sizes", 422, "bad_image", f"size mismatch: img0 (a.png) is {W}x{H}, img1 (b.png) is {W}x{H + 8}"),
     ("media_type", 415, "unsupported_media_type", "unsupported media type 'text/plain'"),
     ("too_many_pairs", 413, "too_many_pairs", "5 pairs in one request, over the limit of 4"),
+    ("too_many_pixels", 413, "image_too_large", f"img1 (b.png): {W}x{H + 32} is 7,680 pixels, above the limit of 6,000"),
 ])
 def test_bad_input_gets_a_4xx_json_error(service, pairs, kind, status, code, words):
     a, b = pairs[0]
@@ -155,6 +158,8 @@ def test_bad_input_gets_a_4xx_json_error(service, pairs, kind, status, code, wor
             r = client.post("/v1/distance", files=_files(a, b[:100]))
         elif kind == "sizes":
             r = client.post("/v1/distance", files=_files(a, _png(crop(photo("coffee"), H + 8, W))))
+        elif kind == "too_many_pixels":
+            r = client.post("/v1/distance", files=_files(a, _png(crop(photo("coffee"), H + 32, W))))
         elif kind == "media_type":
             r = client.post("/v1/distance", content=b"img0=a", headers={"content-type": "text/plain"})
         else:  # max_pairs is 4 in this deployment
