@@ -6,18 +6,19 @@ target; each replica reserves CPUs and a fraction of a GPU. Requests are batched
 batcher inside each replica, not by ``@serve.batch``: it is the batcher lpips-serve already has and
 tests (same-shape buckets, since padding would change distances; admission bounds with 503 +
 Retry-After; the batch-size histogram on /metrics), so one replica behaves as one lpips-serve
-process. It was chosen for that, not by a measurement against ``@serve.batch`` (none was made).
+process; benchmarks/ray_serve.py measured it against ``@serve.batch`` (benchmarks/README.md, "Ray
+Serve": 1.45x the pairs/s at half the p99 latency on the 2-core machine).
 
-Use it from Python (``run_service`` on a connected Ray session, or ``build_application`` +
-``serve.run``) or from a ``serve run``/``serve deploy`` config file naming
+Use it from Python (``build_application`` + ``deploy`` on a connected Ray session) or from a ``serve run``/``serve deploy`` config file naming
 ``lpips_runtime.cluster.serve:application`` with its ``args`` (see ``application``; README, "Scaling
 out"). Needs the ``serve`` and ``ray`` extras.
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import fields
 
-from ..errors import LpipsError
+from ..errors import ClusterError, LpipsError
 from .session import require_ray
 from .settings import ScorerSettings, WorkerModel
 
@@ -50,12 +51,17 @@ class LpipsReplica:
 
 def build_application(settings: ScorerSettings = ScorerSettings(), serve_settings=None, *, replicas: int = 1,
                       max_replicas: int | None = None, target_ongoing_requests: float | None = None,
-                      cpus_per_replica: float = 1.0, gpus_per_replica: float = 0.0):
-    """The Ray Serve application (``serve.run(...)`` it): ``replicas`` replicas, or autoscaling from
+                      cpus_per_replica: float = 1.0, gpus_per_replica: float = 0.0, replica: type | None = None):
+    """The Ray Serve application (``deploy`` it): ``replicas`` replicas, or autoscaling from
     ``replicas`` up to ``max_replicas`` (Ray Serve's default target of ongoing requests per replica
-    unless ``target_ongoing_requests``). Each replica takes up to ``max_queue`` requests at once, so
-    that its own batcher sees them together and its admission bound (503 + Retry-After) applies; Ray
-    Serve's proxy queues at most as many again per replica before it answers 503 itself."""
+    unless ``target_ongoing_requests``). The model is located (or exported) here and shipped to the
+    replicas. ``replica``: a subclass of ``LpipsReplica`` to run instead (benchmarks/ray_serve.py
+    measures another batching so).
+
+    Each replica takes up to ``max_queue`` requests at once, so that its own batcher sees them together
+    and its admission bound (503 + Retry-After) applies; Ray Serve's proxy queues at most as many again
+    before it answers 503 itself. A replica being stopped gets ``timeout_s`` + 5 s to finish its
+    requests, as ``lpips-serve`` does on SIGTERM."""
     from ray import serve
 
     from ..serve.settings import ServeSettings
@@ -67,6 +73,7 @@ def build_application(settings: ScorerSettings = ScorerSettings(), serve_setting
     model = WorkerModel.resolve(for_service(settings, serve_settings), parts=parts)
     options = dict(name=DEPLOYMENT, max_ongoing_requests=serve_settings.max_queue,
                    max_queued_requests=serve_settings.max_queue,
+                   graceful_shutdown_timeout_s=serve_settings.timeout_s + 5,
                    ray_actor_options={"num_cpus": cpus_per_replica, "num_gpus": gpus_per_replica})
     if max_replicas is None:
         options["num_replicas"] = replicas
@@ -75,7 +82,7 @@ def build_application(settings: ScorerSettings = ScorerSettings(), serve_setting
         if target_ongoing_requests is not None:
             autoscaling["target_ongoing_requests"] = target_ongoing_requests
         options["autoscaling_config"] = autoscaling
-    deployment = serve.deployment(serve.ingress()(LpipsReplica), **options)
+    deployment = serve.deployment(serve.ingress()(replica or LpipsReplica), **options)
     return deployment.bind(model, serve_settings, cpus_per_replica)
 
 
@@ -99,7 +106,7 @@ def application(args: dict):
     lpips_runtime.cluster.serve:application``). ``args`` takes the names of ``ScorerSettings`` (model,
     version, baseline, backend, device, precision, threads, resize, models_dir), of ``ServeSettings``
     (max_batch, max_wait_ms, max_queue, max_body_mb, max_pairs, timeout_s, heatmap, ...; the API key
-    from ``api_key`` or, better, the environment variable ``api_key_env`` names), the Scorer's limits
+    from the environment variable ``api_key_env`` names, never from the file), the Scorer's limits
     (max_pixels: lpips-serve's default unless given; tile, max_memory) and cpus_per_replica /
     gpus_per_replica. Replicas and autoscaling come from the config's
     ``deployments`` section (deployment name ``LpipsService``), which overrides these options."""
@@ -110,6 +117,8 @@ def application(args: dict):
     args = dict(args or {})
     cpus, gpus = float(args.pop("cpus_per_replica", 1.0)), float(args.pop("gpus_per_replica", 0.0))
     key_env = args.pop("api_key_env", None)
+    if "api_key" in args:  # a config file is read by many and kept in version control
+        raise LpipsError("give the API key through the environment: api_key_env: <VARIABLE>")
     if key_env:
         args["api_key"] = os.environ.get(key_env) or None
     scorer_names = {f.name for f in fields(ScorerSettings)} - {"batch_size"}
@@ -125,17 +134,20 @@ def application(args: dict):
     return build_application(scorer, service, cpus_per_replica=cpus, gpus_per_replica=gpus)
 
 
-def run_service(settings: ScorerSettings, serve_settings=None, *, host: str = "127.0.0.1", port: int = 8000,
-                **deployment) -> None:
-    """Deploy on the connected Ray session's cluster (``ray_session``) with Ray Serve's HTTP proxy on
-    host:port (every node's proxy, in a multi-node cluster) and return once the replicas run (their
-    /readyz turns 200 when the model is warm). ``deployment``: ``build_application``'s keywords.
-    ``ray.serve.delete(APP_NAME)`` removes it, ``ray.serve.shutdown()`` stops Serve."""
+def deploy(app, *, host: str = "127.0.0.1", port: int = 8000) -> None:
+    """Start Ray Serve's HTTP proxy on host:port on the connected Ray session's cluster (if Serve is not
+    running there yet: a running Serve keeps its own address) and run ``app`` at "/", returning once
+    its replicas run (their /readyz turns 200 when the model is warm). ``ray.serve.delete(APP_NAME)``
+    removes it, ``ray.serve.shutdown()`` stops Serve."""
     ray = require_ray()
     from ray import serve
 
     if not ray.is_initialized():
         raise LpipsError("no Ray session: call ray.init(...) or use lpips_runtime.cluster.ray_session()")
+    logging.getLogger("ray.serve").setLevel(logging.WARNING)  # "Started Serve ..." is chatter on stderr
     serve.start(http_options={"host": host, "port": port})
-    serve.run(build_application(settings, serve_settings, **deployment), name=APP_NAME, route_prefix="/",
-              blocking=False)
+    try:
+        serve.run(app, name=APP_NAME, route_prefix="/", blocking=False)
+    except RuntimeError as exc:  # Ray Serve says which deployment failed; the replicas' logs say why
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ClusterError(f"{first} (the replicas' logs are in the Ray session folder, logs/serve/)") from None

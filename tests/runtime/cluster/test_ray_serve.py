@@ -66,15 +66,14 @@ def service(models):
     from ray import serve
 
     from lpips_runtime.cluster import ray_session
-    from lpips_runtime.cluster.serve import APP_NAME, application
+    from lpips_runtime.cluster.serve import application, deploy
 
     port = _free_port()
     with ray_session(num_cpus=4, object_store_memory=OBJECT_STORE, temp_dir=short_temp_dir()):
-        serve.start(http_options={"host": "127.0.0.1", "port": port})
         app = application({"model": "alex", "models_dir": str(models), "auto_export": False,
                            "max_batch": MAX_BATCH, "max_wait_ms": 50, "max_pairs": 4, "max_pixels": MAX_PIXELS,
                            "cpus_per_replica": 1})
-        serve.run(app, name=APP_NAME, route_prefix="/", blocking=False)
+        deploy(app, host="127.0.0.1", port=port)
         url = f"http://127.0.0.1:{port}"
         deadline, last = time.monotonic() + READY_TIMEOUT_S, None
         while time.monotonic() < deadline:
@@ -172,9 +171,11 @@ def test_bad_input_gets_a_4xx_json_error(service, pairs, kind, status, code, wor
     assert words in body["error"] and "\n" not in body["error"], body["error"]
 
 
-def test_unknown_config_argument_is_refused():
+def test_config_arguments_are_checked():
     from lpips_runtime.cluster.serve import application
     from lpips_runtime.errors import LpipsError
 
     with pytest.raises(LpipsError, match="unknown lpips application argument.*: max_batchsize"):
         application({"model": "alex", "max_batchsize": 4})
+    with pytest.raises(LpipsError, match="give the API key through the environment: api_key_env"):
+        application({"model": "alex", "api_key": "written-in-a-file"})
