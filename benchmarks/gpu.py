@@ -128,7 +128,7 @@ class OrtVariant:
     def e2e(self):
         if not self.cuda:
             return self.backend.run(*self.inputs)
-        return self.backend.launch(self._staged(), self.n).result()
+        return self.backend.launch(self._staged(), self.n).result()[self.backend.outputs[0]]
 
     def compute(self):
         if not self.cuda:

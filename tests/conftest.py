@@ -183,6 +183,34 @@ def to_unit_nchw(img: np.ndarray) -> np.ndarray:
     return (img / (255.0 / 2.0) - 1.0)[:, :, :, np.newaxis].transpose((3, 2, 0, 1)).astype(np.float32)
 
 
+METRIC_LIMITS = {"psnr": 1e-4, "ssim": 1e-5, "psnr_y": 1e-4, "ssim_y": 1e-5}  # issue 16's parity limits
+
+
+def skimage_metrics(img0: np.ndarray, img1: np.ndarray, metrics=tuple(METRIC_LIMITS)) -> dict[str, float]:
+    """PSNR/SSIM of two HxWx3 uint8 RGB images by scikit-image, called as lpips_runtime.pixel_metrics
+    defines them, word for word (the reference every metric test compares with)."""
+    from skimage.color import rgb2ycbcr
+    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+    ssim_args = dict(gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=255)
+    y0, y1 = rgb2ycbcr(img0)[..., 0], rgb2ycbcr(img1)[..., 0]  # MATLAB's BT.601 Y, unrounded
+    compute = {"psnr": lambda: peak_signal_noise_ratio(img0, img1, data_range=255),
+               "ssim": lambda: structural_similarity(img0, img1, channel_axis=-1, **ssim_args),
+               "psnr_y": lambda: peak_signal_noise_ratio(y0, y1, data_range=255),
+               "ssim_y": lambda: structural_similarity(y0, y1, **ssim_args)}
+    with np.errstate(divide="ignore"):  # identical images: PSNR is +inf, as intended
+        return {name: compute[name]() for name in metrics}
+
+
+def assert_metrics_match(got: dict, expected: dict, what: str) -> None:
+    """``got`` (floats by name) equals scikit-image's ``expected`` within METRIC_LIMITS (+inf exactly)."""
+    for name, value in expected.items():
+        if np.isinf(value):
+            assert got[name] == value, f"{what} {name}: {got[name]} != {value}"
+        else:
+            assert abs(got[name] - value) <= METRIC_LIMITS[name], f"{what} {name}: {got[name]} vs scikit-image {value}"
+
+
 def official_lpips(net: str, version: str, calibrated: bool, spatial: bool, backbone_state: dict):
     from lpips_export.reference import official_lpips as build
 
@@ -191,15 +219,15 @@ def official_lpips(net: str, version: str, calibrated: bool, spatial: bool, back
 
 @pytest.fixture(scope="session")
 def build_module():
-    """Factory (net, version, calibrated, spatial) -> (LPIPSModule, Provenance), cached per session."""
+    """Factory (net, version, calibrated, spatial, metrics=()) -> (LPIPSModule, Provenance), cached per session."""
     from lpips_export.build import build_lpips
 
     cache = {}
 
-    def get(net="alex", version="0.1", calibrated=True, spatial=False):
-        key = (net, version, calibrated, spatial)
+    def get(net="alex", version="0.1", calibrated=True, spatial=False, metrics=()):
+        key = (net, version, calibrated, spatial, tuple(metrics))
         if key not in cache:
-            cache[key] = build_lpips(net, version, calibrated, spatial)
+            cache[key] = build_lpips(net, version, calibrated, spatial, metrics=tuple(metrics))
         return cache[key]
 
     return get
@@ -207,14 +235,15 @@ def build_module():
 
 @pytest.fixture(scope="session")
 def exported(build_module, tmp_path_factory):
-    """Factory (net, version, calibrated, spatial) -> Path of a checked ONNX export, cached per session."""
+    """Factory (net, version, calibrated, spatial, metrics=()) -> Path of an ONNX export (written, not
+    self-checked: ``exported_spec`` runs the checks), cached per session."""
     from lpips_export.onnx_export import export_onnx, model_filename
 
     out = tmp_path_factory.mktemp("models")
     cache = {}
 
-    def get(net="alex", version="0.1", calibrated=True, spatial=False) -> Path:
-        key = (net, version, calibrated, spatial)
+    def get(net="alex", version="0.1", calibrated=True, spatial=False, metrics=()) -> Path:
+        key = (net, version, calibrated, spatial, tuple(metrics))
         if key not in cache:
             module, provenance = build_module(*key)
             cache[key] = export_onnx(module, provenance, out / model_filename(module))

@@ -55,8 +55,9 @@ class ILogger:
         pass
 
 
-def make_engine_bytes(dtype: str = "float32", layout: str = "nchw", spatial: bool = False) -> bytes:
-    return json.dumps({"dtype": dtype, "layout": layout, "spatial": spatial}).encode()
+def make_engine_bytes(dtype: str = "float32", layout: str = "nchw", spatial: bool = False,
+                      metrics: tuple[str, ...] = ()) -> bytes:
+    return json.dumps({"dtype": dtype, "layout": layout, "spatial": spatial, "metrics": list(metrics)}).encode()
 
 
 class FakeTensorRT(types.ModuleType):
@@ -179,14 +180,15 @@ class FakeTensorRT(types.ModuleType):
         class Engine:
             def __init__(self, desc):
                 self.desc = desc
-                self.names = ["img0", "img1", "distance_map" if desc["spatial"] else "distance"]
-                self.num_io_tensors = 3
+                self.names = ["img0", "img1", "distance_map" if desc["spatial"] else "distance",
+                              *desc.get("metrics", ())]
+                self.num_io_tensors = len(self.names)
 
             def get_tensor_name(self, index):
                 return self.names[index]
 
             def get_tensor_mode(self, name):
-                return TensorIOMode.OUTPUT if name.startswith("distance") else TensorIOMode.INPUT
+                return TensorIOMode.INPUT if name in ("img0", "img1") else TensorIOMode.OUTPUT
 
             def create_execution_context(self):
                 return Context(self.desc)
@@ -210,7 +212,7 @@ class FakeTensorRT(types.ModuleType):
             def get_tensor_shape(self, name):
                 shape = self.shapes["img0"]
                 n, (h, w) = shape[0], (shape[1:3] if self.desc["layout"] == "nhwc" else shape[2:4])
-                return (n, 1, h, w) if self.desc["spatial"] else (n,)
+                return (n, 1, h, w) if name == "distance_map" else (n,)
 
             def execute_async_v3(self, stream_handle):
                 fake.calls.append(("execute_async_v3", int(stream_handle)))
@@ -227,6 +229,9 @@ class FakeTensorRT(types.ModuleType):
                 out_shape = self.get_tensor_shape(out_name)
                 out = np.broadcast_to(diff.reshape(-1, *([1] * (len(out_shape) - 1))), out_shape).astype(np.float32)
                 ctypes.memmove(self.addresses[out_name], out.ctypes.data, out.nbytes)
+                for k, metric in enumerate(self.desc.get("metrics", ()), start=1):  # metric k: the difference + k
+                    value = (diff + k).astype(np.float32)
+                    ctypes.memmove(self.addresses[metric], value.ctypes.data, value.nbytes)
                 return True
 
         self.Builder, self.OnnxParser, self.Runtime = Builder, OnnxParser, Runtime

@@ -224,7 +224,9 @@ int run(const std::string& model_path, const std::string& path0, const std::stri
     net.setPreferableTarget(cv::dnn::DNN_TARGET_CPU);
     net.setInput(to_blob(img0), "img0");
     net.setInput(to_blob(img1), "img1");
-    const cv::Mat out = net.forward();  // [N] in ONNX; OpenCV hands it back as [N,1]
+    // By name: an export with --metrics has further outputs (psnr, ssim, ...), and forward() without a
+    // name returns the last one.
+    const cv::Mat out = net.forward("distance");  // [N] in ONNX; OpenCV hands it back as [N,1]
     if (out.type() != CV_32F || out.total() != 1)
         throw Failure("unexpected model output: " + std::to_string(out.total()) + " values, expected 1");
     std::printf("%.9g\n", double(out.ptr<float>()[0]));

@@ -31,14 +31,16 @@ def build_lpips(
     trunk_dtype: torch.dtype = torch.float32,
     frame_format: FrameFormat | None = None,
     portable: bool = True,
+    metrics: tuple[str, ...] = (),
     backbone_weights: str | Path | None = None,
     cache_dir: Path | None = None,
     allow_download: bool | None = None,
 ) -> tuple[LPIPSModule, Provenance]:
-    """An eval-mode ``LPIPSModule`` on the CPU with verified backbone and linear weights."""
+    """An eval-mode ``LPIPSModule`` on the CPU with verified backbone and linear weights (and, with
+    ``metrics``, PSNR/SSIM outputs: see ``LPIPSModule``)."""
     spec = get_net(net)
     module = LPIPSModule(spec, version, calibrated, spatial, trunk_dtype=trunk_dtype, frame_format=frame_format,
-                          portable=portable)
+                          portable=portable, metrics=metrics)
     keys = [f"features.{k}" for k in module.features.state_dict()]
     backbone = load_backbone(spec, keys, backbone_weights, cache_dir, allow_download)
     module.load_backbone(backbone.state)

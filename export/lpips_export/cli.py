@@ -9,12 +9,13 @@ import os
 
 import click
 
-from lpips_runtime.cli_common import setup_logging, tool_version_option
+from lpips_runtime.cli_common import parse_metrics_option, setup_logging, tool_version_option
 from lpips_runtime.errors import LpipsError
 from lpips_runtime.locate import default_models_dir
 from lpips_runtime.modelfile import FRAME_CHANNELS, FRAME_LAYOUTS, PARTS, PRECISIONS, ModelSpec
 from lpips_runtime.nets import DEFAULT_VERSION, NET_NAMES, VERSIONS
 from lpips_runtime.optional import require
+from lpips_runtime.pixel_metrics import METRICS
 from lpips_runtime.stdio import stdout_to_stderr
 
 
@@ -31,6 +32,9 @@ from lpips_runtime.stdio import stdout_to_stderr
 @click.option("--layout", type=click.Choice(FRAME_LAYOUTS), help="uint8 frame layout. [default: nhwc]")
 @click.option("--channels", type=click.Choice(FRAME_CHANNELS),
               help="uint8 frame channel order (bgr: as OpenCV decodes). [default: bgr]")
+@click.option("--metrics", metavar="LIST", callback=parse_metrics_option, default="",
+              help="Also output these, computed in the same pass on the input's 8-bit values: comma-separated "
+                   f"from {', '.join(METRICS)} (psnr_y/ssim_y: on the BT.601 luma), e.g. psnr,ssim.")
 @click.option("--trt", is_flag=True, help="Also build a TensorRT engine (needs lpips-rt[trt] and a GPU).")
 @click.option("--min-shape", metavar="NxHxW", help="--trt profile minimum. [default: 1 x min side^2]")
 @click.option("--opt-shape", metavar="NxHxW", help="--trt profile optimum. [default: 8x256x256]")
@@ -56,13 +60,14 @@ from lpips_runtime.stdio import stdout_to_stderr
                    "where they come from. No export.")
 @click.option("-q", "--quiet", is_flag=True, help="Print only the written path.")
 @tool_version_option
-def main(net, lpips_version, baseline, spatial, precision, input_type, layout, channels, trt, min_shape, opt_shape,
-         max_shape, timing_cache, workspace, part, out_dir, opset, backbone_weights, offline, no_check, fetch_weights,
-         quiet):
+def main(net, lpips_version, baseline, spatial, precision, input_type, layout, channels, metrics, trt, min_shape,
+         opt_shape, max_shape, timing_cache, workspace, part, out_dir, opset, backbone_weights, offline, no_check,
+         fetch_weights, quiet):
     """Export LPIPS (alex, vgg or squeeze) to one self-contained ONNX file with dynamic N, H, W.
 
     Inputs img0, img1: float32 [N,3,H,W] RGB in [-1,1] (--input uint8: uint8 frames, [N,H,W,3]
-    BGR by default); output distance: float32 [N] (distance_map [N,1,H,W] with --spatial).
+    BGR by default); output distance: float32 [N] (distance_map [N,1,H,W] with --spatial), and with
+    --metrics one float32 [N] output per metric (PSNR in dB, SSIM as scikit-image computes them).
     Metadata in the file records net, version, precision, weight digests and the input contract.
     With --trt, an FP16 TensorRT engine (strongly typed, one profile) and its .engine.json sidecar
     are built next to the .onnx.
@@ -92,9 +97,12 @@ def main(net, lpips_version, baseline, spatial, precision, input_type, layout, c
             raise click.UsageError("an encoder has no linear layers and no spatial output: drop --baseline/--spatial")
         if part != "fused" and (precision == "fp16" or input_type == "uint8" or trt):
             raise click.UsageError("split exports (--part encoder/head) are float32 with float inputs")
+        if part != "fused" and metrics:
+            raise click.UsageError("--metrics needs both images' pixels: it goes with the fused graph, not --part")
         frames = f"{layout or 'nhwc'}-{channels or 'bgr'}" if input_type == "uint8" else None
         spec = ModelSpec(net, lpips_version, calibrated=not baseline, spatial=spatial,
-                         precision=precision or ("fp16" if trt else "fp32"), frames=frames, part=part)
+                         precision=precision or ("fp16" if trt else "fp32"), frames=frames, part=part,
+                         metrics=metrics)
         profile = None
         if trt:
             from lpips_runtime.engine_meta import Profile

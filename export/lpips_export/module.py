@@ -27,6 +27,11 @@ from torch import nn
 from lpips_runtime.errors import WeightsError
 from lpips_runtime.nets import NORM_EPS, V01_SCALE, V01_SHIFT, NetSpec, check_version
 
+from lpips_runtime.pixel_metrics import parse_metrics
+
+from .graph_ops import split_equal
+from .pixel_metrics import PixelMetrics, check_window
+
 
 @dataclass(frozen=True)
 class FrameFormat:
@@ -42,25 +47,9 @@ class FrameFormat:
             raise ValueError(f"channels must be bgr or rgb, not {self.channels!r}")
 
 
-class _SplitPair(torch.autograd.Function):
-    """Split a batch of 2N into its two halves; exported as one equal ONNX Split (no Shape ops)."""
-
-    @staticmethod
-    def forward(ctx, x):  # noqa: D102 - autograd hook
-        first, second = x.chunk(2, dim=0)
-        return first.clone(), second.clone()
-
-    @staticmethod
-    def symbolic(g, x):  # noqa: D102 - ONNX export hook (legacy exporter)
-        if g.opset >= 18:
-            return g.op("Split", x, axis_i=0, num_outputs_i=2, outputs=2)
-        return g.op("Split", x, axis_i=0, outputs=2)
-
-
 def split_pair(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    if torch.jit.is_tracing() or torch.onnx.is_in_onnx_export():
-        return _SplitPair.apply(x)
-    return x.chunk(2, dim=0)
+    """Split a batch of 2N into its two halves; exported as one equal ONNX Split (no Shape ops)."""
+    return split_equal(x, 2, dim=0)
 
 
 def _cast(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -68,22 +57,41 @@ def _cast(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return x if x.dtype == dtype else x.to(dtype)
 
 
-def frames_to_unit_range(frames: torch.Tensor, fmt: FrameFormat) -> torch.Tensor:
-    """uint8 frames laid out as ``fmt`` -> float32 [N,3,H,W] RGB in [-1,1] (the official im2tensor scaling).
-
-    Bit-identical to the runtime's CPU preprocessing (``images.rgb_to_unit_nchw``), so a frame graph
-    and a float graph fed by the runtime give the same distances.
-    """
+def frames_to_rgb(frames: torch.Tensor, fmt: FrameFormat) -> torch.Tensor:
+    """uint8 frames laid out as ``fmt`` -> float32 [N,3,H,W] RGB holding the same values (0..255)."""
     # Cast first: TensorRT takes uint8 only as a network input that is cast to float straight away.
     x = frames.to(torch.float32)
     if fmt.layout == "nhwc":
         x = x.permute(0, 3, 1, 2)
     if fmt.channels == "bgr":
         x = x[:, [2, 1, 0]]
+    return x
+
+
+def rgb_to_unit_range(x: torch.Tensor) -> torch.Tensor:
+    """float32 8-bit values (0..255) -> [-1,1] (the official im2tensor scaling).
+
+    Bit-identical to the runtime's CPU preprocessing (``images.rgb_to_unit_nchw``), so a frame graph
+    and a float graph fed by the runtime give the same distances.
+    """
     # (x - 127.5) / 127.5 in float32 equals float32(x / 127.5 - 1) computed in float64 (the official
     # im2tensor and the runtime's lookup table) for all 256 values; x / 127.5 - 1 in float32 differs
     # by one ulp for 128 of them.
     return (x - 127.5) / 127.5
+
+
+def frames_to_unit_range(frames: torch.Tensor, fmt: FrameFormat) -> torch.Tensor:
+    """uint8 frames laid out as ``fmt`` -> float32 [N,3,H,W] RGB in [-1,1] (the official im2tensor scaling)."""
+    return rgb_to_unit_range(frames_to_rgb(frames, fmt))
+
+
+def unit_range_to_rgb(x: torch.Tensor) -> torch.Tensor:
+    """float32 [-1,1] -> the 8-bit values it was made from, as float32 0..255 (``round(x * 127.5 + 127.5)``).
+
+    Exact for inputs made from 8-bit values (see ``lpips_runtime.pixel_metrics``); other inputs are
+    quantised to the nearest of the 256 levels.
+    """
+    return torch.round(x * 127.5 + 127.5)
 
 
 # The stem every torchvision backbone here starts with: Conv2d(3, 64, ...) and its ReLU.
@@ -97,6 +105,9 @@ class LPIPSModule(nn.Module):
     ``frame_format``), H and W at least ``net.min_side``. Output: float32 distances [N], or with
     ``spatial=True`` the per-pixel map [N,1,H,W] whose spatial mean approximates the distance
     (the per-layer maps are bilinearly upsampled to HxW and summed, as in the official package).
+    With ``metrics`` (names of ``lpips_runtime.pixel_metrics.METRICS``), the output is a tuple: that
+    one, then one float32 [N] per metric (computed in float32 on the input's 8-bit values, whatever
+    the trunk's precision: ``pixel_metrics.PixelMetrics``).
 
     ``trunk_dtype=torch.float16`` gives the mixed-precision graph: the input scaling and the stem
     (the first convolution and its ReLU, ``FP32_STEM_LAYERS``) run in float32, the rest of the
@@ -129,6 +140,7 @@ class LPIPSModule(nn.Module):
         trunk_dtype: torch.dtype = torch.float32,
         frame_format: FrameFormat | None = None,
         portable: bool = True,
+        metrics: tuple[str, ...] = (),
     ):
         super().__init__()
         self.portable = portable
@@ -153,6 +165,11 @@ class LPIPSModule(nn.Module):
         for i, c in enumerate(net.channels):
             self.register_buffer(f"ones{i}", torch.ones(1, c, 1, 1), persistent=False)
         self.lins = nn.ModuleList(nn.Conv2d(c, 1, 1, bias=False) for c in net.channels) if calibrated else None
+        self.metrics = parse_metrics(metrics)
+        # Only when asked for: a graph without metrics stays exactly the graph it was before they existed.
+        self.pixel_metrics = PixelMetrics(self.metrics, portable) if self.metrics else None
+        if self.metrics:
+            check_window(net.min_side)
         self.eval().requires_grad_(False)
 
     # -- weights ---------------------------------------------------------------------------
@@ -184,10 +201,11 @@ class LPIPSModule(nn.Module):
 
     # -- graph -----------------------------------------------------------------------------
 
-    def prepare(self, img: torch.Tensor) -> torch.Tensor:
-        """Graph input -> float32 [N,3,H,W] in the backbone's input space (v0.1 scaling applied)."""
+    def prepare(self, img: torch.Tensor, rgb: torch.Tensor | None = None) -> torch.Tensor:
+        """Graph input -> float32 [N,3,H,W] in the backbone's input space (v0.1 scaling applied).
+        ``rgb``: a frame input's values as ``frames_to_rgb`` gives them, when already computed."""
         if self.frame_format is not None:
-            img = frames_to_unit_range(img, self.frame_format)
+            img = rgb_to_unit_range(rgb if rgb is not None else frames_to_rgb(img, self.frame_format))
         img = _cast(img, self.head_dtype)
         if self.version == "0.1":
             # (img - shift) / scale, as the official ScalingLayer. The subtraction is a depthwise 1x1
@@ -238,8 +256,15 @@ class LPIPSModule(nn.Module):
             total = res if total is None else total + res
         return total if out_hw is not None else total.reshape(-1)
 
-    def forward(self, img0: torch.Tensor, img1: torch.Tensor) -> torch.Tensor:
-        both = self.prepare(torch.cat([img0, img1], dim=0))
+    def forward(self, img0: torch.Tensor, img1: torch.Tensor):
+        both = torch.cat([img0, img1], dim=0)
+        rgb = None
+        if self.metrics:  # 8-bit values: the frames themselves, or recovered from [-1,1]
+            rgb = frames_to_rgb(both, self.frame_format) if self.frame_format is not None else unit_range_to_rgb(both)
+        both = self.prepare(both, rgb)
         pairs = [split_pair(f) for f in self.encode(both)]
         out_hw = both.shape[2:] if self.spatial else None
-        return self.head([p[0] for p in pairs], [p[1] for p in pairs], out_hw)
+        lpips = self.head([p[0] for p in pairs], [p[1] for p in pairs], out_hw)
+        if not self.metrics:
+            return lpips
+        return (lpips, *self.pixel_metrics(*split_pair(rgb)))

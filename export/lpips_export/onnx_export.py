@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib.metadata import PackageNotFoundError, version as dist_version
 from pathlib import Path
 
@@ -14,6 +14,7 @@ import torch
 
 from lpips_runtime.errors import LpipsError, MissingExtraError
 from lpips_runtime.modelfile import FORMAT, ModelSpec, scan_model_bytes
+from lpips_runtime.pixel_metrics import DEFINITIONS, UNITS
 
 from .build import Provenance
 from .module import LPIPSModule
@@ -35,6 +36,14 @@ FP16_MAP_TOLERANCE = 4e-3
 # uint8-frame graphs (fp32) vs the float32 graph fed by the runtime's preprocessing: the in-graph
 # preprocessing is bit-identical to the runtime's, so anything above float32 noise is a bug.
 FRAMES_TOLERANCE = 1e-6
+# PSNR (dB) and SSIM outputs: max |ORT - torch| on photo-like pairs, whatever the graph's precision and
+# input (the metrics are float32 on 8-bit values in every variant). The same limits as the parity
+# tests against scikit-image; ORT and torch measured <= 1e-5 dB and 1e-6 apart.
+METRIC_TOLERANCE = {"psnr": 1e-4, "ssim": 1e-5}
+
+
+def metric_tolerance(metric: str) -> float:
+    return METRIC_TOLERANCE[metric.split("_")[0]]
 
 
 class ExportCheckError(LpipsError):
@@ -46,7 +55,7 @@ def module_spec(module: LPIPSModule, part: str = "fused") -> ModelSpec:
     fmt = module.frame_format
     return ModelSpec(module.net.name, module.version, module.calibrated, module.spatial,
                      "fp16" if module.trunk_dtype == torch.float16 else "fp32",
-                     f"{fmt.layout}-{fmt.channels}" if fmt is not None else None, part)
+                     f"{fmt.layout}-{fmt.channels}" if fmt is not None else None, part, module.metrics)
 
 
 def model_filename(module: LPIPSModule, part: str = "fused") -> str:
@@ -88,6 +97,13 @@ def _part_contract(module: LPIPSModule, spec: ModelSpec) -> dict[str, str]:
             "channels": channels}
 
 
+def _output_contract(module: LPIPSModule) -> str:
+    text = "distance_map: float32 [N,1,H,W]" if module.spatial else "distance: float32 [N]"
+    for metric in module.metrics:
+        text += f"; {metric}: float32 [N]" + (" in dB (+inf for identical images)" if UNITS[metric] == "dB" else "")
+    return text
+
+
 def build_metadata(module: LPIPSModule, provenance: Provenance, opset: int, part: str = "fused") -> dict[str, str]:
     spec = module_spec(module, part)
     meta = {
@@ -98,7 +114,7 @@ def build_metadata(module: LPIPSModule, provenance: Provenance, opset: int, part
         "calibrated": "true" if spec.calibrated else "false",
         "precision": spec.precision,
         "min_side": str(module.net.min_side),
-        "output": ("distance_map: float32 [N,1,H,W]" if module.spatial else "distance: float32 [N]"),
+        "output": _output_contract(module),
         "backbone_digest": provenance.backbone_digest,
         "backbone_source": provenance.backbone_source,
         "linear_sha256": provenance.linear_sha256 if spec.calibrated else "",
@@ -107,6 +123,9 @@ def build_metadata(module: LPIPSModule, provenance: Provenance, opset: int, part
         "opset": str(opset),
     }
     meta.update(input_contract(module) if part == "fused" else _part_contract(module, spec))
+    if spec.metrics:  # only then: files without metrics keep exactly the metadata they always had
+        meta["metrics"] = ",".join(spec.metrics)
+        meta["metrics_definition"] = "; ".join(f"{m}: {DEFINITIONS[m]}" for m in spec.metrics)
     if module.trunk_dtype == torch.float16:
         last = module.net.taps[-1]
         meta["precision_detail"] = (f"float16: backbone features[{module.stem_layers}:{last}]; float32: input scaling, "
@@ -134,6 +153,7 @@ def _output_name(module: LPIPSModule) -> str:
 def _dynamic_axes(module: LPIPSModule) -> dict[str, dict[int, str]]:
     image_axes = _image_axes(module)
     out = {"distance_map": {0: "N", 2: "H", 3: "W"}} if module.spatial else {"distance": {0: "N"}}
+    out.update({metric: {0: "N"} for metric in module.metrics})
     return {"img0": image_axes, "img1": image_axes, **out}
 
 
@@ -148,8 +168,8 @@ def _graph_io(module: LPIPSModule, part: str, n: int = 1, h: int = 64, w: int = 
     The head's example features come from the encoder, so that tracing sees real shapes.
     """
     if part == "fused":
-        return (module, _example_inputs(module, n, h, w, seed), ["img0", "img1"], [_output_name(module)],
-                _dynamic_axes(module))
+        return (module, _example_inputs(module, n, h, w, seed), ["img0", "img1"],
+                [_output_name(module), *module.metrics], _dynamic_axes(module))
     outs = feature_names(module)
     if part == "encoder":
         axes = {"img": _image_axes(module), **{o: {0: "N", 2: f"h{i}", 3: f"w{i}"} for i, o in enumerate(outs)}}
@@ -195,6 +215,8 @@ def export_onnx(module: LPIPSModule, provenance: Provenance, path: str | Path,
     model.producer_name, model.producer_version = "lpips-rt", _exporter_version()
     what = {"fused": "perceptual distance", "encoder": "encoder (features of one image batch)",
             "head": "head (distance of two feature sets)"}[part]
+    if part == "fused" and module.metrics:
+        what += f" with {', '.join(module.metrics)}"
     model.doc_string = (f"LPIPS ({module.net.name}, v{module.version}) {what}; "
                         "see metadata_props for the input/output contract")
     meta = build_metadata(module, provenance, opset, part)
@@ -222,6 +244,7 @@ class CheckReport:
     limit: float
     frames_vs_float: float | None = None  # fp32 frame graphs: max |uint8 graph - float32 graph|
     fp16_storage: float | None = None  # fp16 graphs: the same measure with float16 activations, emulated
+    metrics: tuple[tuple[str, float, float], ...] = ()  # (metric, max |ORT - torch|, limit) per metric output
 
     def __float__(self) -> float:
         return self.worst
@@ -249,6 +272,9 @@ class CheckReport:
         if self.frames_vs_float is not None:
             text += (f"; uint8 graph vs float32 graph on the runtime's preprocessing: max abs diff "
                      f"{self.frames_vs_float:.2e} (limit {FRAMES_TOLERANCE:.0e})")
+        if self.metrics:
+            text += "; " + ", ".join(f"{name} max |ORT - torch| {worst:.2e} (limit {limit:.0e})"
+                                     for name, worst, limit in self.metrics)
         return text
 
 
@@ -270,7 +296,10 @@ def verify_export(path: str | Path, module: LPIPSModule, tolerance: float | None
       it predicts the GPU but is not a property of the file;
     * float32 uint8-frame graphs, in addition: the same frames through this graph and through the
       float32 graph of ``reference`` fed by the runtime's own preprocessing agree to
-      ``FRAMES_TOLERANCE`` (both on ORT, so the comparison isolates the in-graph preprocessing).
+      ``FRAMES_TOLERANCE`` (both on ORT, so the comparison isolates the in-graph preprocessing);
+    * graphs with metrics, in addition: each metric output against the float32 float-input torch module
+      (``reference``, else ``module``) on photo-like pairs, an identical pair included, within
+      ``METRIC_TOLERANCE``.
 
     Raises ``ExportCheckError`` on any failure.
     """
@@ -309,6 +338,14 @@ def verify_export(path: str | Path, module: LPIPSModule, tolerance: float | None
         if not frames <= FRAMES_TOLERANCE:
             raise ExportCheckError(f"{path}: the uint8 graph differs from the float32 graph on the runtime's "
                                    f"preprocessing by {frames:.2e} (> {FRAMES_TOLERANCE:.0e})")
+    if module.metrics and part == "fused":
+        checked = tuple((name, worst, metric_tolerance(name))
+                        for name, worst in _metrics_error(session, module, reference).items())
+        report = replace(report, metrics=checked)
+        for name, worst, limit in checked:
+            if not worst <= limit:
+                raise ExportCheckError(f"{path}: output {name} differs from the torch module by {worst:.2e} "
+                                       f"(> {limit:.0e})")
     return report
 
 
@@ -320,6 +357,8 @@ def _parity_error(path, session, module: LPIPSModule, part: str = "fused") -> fl
             expected = graph(*args)
         expected = [t.numpy() for t in (expected if isinstance(expected, tuple) else (expected,))]
         got = session.run(None, {name: a.numpy() for name, a in zip(inputs, args)})
+        if part == "fused":  # the distance only: metrics are checked on photo-like pairs (_metrics_error)
+            got, expected = got[:1], expected[:1]
         for g, e in zip(got, expected):
             if g.shape != e.shape:
                 raise ExportCheckError(f"{path}: output shape {g.shape} != torch {e.shape} at {n}x{h}x{w}")
@@ -327,6 +366,11 @@ def _parity_error(path, session, module: LPIPSModule, part: str = "fused") -> fl
             worst = max(worst, diff) if np.isfinite(diff) else float("inf")
         log.info("  check N=%d %dx%d: max |ort - torch| = %.2e", n, h, w, worst)
     return worst
+
+
+def _lpips_output(out):
+    """A module's distance (or map): its output, or the first of its outputs when it has metrics."""
+    return out[0] if isinstance(out, tuple) else out
 
 
 def _graph_inputs(module: LPIPSModule, images: list[np.ndarray]) -> np.ndarray:
@@ -348,13 +392,43 @@ def _fp16_error(session, module: LPIPSModule, reference: LPIPSModule) -> tuple[f
         first, second = check_pairs(n, h, w, seed=n * 1000 + h)
         a, b = torch.from_numpy(unit_batch(first)), torch.from_numpy(unit_batch(second))
         with torch.no_grad():
-            expected, approx = reference(a, b).numpy(), emulated(a, b).numpy()
+            expected, approx = _lpips_output(reference(a, b)).numpy(), _lpips_output(emulated(a, b)).numpy()
         got = session.run(None, {"img0": _graph_inputs(module, first), "img1": _graph_inputs(module, second)})[0]
         rel, rel_emulated = relative_error(got, expected), relative_error(approx, expected)
         log.info("  check N=%d %dx%d: max relative error vs fp32 torch = %.2e (float16 activations, emulated: "
                  "%.2e)", n, h, w, rel, rel_emulated)
         worst, worst_emulated = max(worst, rel), max(worst_emulated, rel_emulated)
     return worst, worst_emulated
+
+
+def _metric_gap(got: np.ndarray, expected: np.ndarray) -> float:
+    """max |got - expected| where equal values (+inf for identical images included) count as 0; NaN as inf."""
+    got, expected = np.asarray(got, np.float64), np.asarray(expected, np.float64)
+    with np.errstate(invalid="ignore"):  # inf - inf where both are +inf: masked below
+        gap = np.where(got == expected, 0.0, np.abs(got - expected))
+    return float(np.max(np.nan_to_num(gap, nan=np.inf)))
+
+
+def _metrics_error(session, module: LPIPSModule, reference: LPIPSModule | None) -> dict[str, float]:
+    """Per metric output: max |ORT - torch| over ``check_shapes`` of photo-like pairs plus one identical
+    pair, fed as the graph takes them (frames or [-1,1]); torch is ``reference`` (float32, float input)
+    or ``module`` itself."""
+    from .check_images import check_pairs, unit_batch
+
+    torch_module = reference if reference is not None else module
+    worst = dict.fromkeys(module.metrics, 0.0)
+    for n, h, w in check_shapes(module):
+        first, second = check_pairs(n, h, w, seed=n * 1000 + h + 1)
+        first, second = first + [first[0]], second + [first[0]]
+        with torch.no_grad():
+            expected = torch_module(torch.from_numpy(unit_batch(first)), torch.from_numpy(unit_batch(second)))[1:]
+        got = session.run(list(module.metrics), {"img0": _graph_inputs(module, first),
+                                                 "img1": _graph_inputs(module, second)})
+        for name, g, e in zip(module.metrics, got, expected):
+            worst[name] = max(worst[name], _metric_gap(g, e.numpy()))
+        log.info("  check N=%d %dx%d: %s", n + 1, h, w,
+                 ", ".join(f"{name} max |ort - torch| = {worst[name]:.2e}" for name in module.metrics))
+    return worst
 
 
 def _frames_vs_float_error(session, module: LPIPSModule, reference: LPIPSModule) -> float:
@@ -399,14 +473,15 @@ def export_model(spec: ModelSpec, out_dir: str | Path = "models", opset: int = D
     trunk = torch.float16 if spec.precision == "fp16" else torch.float32
     # An encoder needs no linear layers; the module is built calibrated only where the spec has them.
     module, provenance = build_lpips(spec.net, spec.version, spec.calibrated, spec.spatial, trunk_dtype=trunk,
-                                     frame_format=frames, backbone_weights=backbone_weights, portable=portable)
+                                     frame_format=frames, backbone_weights=backbone_weights, portable=portable,
+                                     metrics=spec.metrics)
     path = export_onnx(module, provenance, Path(out_dir) / spec.filename(), opset=opset, part=spec.part)
     if not check:
         return path, None
     reference = None
     if frames is not None or trunk != torch.float32:
         reference, _ = build_lpips(spec.net, spec.version, spec.calibrated, spec.spatial,
-                                   backbone_weights=backbone_weights)
+                                   backbone_weights=backbone_weights, metrics=spec.metrics)
     try:
         return path, verify_export(path, module, reference=reference, part=spec.part)
     except ExportCheckError:

@@ -12,11 +12,12 @@ import sys
 
 import click
 
-from .cli_common import errors_to_click, model_options, open_scorer, setup_logging, tool_version_option
+from .cli_common import errors_to_click, heatmap_options, model_options, open_scorer, setup_logging, tool_version_option
 from .cluster.cli import RAY_OPTION_NAMES, ray_options
 from .cluster.cli import check_usage as check_ray_usage
-from .heatmap import COLORMAPS, DEFAULT_ALPHA, heatmap_scale
+from .heatmap import heatmap_scale
 from .pairs import IMAGE_SUFFIXES
+from .pixel_metrics import format_metric, json_number
 from .results import FORMATS
 
 EXIT_PAIRS_FAILED = 3
@@ -74,18 +75,6 @@ def _check_heatmap_path(ctx, _param, value):
     return value
 
 
-def _heatmap_max(ctx, _param, value):
-    if value is None or value == "auto":
-        return value
-    try:
-        number = float(value)
-    except ValueError:
-        number = float("nan")
-    if not number > 0:
-        raise click.BadParameter(f"'{value}' is neither a positive number nor 'auto'")
-    return number
-
-
 _SUFFIXES = " ".join(sorted(IMAGE_SUFFIXES))
 
 
@@ -121,13 +110,7 @@ _SUFFIXES = " ".join(sorted(IMAGE_SUFFIXES))
                    "to this JSON file (also when interrupted, with complete: false).")
 @click.option("--heatmap", type=click.Path(dir_okay=False), callback=_check_heatmap_path,
               help="Write the spatial distance map as a picture (.png, .jpg, ...) with a colour bar.")
-@click.option("--heatmap-alpha", type=click.FloatRange(0, 1), default=DEFAULT_ALPHA, show_default=True,
-              help="Opacity of the colours over the (greyed) reference where the distance is at the top of "
-                   "the scale (a fifth of it where the distance is 0); 1: colours only.")
-@click.option("--heatmap-max", callback=_heatmap_max, metavar="VALUE|auto",
-              help="Map value at the top of the colour bar. [default: a fixed scale per net, the same for "
-                   "every picture: alex 0.7, vgg 0.6, squeeze 0.5; auto: each map's own maximum]")
-@click.option("--colormap", type=click.Choice(sorted(COLORMAPS)), default="inferno", show_default=True)
+@heatmap_options(allow_auto=True)
 @model_options
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
 @click.option("--workers", type=click.IntRange(min=1), help="Decoding threads (default: up to 4).")
@@ -143,7 +126,11 @@ def main(images, dir0, dir1, all_pairs, consecutive, ref, ref_dir, recursive, pa
     --ref/--dir).
 
     --all-pairs and --ref/--dir encode each image once and compare the cached features (ort and openvino
-    backends): one reference against N images costs N+1 encoder runs, all pairs of N images N runs.
+    backends): one reference against N images costs N+1 encoder runs, all pairs of N images N runs
+    (with --metrics they score pair by pair through the fused graph instead: PSNR and SSIM need pixels).
+
+    --metrics psnr,ssim adds a column per metric (PSNR in dB, inf for identical images: null in JSON)
+    and its mean to the summary.
 
     \b
     lpips-score ref.png out.png                      prints the distance
@@ -159,7 +146,7 @@ def main(images, dir0, dir1, all_pairs, consecutive, ref, ref_dir, recursive, pa
     mode = _mode(images, dir0, dir1, all_pairs, pairs_csv, ref, ref_dir)
     ray_opts = {name: model_opts.pop(name) for name in RAY_OPTION_NAMES}
     check_ray_usage(ray_opts, mode, dict(out=out, fmt=fmt, as_json=as_json, resume=resume, heatmap=heatmap,
-                                         consecutive=consecutive))
+                                         consecutive=consecutive, metrics=model_opts["metrics"]))
     given = dict(out=out, resume=resume, overwrite=overwrite, summary_json=summary_json, fmt=fmt,
                  recursive=recursive, header=header)
     if mode == "pair" and any(given[k] not in (None, False) for k in _BATCH_ONLY):
@@ -203,30 +190,32 @@ def _score_one(scorer, images, as_json, heatmap, alpha, vmax, colormap) -> None:
         # Decode once for the distance, the map and the picture (drawn over the reference as scored).
         rgb0, rgb1 = scorer.resize.apply(load_rgb(images[0], max_pixels=scorer.max_pixels),
                                          load_rgb(images[1], max_pixels=scorer.max_pixels), (images[0], images[1]))
-        value = scorer.distance(rgb0, rgb1)
+        values = scorer.scores(rgb0, rgb1)
         dmap = scorer.distance_map(rgb0, rgb1)
         scale = heatmap_scale(scorer.spec.net, dmap, vmax)
         write_image(heatmap, render_heatmap(dmap, rgb0, alpha, colormap, scale,
-                                            label=f"{scorer.describe()}: {human(value)}"))
+                                            label=f"{scorer.describe()}: {human(values['distance'])}"))
     else:
-        value = scorer.distance(images[0], images[1])
+        values = scorer.scores(images[0], images[1])
     if as_json:
         spec = scorer.spec
-        click.echo(json.dumps({"img0": images[0], "img1": images[1], "distance": float32_json(value),
+        click.echo(json.dumps({"img0": images[0], "img1": images[1], "distance": float32_json(values["distance"]),
+                               **{m: json_number(float32_json(values[m])) for m in scorer.metrics},
                                "net": spec.net, "version": spec.version, "calibrated": spec.calibrated,
                                "precision": scorer.precision, "backend": scorer.backend_name,
                                "device": scorer.device, "model": scorer.describe()}))
     else:
-        click.echo(human(value))
+        click.echo(" ".join([human(values["distance"]),
+                             *(f"{m}={format_metric(m, values[m])}" for m in scorer.metrics)]))
 
 
 def _uses_cache(scorer, mode: str, consecutive: bool) -> bool:
     """The feature cache serves one-vs-many and all-pairs runs on the backends that run split graphs. "first"
     resizing makes an image's size depend on its partner, so all pairs then go through the fused graph pair
-    by pair."""
+    by pair; so do runs with --metrics (cached features have no pixels for PSNR/SSIM)."""
     from .backends import GRAPH_BACKENDS
 
-    if scorer.backend_name not in GRAPH_BACKENDS:
+    if scorer.backend_name not in GRAPH_BACKENDS or scorer.metrics:
         return False
     return mode == "ref" or (mode == "all-pairs" and not consecutive and scorer.resize.mode != "first")
 
@@ -282,7 +271,7 @@ def _score_many(scorer, mode, how, out, row_format, resume, overwrite, summary_j
 
     from .pairs import list_images
     from .progress import Progress
-    from .results import ResultWriter
+    from .results import ResultWriter, pair_columns
     from .summary import RunSummary
 
     pairs = _collect_pairs(mode, how)
@@ -290,8 +279,9 @@ def _score_many(scorer, mode, how, out, row_format, resume, overwrite, summary_j
     summary = RunSummary({"model": scorer.describe(), "net": spec.net, "version": spec.version,
                           "precision": scorer.precision, "backend": scorer.backend_name, "device": scorer.device})
     target = None if out in (None, "-") else out
-    writer = ResultWriter(target, fmt=row_format, constants={"model": scorer.describe()}, resume=resume,
-                          overwrite=overwrite, stream=sys.stdout, summary=summary)
+    writer = ResultWriter(target, columns=pair_columns(scorer.metrics), fmt=row_format,
+                          constants={"model": scorer.describe()}, resume=resume, overwrite=overwrite,
+                          stream=sys.stdout, summary=summary)
     keys = [writer.key_of({"img0": a, "img1": b}) for a, b in pairs]
     todo = [p for p, key in zip(pairs, keys) if key not in writer.done]
     if writer.done and not quiet:

@@ -18,11 +18,12 @@ from .backends import BACKENDS, PRECISIONS, default_backend
 from .device import AUTO, choose_device
 from .errors import LpipsError
 from .nets import DEFAULT_VERSION, NET_NAMES, VERSIONS
+from .pixel_metrics import METRICS, parse_metrics
 from .version import DIST_NAME, package_version
 
 # Keyword names of the model options below, in the order they are declared.
 MODEL_OPTION_NAMES = ("net", "lpips_version", "baseline", "model", "models_dir", "no_export", "backend", "device",
-                      "precision", "threads", "max_pixels", "tile", "max_memory")
+                      "precision", "threads", "metrics", "max_pixels", "tile", "max_memory")
 
 
 class _Setting(click.ParamType):
@@ -80,6 +81,14 @@ def setup_logging(quiet: bool = False, info: bool = False) -> None:
         logger.propagate = False
 
 
+def parse_metrics_option(ctx, param, value) -> tuple[str, ...]:
+    """click callback: "psnr,ssim" -> ("psnr", "ssim"); an unknown name is a usage error (exit code 2)."""
+    try:
+        return parse_metrics(value)
+    except LpipsError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
 _MODEL_OPTIONS = (
     click.option("--net", type=click.Choice(NET_NAMES), default="alex", show_default=True),
     click.option("--version", "lpips_version", type=click.Choice(VERSIONS), default=DEFAULT_VERSION,
@@ -100,6 +109,9 @@ _MODEL_OPTIONS = (
                       "fp32 export computed in bfloat16 on OpenVINO (CPUs with native bf16; faster, "
                       "distances within ~1e-3 of fp32). fp32 reproduces published numbers."),
     click.option("--threads", type=click.IntRange(min=1), help="CPU threads (default: physical cores)."),
+    click.option("--metrics", metavar="LIST", callback=parse_metrics_option, default="",
+                 help=f"Also compute these, in the same pass, on the images' 8-bit values: comma-separated from "
+                      f"{', '.join(METRICS)} (psnr_y/ssim_y: BT.601 luma), e.g. psnr,ssim."),
     click.option("--max-pixels", type=_Setting("pixels", _pixels), default="100M", show_default=True,
                  help="Refuse images whose header declares more pixels, before decoding (K/M/G = 10^3/6/9; "
                       "none: OpenCV's own limit, 2^30)."),
@@ -129,16 +141,38 @@ def resolve_device(device: str, backend: str, quiet: bool = False) -> str:
     return choice.device
 
 
-def heatmap_options(max_default: str):
-    """Decorate a click command with the options that style a heatmap (``heatmap_alpha``, ``heatmap_max``,
-    ``colormap``); ``max_default`` says what ``--heatmap-max`` defaults to in that command."""
+def _heatmap_max(allow_auto: bool):
+    def convert(_ctx, _param, value):
+        if value is None or (allow_auto and value == "auto"):
+            return value
+        try:
+            number = float(value)
+        except ValueError:
+            number = float("nan")
+        if not number > 0:
+            raise click.BadParameter(f"'{value}' is " + ("neither a positive number nor 'auto'" if allow_auto
+                                                           else "not a positive number"))
+        return number
+
+    return convert
+
+
+def heatmap_options(allow_auto: bool):
+    """Decorate a click command with the options that style a heatmap, the same in every front end:
+    ``heatmap_alpha``, ``heatmap_max`` (a positive float, None for the net's fixed default scale
+    ``heatmap.DEFAULT_SCALE``, or "auto" for each map's own maximum where ``allow_auto``: not for videos, whose
+    colours would then flicker from frame to frame) and ``colormap``."""
+    from .heatmap import COLORMAPS, DEFAULT_ALPHA, DEFAULT_SCALE
+
+    scales = ", ".join(f"{net} {value:g}" for net, value in DEFAULT_SCALE.items())
     options = (
-        click.option("--heatmap-alpha", type=click.FloatRange(0, 1), default=0.6, show_default=True,
-                     help="Weight of the colours over the reference picture (1: colours only)."),
-        click.option("--heatmap-max", type=click.FloatRange(min=0, min_open=True),
-                     help=f"Map value shown as the top colour (default: {max_default})."),
-        click.option("--colormap", type=click.Choice(["inferno", "jet", "viridis", "magma", "turbo"]),
-                     default="inferno", show_default=True),
+        click.option("--heatmap-alpha", type=click.FloatRange(0, 1), default=DEFAULT_ALPHA, show_default=True,
+                     help="Opacity of the colours over the (greyed) reference where the distance is at the top of "
+                          "the scale (a fifth of it where the distance is 0); 1: colours only."),
+        click.option("--heatmap-max", callback=_heatmap_max(allow_auto), metavar="VALUE|auto" if allow_auto else "VALUE",
+                     help=f"Map value at the top of the colour bar. [default: a fixed scale per net, the same for "
+                          f"every picture: {scales}" + ("; auto: each map's own maximum]" if allow_auto else "]")),
+        click.option("--colormap", type=click.Choice(sorted(COLORMAPS)), default="inferno", show_default=True),
     )
 
     def decorate(command):
@@ -165,7 +199,8 @@ def open_scorer(options: dict, quiet: bool = False, **settings):
     return Scorer(options["model"] or options["net"], version=options["lpips_version"], baseline=options["baseline"],
                   backend=backend, device=device, precision=options["precision"],
                   threads=options["threads"], models_dir=options["models_dir"], auto_export=not options["no_export"],
-                  max_pixels=options["max_pixels"], tile=options["tile"], max_memory=options["max_memory"], **settings)
+                  metrics=options["metrics"], max_pixels=options["max_pixels"], tile=options["tile"],
+                  max_memory=options["max_memory"], **settings)
 
 
 def _print_tool_version(ctx: click.Context, _param, value: bool) -> None:

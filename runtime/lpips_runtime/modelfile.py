@@ -16,6 +16,7 @@ from .errors import LpipsError, ModelFileError
 from .fileio import UnreadableFile, read_regular_file
 from .nets import NetSpec, check_version, get_net
 from .modelweights import WeightCheckError, check_weights
+from .pixel_metrics import parse_metrics
 from .protobuf import fields as _fields
 
 FORMAT = "lpips-rt/1"  # metadata "format" of every file this project exports
@@ -65,7 +66,9 @@ class ModelSpec:
     Fields a part does not depend on are normalised away, so that equal graphs have equal specs (and one
     file name): an encoder has no linear layers and no spatial output (``calibrated=False``,
     ``spatial=False``); a head takes float32 features whatever the trunk and input were
-    (``precision="fp32"``, ``frames=None``).
+    (``precision="fp32"``, ``frames=None``); neither sees two images' pixels, so neither computes
+    ``metrics``. ``metrics`` is kept in ``pixel_metrics.METRICS`` order (any order or a "psnr,ssim"
+    string is accepted).
     """
 
     net: str = "alex"
@@ -75,6 +78,7 @@ class ModelSpec:
     precision: str = "fp32"  # "fp32", or "fp16" (float16 trunk, float32 head)
     frames: str | None = None  # uint8 frame input as "<layout>-<channels>", e.g. "nhwc-bgr"; None: float32 NCHW
     part: str = "fused"  # one of PARTS
+    metrics: tuple[str, ...] = ()  # extra outputs next to the distance, e.g. ("psnr", "ssim"): pixel_metrics
 
     def __post_init__(self):
         get_net(self.net)
@@ -88,6 +92,7 @@ class ModelSpec:
                                  f"{'/'.join(FRAME_LAYOUTS)} and channels {'/'.join(FRAME_CHANNELS)}")
         if self.part not in PARTS:
             raise LpipsError(f"unknown model part '{self.part}': choose one of {', '.join(PARTS)}")
+        object.__setattr__(self, "metrics", parse_metrics(self.metrics) if self.part == "fused" else ())
         if self.part == "encoder":
             object.__setattr__(self, "calibrated", False)
             object.__setattr__(self, "spatial", False)
@@ -100,12 +105,19 @@ class ModelSpec:
         """The metadata ``kind`` of this graph ("distance", "spatial", "encoder", "head", "spatial-head")."""
         return _KINDS[(self.part, self.spatial)]
 
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        """The graph's output names: the distance (or its map), then one per metric (fused graphs only:
+        the parts' outputs are their features or a distance, see ``PARTS``)."""
+        return ("distance_map" if self.spatial else "distance", *self.metrics)
+
     def with_part(self, part: str, spatial: bool | None = None) -> "ModelSpec":
         """The spec of ``part`` of the same LPIPS (e.g. the encoder and head that split this fused graph)."""
         return replace(self, part=part, spatial=self.spatial if spatial is None else spatial)
 
     def filename(self) -> str:
-        """``lpips-<net>-v<version>[-baseline][-spatial][-fp16][-u8<layout><channels>][-encoder|-head].onnx``."""
+        """``lpips-<net>-v<version>[-baseline][-spatial][-fp16][-u8<layout><channels>][-<metric>...]
+        [-encoder|-head].onnx``, e.g. ``lpips-alex-v0.1-psnr-ssim.onnx``."""
         parts = [f"lpips-{self.net}-v{self.version}"]
         if not self.calibrated and self.part != "encoder":
             parts.append("baseline")
@@ -115,6 +127,7 @@ class ModelSpec:
             parts.append(self.precision)
         if self.frames:
             parts.append("u8" + self.frames.replace("-", ""))
+        parts.extend(self.metrics)
         if self.part != "fused":
             parts.append(self.part)
         return "-".join(parts) + ".onnx"
@@ -133,6 +146,8 @@ class ModelSpec:
         if self.frames:
             layout, channels = self.frames.split("-")
             args.append(f"--input uint8 --layout {layout} --channels {channels}")
+        if self.metrics:
+            args.append(f"--metrics {','.join(self.metrics)}")
         if self.part != "fused":
             args.append(f"--part {self.part}")
         if out_dir is not None:
@@ -144,7 +159,8 @@ class ModelSpec:
                              ("spatial" if self.spatial else ""),
                              (self.precision if self.precision != "fp32" else ""),
                              (f"uint8 {self.frames}" if self.frames else ""),
-                             (self.part if self.part != "fused" else "")) if x]
+                             (self.part if self.part != "fused" else ""),
+                             ("+" + "+".join(self.metrics) if self.metrics else "")) if x]
         return f"LPIPS-{self.net} v{self.version}" + (f" ({', '.join(extra)})" if extra else "")
 
 
@@ -185,7 +201,12 @@ class ModelInfo:
         if self.input_dtype == "uint8":
             frames = f"{self.input_layout}-{self.input_channels}"
         return ModelSpec(self.metadata["net"], self.version, self.calibrated, _PART_OF_KIND[self.kind][1],
-                         self.precision, frames, self.part)
+                         self.precision, frames, self.part, self.metrics)
+
+    @property
+    def metrics(self) -> tuple[str, ...]:
+        """The metrics the graph outputs next to the distance (metadata ``metrics``, e.g. "psnr,ssim")."""
+        return parse_metrics(self.metadata.get("metrics", ""))
 
     @property
     def input_dtype(self) -> str:  # "float32" (NCHW RGB [-1,1]) or "uint8" (frames)
@@ -243,6 +264,11 @@ def read_model(path: str | Path) -> ModelInfo:
             metadata["version"]):
         raise ModelFileError(f"{path} records linear weights that are not the official v{metadata['version']} "
                              "ones: re-export it")
+    try:
+        parse_metrics(metadata.get("metrics", ""))
+    except LpipsError as exc:
+        raise ModelFileError(f"{path} computes metrics this lpips-rt does not know ({exc}): re-export it "
+                             "with this version") from None
     if metadata["graph_sha256"] != graph_hash:
         raise ModelFileError(f"{path} has been modified since export (graph digest mismatch): re-export it")
     info = ModelInfo(path=path, metadata=metadata)

@@ -11,6 +11,9 @@ Definitions (n = scored items; failures are counted, not pooled):
 * ``harmonic_mean``: VMAF's form ``n / sum(1 / (x + 1)) - 1``, defined for zeros (identical frames score 0).
   For LPIPS lower is better, so it leans towards the *best* items; read ``max`` and ``p95`` for the worst;
 * ``worst``: the label (frame index, pair name) of the worst item, the first one where several tie.
+
+``Pooling`` counts infinite scores (the PSNR of identical frames) apart, in ``infinite``: they are not
+pooled (every mean would be infinite), and they are never the worst item.
 """
 from __future__ import annotations
 
@@ -81,10 +84,13 @@ class Pooling:
     values: list[float] = field(default_factory=list)
     labels: list[Hashable] = field(default_factory=list)
     failures: int = 0
+    infinite: int = 0  # +-inf scores seen (e.g. PSNR of identical frames), not pooled
 
     def add(self, label: Hashable, value: float | None) -> None:
         if value is None or (isinstance(value, float) and math.isnan(value)):
             self.failures += 1
+        elif math.isinf(value):
+            self.infinite += 1
         else:
             self.values.append(float(value))
             self.labels.append(label)

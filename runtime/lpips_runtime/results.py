@@ -4,9 +4,12 @@ The columns are data (``PAIR_COLUMNS`` for image pairs; other front ends pass th
 ``frame,pts_ref,pts_dist,distance``): a row is a dict, written in column order, one flushed write per row,
 so an interrupted run keeps every finished row and leaves at most one partial line (dropped on resume).
 
-Numbers: float32 values (``numpy.float32``, and the ``distance`` of a ``PairResult``) are written with the
-shortest decimal that reads back as the same float32 (``formatting.float32_text``); other floats with
-Python's shortest round-trip ``repr``.
+Numbers: float32 values (``numpy.float32``, and the ``distance`` and ``metrics`` of a ``PairResult``) are
+written with the shortest decimal that reads back as the same float32 (``formatting.float32_text``); other
+floats with Python's shortest round-trip ``repr``. Infinity (the PSNR of identical images) is ``inf`` in
+CSV (Python's float() and pandas read it back) and ``null`` in JSON lines, which have no infinity
+(``pixel_metrics.json_number``): there a ``null`` metric in a row whose ``error`` is null means identical
+images.
 
 Image paths in a results *file* are written relative to the file's folder when they were given relative
 (absolute ones stay absolute), the convention ``--pairs`` reads: a results file can be moved with its
@@ -17,6 +20,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,11 +30,23 @@ import numpy as np
 
 from .errors import InputError
 from .formatting import float32_text
+from .pixel_metrics import METRICS, json_number
 
 PAIR_COLUMNS = ("img0", "img1", "distance", "error", "model")
 PAIR_PATH_COLUMNS = ("img0", "img1")
 FORMATS = ("csv", "jsonl")
 _SUFFIX_FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+
+
+def metric_columns(columns: Sequence[str], metrics: Sequence[str] = ()) -> tuple[str, ...]:
+    """``columns`` (which hold a "distance") with one column per metric (``Scorer.metrics``) after it."""
+    at = list(columns).index("distance") + 1
+    return (*columns[:at], *metrics, *columns[at:])
+
+
+def pair_columns(metrics: Sequence[str] = ()) -> tuple[str, ...]:
+    """The columns of pair rows with metrics: ``PAIR_COLUMNS`` with one per metric after the distance."""
+    return metric_columns(PAIR_COLUMNS, metrics)
 
 
 def format_for(path: str | Path | None, requested: str | None) -> str:
@@ -61,9 +77,11 @@ def _cell_text(value) -> str:
 
 def _json_value(value):
     if isinstance(value, np.floating):
-        return float(_cell_text(value))
+        return json_number(float(_cell_text(value)))
     if isinstance(value, np.integer):
         return int(value)
+    if isinstance(value, float):
+        return json_number(value)
     return value
 
 
@@ -88,6 +106,7 @@ class ResultWriter:
         self.constants = dict(constants or {})
         self.key_columns, self.path_columns = tuple(key_columns), tuple(path_columns)
         self.summary = summary
+        self._metric_columns = tuple(c for c in self.columns if c in METRICS)  # fed to the summary too
         self.done: set[tuple] = set()
         self.existing: list[dict] = []  # the rows of a resumed file, as read back (e.g. for pooled statistics)
         self._real_paths: dict[str, str] = {}  # all-pairs runs name each image many times
@@ -173,7 +192,11 @@ class ResultWriter:
             self.existing.append(row)
             if self.summary is not None and "distance" in self.columns:
                 distance = row.get("distance")
-                self.summary.add(float(distance) if distance not in (None, "") else None, resumed=True)
+                # a metric left empty in a scored row is PSNR's +inf written as JSON null (module docstring)
+                metrics = {m: float(row[m]) if row.get(m) not in (None, "") else math.inf
+                           for m in self._metric_columns}
+                self.summary.add(float(distance) if distance not in (None, "") else None, resumed=True,
+                                 metrics=metrics)
 
     # -- writing ---------------------------------------------------------------------------------
 
@@ -203,12 +226,15 @@ class ResultWriter:
         self.rows_written += 1
         if self.summary is not None and "distance" in self.columns:
             distance = row.get("distance")
-            self.summary.add(None if distance is None else float(distance))
+            metrics = {m: float(row[m]) for m in self._metric_columns if row.get(m) is not None}
+            self.summary.add(None if distance is None else float(distance), metrics=metrics)
 
     def write(self, result) -> None:
-        """Write a ``PairResult`` (its distance is a float32 value)."""
+        """Write a ``PairResult`` (its distance and metrics are float32 values)."""
         distance = None if result.distance is None else np.float32(result.distance)
-        self.write_row({"img0": result.img0, "img1": result.img1, "distance": distance, "error": result.error})
+        metrics = {m: np.float32(v) for m, v in (result.metrics or {}).items()}
+        self.write_row({"img0": result.img0, "img1": result.img1, "distance": distance, **metrics,
+                        "error": result.error})
 
     def close(self) -> None:
         """Finish the output (a CSV with no row still gets its header) and close a file this writer opened."""

@@ -6,7 +6,7 @@ import threading
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +14,7 @@ import numpy as np
 from .backends import (Backend, backend_class, check_graph_backend, check_precisions, is_cuda, open_backend,
                        split_precision)
 from .embedding import DEFAULT_MAX_MEMORY, FeatureCache
-from .errors import BackendError, InputError, ModelFileError, error_text
+from .errors import BackendError, InputError, LpipsError, ModelFileError, error_text
 from .features import Features
 from .images import (DEFAULT_MAX_PIXELS, ImageSource, ResizePolicy, check_unit_batch, describe, load_rgb,
                      rgb_to_unit_nchw)
@@ -23,18 +23,22 @@ from .limits import (DEFAULT_WORK_MEMORY, check_batch_size, check_max_memory, ch
 from .locate import default_models_dir, locate_model
 from .modelfile import ModelInfo, ModelSpec, read_model
 from .nets import NET_NAMES, NetSpec, get_net
+from .pixel_metrics import parse_metrics
 from .tiling import TilePlan, plan_tiles, tiled_lpips
 
 
 @dataclass(frozen=True)
 class PairResult:
-    """One scored pair of a batch run: ``distance`` is None exactly when ``error`` says why."""
+    """One scored pair of a batch run: ``distance`` is None exactly when ``error`` says why.
+    ``metrics``: the Scorer's metrics for this pair by name (e.g. {"psnr": 27.1, "ssim": 0.87}; PSNR
+    +inf for identical images), None when it computes none or the pair failed."""
 
     index: int
     img0: str
     img1: str
     distance: float | None = None
     error: str | None = None
+    metrics: dict[str, float] | None = None
 
     @property
     def ok(self) -> bool:
@@ -121,6 +125,14 @@ class Scorer:
     conversion on the CPU (4x fewer bytes to the GPU); 16-bit images and float batches are refused
     (use a float graph for those).
 
+    ``metrics`` (e.g. ``("psnr", "ssim")`` or "psnr,ssim"; names of ``pixel_metrics.METRICS``): use the
+    graphs that also compute these, in the same pass, on the images' 8-bit values (definitions:
+    ``lpips_runtime.pixel_metrics``); ``scores`` and every ``PairResult`` of ``score_pairs`` then carry
+    them. With a model path the file decides: its metrics are used, and ``metrics``, if given, must
+    name the same ones. ``distance_map`` uses the spatial graph without metrics. The feature cache has
+    no pixels: ``score_one_to_many``/``score_all_pairs`` refuse a Scorer with metrics (``embed``,
+    ``one_to_many`` and ``distance_matrix`` give distances as always).
+
     Bounded memory and input:
 
     * ``max_pixels`` (default ``images.DEFAULT_MAX_PIXELS``, 100 Mpx): encoded images (paths, bytes) whose
@@ -132,7 +144,8 @@ class Scorer:
     * ``tile``: "auto" (default) scores a pair in tiles when it would need more than ``max_memory`` at once,
       "off" never, an int always above that side (square tiles of about that many pixels). Tiled results
       equal untiled ones (``lpips_runtime.tiling``: <= 1e-5, maps included); tiles run the split encoder on
-      ONNX Runtime (``backend="ort"``, fp32 float-input graphs; others do not tile).
+      ONNX Runtime (``backend="ort"``, fp32 float-input graphs, no ``metrics``: the encoder sees one image,
+      not the pair PSNR/SSIM need; others do not tile).
     """
 
     def __init__(
@@ -154,6 +167,7 @@ class Scorer:
         max_pixels: int | None = DEFAULT_MAX_PIXELS,
         tile: str | int = "auto",
         max_memory: int = DEFAULT_WORK_MEMORY,
+        metrics: str | Sequence[str] = (),
     ):
         self.backend_name, self.device = backend, device
         file_precision, self.inference_precision = split_precision(precision)
@@ -168,23 +182,33 @@ class Scorer:
         self.auto_export = auto_export
         backend_cls = backend_class(backend, device)  # unknown name: error now, not at first use
         self._models: dict[tuple[bool, str], ModelInfo] = {}  # (spatial, part) -> checked file
+        metrics = parse_metrics(metrics)
+        self._map_metrics: tuple[str, ...] = ()  # of the spatial graph: maps need none, unless given such a file
         if str(model) in NET_NAMES:
             self.models_dir = Path(models_dir) if models_dir is not None else default_models_dir()
-            self.spec = ModelSpec(str(model), version, not baseline, False, file_precision,
-                                  self._choose_frames(str(model), version, not baseline, file_precision, frames,
-                                                      device))
+            spec = ModelSpec(str(model), version, not baseline, False, file_precision, metrics=metrics)
+            self.spec = replace(spec, frames=self._choose_frames(spec, frames, device))
         else:
             info = read_model(model)
             if info.part != "fused":
                 raise ModelFileError(f"{model} is the {info.part} of a split export: give the fused model "
                                      f"({info.spec.with_part('fused').filename()}) or a net name")
+            if metrics and metrics != info.metrics:
+                has = f"computes {', '.join(info.metrics)}" if info.metrics else "computes no metrics"
+                raise ModelFileError(f"{model} {has}, not {', '.join(metrics)}: use "
+                                     f"`{replace(info.spec, metrics=metrics).export_command(Path(model).parent)}`")
             self._models[(info.spec.spatial, "fused")] = info
-            self.spec = info.spec if not info.spec.spatial else ModelSpec(
-                info.spec.net, info.spec.version, info.spec.calibrated, False, info.spec.precision, info.spec.frames)
+            self.spec = replace(info.spec, spatial=False)
+            if info.spec.spatial:
+                self._map_metrics = info.metrics
             # Siblings (e.g. the spatial variant) are looked for next to the given file.
             self.models_dir = Path(models_dir) if models_dir is not None else Path(model).parent
         check_precisions(backend, backend_cls, self.spec.precision, self.inference_precision)
         self._needs_file = backend_cls.needs_file
+        if isinstance(self.tile, int) and self.metrics:
+            raise LpipsError(f"tiles cannot compute {', '.join(self.metrics)}: the split encoder that tiles run sees "
+                             "one image at a time, not the pair; use tile='auto' or 'off' (pairs with metrics are "
+                             "scored in one piece), or no metrics")
         if isinstance(self.tile, int) and not self.can_tile():
             raise BackendError(f"tiles run the split float32 encoder on ONNX Runtime ({self.spec.describe()} on the "
                                f"{backend} backend has none): use backend='ort' with an fp32 float graph, or tile='off'")
@@ -194,21 +218,25 @@ class Scorer:
 
     # -- set-up ----------------------------------------------------------------------------
 
-    def _choose_frames(self, net: str, version: str, calibrated: bool, precision: str, frames: str | None,
-                       device: str) -> str | None:
-        """The frame layout for a net-name model (see the class docstring for the rule)."""
+    def _choose_frames(self, spec: ModelSpec, frames: str | None, device: str) -> str | None:
+        """The frame layout for a net-name model's float ``spec`` (see the class docstring for the rule)."""
         if frames is None:
             return None
         if frames != "auto":
             return frames  # validated by ModelSpec
         if not is_cuda(device):
             return None
-        preferred = ModelSpec(net, version, calibrated, False, precision, FRAMES_FOR_CUDA)
+        preferred = replace(spec, frames=FRAMES_FOR_CUDA)
         return FRAMES_FOR_CUDA if (self.models_dir / preferred.filename()).is_file() else None
 
     @property
     def net(self) -> NetSpec:
         return get_net(self.spec.net)
+
+    @property
+    def metrics(self) -> tuple[str, ...]:
+        """The metrics computed next to the distance (``()``: none)."""
+        return self.spec.metrics
 
     @property
     def precision(self) -> str:
@@ -229,8 +257,9 @@ class Scorer:
                 f"precision={self.precision!r}, threads={self.threads}, batch_size={self.batch_size})")
 
     def _spec_for(self, spatial: bool) -> ModelSpec:
-        s = self.spec
-        return ModelSpec(s.net, s.version, s.calibrated, spatial, s.precision, s.frames)
+        """The distance graph's spec, or the spatial graph's (which computes metrics only when the
+        Scorer was given such a file: ``distance_map`` returns the map alone)."""
+        return replace(self.spec, spatial=True, metrics=self._map_metrics) if spatial else self.spec
 
     def model_info(self, spatial: bool = False, part: str = "fused") -> ModelInfo:
         """The checked model file used for distances (or maps), or a ``part`` of its split export
@@ -357,8 +386,10 @@ class Scorer:
 
     def can_tile(self) -> bool:
         """Tiles run the split encoder, which exists for fp32 float-input graphs on ONNX Runtime only (frame and
-        fp16 graphs have no split export yet): other Scorers score every pair in one piece."""
-        return self.backend_name == "ort" and self.spec.frames is None and self.spec.precision == "fp32"
+        fp16 graphs have no split export yet), and sees one image at a time, so it cannot give the PSNR/SSIM
+        of a pair: other Scorers, and Scorers with metrics, score every pair in one piece."""
+        return (self.backend_name == "ort" and self.spec.frames is None and self.spec.precision == "fp32"
+                and not self.metrics)
 
     def _pairs_per_batch(self, pixels: int, batch_size: int) -> int:
         """Pairs of ``pixels`` each in one inference call: ``batch_size``, fewer when they would need more
@@ -415,18 +446,19 @@ class Scorer:
         self._check_size(a.shape[2], a.shape[3])
         return a, b
 
-    def _run(self, spatial: bool, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    def _run(self, spatial: bool, a: np.ndarray, b: np.ndarray) -> dict[str, np.ndarray]:
         """Run validated float NCHW batches: in chunks of ``batch_size`` pairs (fewer for large images, see
-        ``max_memory``), or image by image in tiles (``tile_plan``)."""
+        ``max_memory``), or image by image in tiles (``tile_plan``; never with metrics): every output by name."""
         height, width = a.shape[2], a.shape[3]
         plan = self.tile_plan(height, width)
         if plan is not None:
-            return self._run_tiled(plan, a, b, spatial)
+            return {self._spec_for(spatial).outputs[0]: self._run_tiled(plan, a, b, spatial)}
         backend = self._backend(spatial)
         step = self._pairs_per_batch(height * width, self.batch_size)
         if len(a) <= step:
-            return backend.run(a, b)
-        return np.concatenate([backend.run(a[i:i + step], b[i:i + step]) for i in range(0, len(a), step)])
+            return backend.infer(a, b)
+        chunks = [backend.infer(a[i:i + step], b[i:i + step]) for i in range(0, len(a), step)]
+        return {name: np.concatenate([c[name] for c in chunks]) for name in backend.outputs}
 
     # -- public API --------------------------------------------------------------------------
 
@@ -442,7 +474,17 @@ class Scorer:
         batches -> float32 [N,1,H,W]; lists -> list of [H,W] maps. ``Features`` as in ``distance``."""
         return self._score(img0, img1, spatial=True)
 
-    def _score(self, img0, img1, spatial: bool):
+    def scores(self, img0, img1) -> dict:
+        """The LPIPS distance and every metric of this Scorer, by name ({"distance": ..., "psnr": ...,
+        "ssim": ...}): floats for two single images; float32 arrays [N] for float NCHW batches or lists of
+        images. Inputs and errors as ``distance``, except that ``Features`` are refused (the metrics need
+        the pixels)."""
+        if isinstance(img0, Features) or isinstance(img1, Features):
+            raise InputError("scores needs the images, not Features: PSNR and SSIM are computed from pixels")
+        return self._score(img0, img1, spatial=False, every_output=True)
+
+    def _score(self, img0, img1, spatial: bool, every_output: bool = False):
+        """``distance``/``distance_map``; ``every_output`` (not spatial): ``scores``."""
         if isinstance(img0, Features) or isinstance(img1, Features):
             cache = self._feature_cache()
             f0, f1 = cache.embed(img0), cache.embed(img1)
@@ -450,23 +492,32 @@ class Scorer:
             if len(out) == 1 and len(f0) == len(f1) == 1:
                 return out[0, 0] if spatial else float(out[0])
             return out
-        self._backend(spatial)  # model problems first: they are set-up errors, not input errors
+        backend = self._backend(spatial)  # model problems first: they are set-up errors, not input errors
+        first = backend.outputs[0]
         if _is_float_batch(img0) and img0.ndim == 4 or _is_float_batch(img1) and img1.ndim == 4:
-            return self._run(spatial, *self._check_batches(img0, img1))
+            out = self._run(spatial, *self._check_batches(img0, img1))
+            return out if every_output else out[first]
         if isinstance(img0, (list, tuple)) or isinstance(img1, (list, tuple)):
             if not isinstance(img0, (list, tuple)) or not isinstance(img1, (list, tuple)) or len(img0) != len(img1):
                 raise InputError("pass two lists of the same length (or two images, or two NCHW batches)")
-            out = []
+            results = []
             for result in self._iter_results(zip(img0, img1), spatial=spatial):
                 if not result.ok:
                     raise InputError(f"pair {result.index}: {result.error}")
-                out.append(result.distance)
+                results.append(result)
+            if every_output:
+                return {"distance": np.asarray([r.distance for r in results], dtype=np.float32),
+                        **{m: np.asarray([r.metrics[m] for r in results], dtype=np.float32) for m in self.metrics}}
+            out = [r.distance for r in results]
             return out if spatial else np.asarray(out, dtype=np.float32)
         prepared = self._prepare_pair(img0, img1)
-        if isinstance(prepared, _Tiled):
-            return self._score_tiled(prepared, spatial)
+        if isinstance(prepared, _Tiled):  # never with metrics (``can_tile``): the distance alone
+            value = self._score_tiled(prepared, spatial)
+            return {first: value} if every_output else value
         out = self._run(spatial, *prepared)
-        return out[0, 0] if spatial else float(out[0])
+        if every_output:
+            return {name: float(value[0]) for name, value in out.items()}
+        return out[first][0, 0] if spatial else float(out[first][0])
 
     # -- feature cache: embed once, compare many ------------------------------------------------
 
@@ -538,7 +589,7 @@ class Scorer:
         if img0.shape != img1.shape or img0.dtype != img1.dtype or img0.ndim != 4 or not len(img0):
             raise InputError(f"prepared batches must be two non-empty [N,...] arrays of one shape and dtype, got "
                              f"{list(img0.shape)} {img0.dtype} and {list(img1.shape)} {img1.dtype}")
-        return self._run(False, img0, img1)
+        return self._run(False, img0, img1)[self._backend(False).outputs[0]]
 
     def embed_prepared(self, batch: np.ndarray) -> Features:
         """Features of a model-ready batch: the concatenation along axis 0 of ``load_one`` outputs of
@@ -555,6 +606,7 @@ class Scorer:
     def score_one_to_many(self, ref: ImageSource, images: Iterable[ImageSource]) -> Iterator[PairResult]:
         """Like ``score_pairs`` for the pairs (ref, image): one ``PairResult`` per image, in order,
         through the feature cache (``ref`` encoded once)."""
+        self._refuse_metrics_in_cache("score_one_to_many", "score_pairs([(ref, image) for image in images])")
         yield from self._feature_cache().iter_one_to_many(ref, list(images))
 
     def score_all_pairs(self, images: Sequence[ImageSource], skip: Iterable[tuple[str, str]] = (),
@@ -563,7 +615,13 @@ class Scorer:
         """Every pair i<j of ``images`` (``itertools.combinations`` order) through the feature cache,
         streamed: memory as in ``distance_matrix`` without the [N,N] result. Pairs named in ``skip``
         (as ``(str(img0), str(img1))``) are left out, for resuming."""
+        self._refuse_metrics_in_cache("score_all_pairs", "score_pairs(itertools.combinations(images, 2))")
         yield from self._feature_cache().iter_all_pairs(list(images), frozenset(skip), max_memory, spill_dir, block)
+
+    def _refuse_metrics_in_cache(self, method: str, instead: str) -> None:
+        if self.metrics:
+            raise LpipsError(f"{method} compares cached features, which have no pixels for {', '.join(self.metrics)}: "
+                             f"use {instead} (the fused graph computes them), or a Scorer without metrics")
 
     def score_pairs(self, pairs: Iterable[tuple[ImageSource, ImageSource]], batch_size: int | None = None,
                     workers: int | None = None) -> Iterator[PairResult]:
@@ -684,5 +742,9 @@ class Scorer:
         except Exception as exc:
             self._record_failure(done, part, exc)
             return
-        for (index, name0, name1, _, _), value in zip(part, out):
-            done[index] = PairResult(index, name0, name1, distance=value[0] if spatial else float(value))
+        first, *metrics = self._spec_for(spatial).outputs
+        for k, (index, name0, name1, _, _) in enumerate(part):
+            value = out[first][k]
+            done[index] = PairResult(index, name0, name1, distance=value[0] if spatial else float(value),
+                                     metrics={m: float(out[m][k]) for m in metrics} if metrics else None)
+

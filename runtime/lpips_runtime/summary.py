@@ -1,5 +1,6 @@
 """The end-of-run summary of a batch of LPIPS distances: a line for people and a JSON object for machines
-(``--summary-json``), like VMAF's pooled metrics or ffmpeg-quality-metrics' global statistics.
+(``--summary-json``), like VMAF's pooled metrics or ffmpeg-quality-metrics' global statistics; with
+``--metrics``, the same statistics of each metric (``MetricStats``).
 
 Constant memory whatever the run's size (Welford's running mean and variance, min, max), so a median is
 not offered. Front ends (``lpips-score``'s batch modes, video, cluster runs) share it: feed every
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import InputError
+from .pixel_metrics import UNITS, format_metric
 
 
 @dataclass
@@ -74,6 +76,39 @@ class DistanceStats:
 
 
 @dataclass
+class MetricStats:
+    """Running statistics of one metric (PSNR, SSIM, ...) over the scored items. Infinite values (the
+    PSNR of identical images) are counted apart and left out of the statistics, whose mean would
+    otherwise be +inf whatever the other items say."""
+
+    finite: DistanceStats = field(default_factory=DistanceStats)
+    infinite: int = 0
+
+    def add(self, value: float) -> None:
+        if math.isinf(value):
+            self.infinite += 1
+        else:
+            self.finite.add(value)
+
+    def text(self, metric: str) -> str:
+        """``psnr=27.3893 dB``, ``ssim=0.811280``; with identical pairs: how many were left out."""
+        s = self.finite
+        if s.n == 0:
+            return f"{metric}=inf (all {self.infinite} identical)"
+        text = f"{metric}={format_metric(metric, s.mean)}" + (f" {UNITS[metric]}" if UNITS[metric] else "")
+        return text + (f" (mean of {s.n}; {self.infinite} identical: inf, left out)" if self.infinite else "")
+
+    def as_dict(self) -> dict:
+        s = self.finite
+
+        def number(x: float) -> float | None:
+            return None if s.n == 0 or not math.isfinite(x) else x
+
+        return {"n": s.n, "mean": number(s.mean), "std": number(s.std), "min": number(s.min), "max": number(s.max),
+                "infinite": self.infinite}
+
+
+@dataclass
 class RunSummary:
     """Statistics of a run, what computed them (``context``: model, precision, backend, device, ...) and
     how fast: ``elapsed_s`` and ``items_per_s`` count only the items of this run (not resumed rows),
@@ -82,6 +117,7 @@ class RunSummary:
     context: dict = field(default_factory=dict)
     unit: str = "pairs"
     stats: DistanceStats = field(default_factory=DistanceStats)
+    metrics: dict[str, MetricStats] = field(default_factory=dict)  # per metric name, for items that have them
     resumed: int = 0
     this_run: int = 0
     _start: float | None = None
@@ -91,8 +127,12 @@ class RunSummary:
         """Start the clock (call when the first item is about to be computed, after set-up)."""
         self._start = self._last = time.monotonic()
 
-    def add(self, distance: float | None, resumed: bool = False) -> None:
+    def add(self, distance: float | None, resumed: bool = False, metrics: dict[str, float] | None = None) -> None:
+        """One item: its distance (None: it failed) and, if any, its metrics by name."""
         self.stats.add(distance)
+        if distance is not None:
+            for name, value in (metrics or {}).items():
+                self.metrics.setdefault(name, MetricStats()).add(value)
         if resumed:
             self.resumed += 1
             return
@@ -114,11 +154,13 @@ class RunSummary:
         return 0.0 if self._start is None else self._last - self._start
 
     def line(self) -> str:
-        """``n=2 mean=0.199046 +/- 0.037629 (std/sqrt(n)) failures=1``: the official scripts' form."""
+        """``n=2 mean=0.199046 +/- 0.037629 (std/sqrt(n)) failures=1``: the official scripts' form (with
+        metrics, their means before ``failures``: ``... psnr=27.3893 dB ssim=0.811280 failures=1``)."""
         s = self.stats
         if s.n == 0:
             return f"n=0 failures={s.failures}"
-        return f"n={s.n} mean={s.mean:.6f} +/- {s.std_error:.6f} (std/sqrt(n)) failures={s.failures}"
+        means = "".join(f" {stats.text(name)}" for name, stats in self.metrics.items())
+        return f"n={s.n} mean={s.mean:.6f} +/- {s.std_error:.6f} (std/sqrt(n)){means} failures={s.failures}"
 
     def as_dict(self, complete: bool = True) -> dict:
         """The machine-readable summary (JSON-ready; statistics are null when nothing was scored)."""
@@ -128,8 +170,9 @@ class RunSummary:
             return None if s.n == 0 or not math.isfinite(x) else x
 
         rate = self.this_run / self.elapsed_s if self.elapsed_s > 0 else None
+        metrics = {"metrics": {name: stats.as_dict() for name, stats in self.metrics.items()}} if self.metrics else {}
         return {"n": s.n, "failures": s.failures, "mean": number(s.mean), "std": number(s.std),
-                "std_error": number(s.std_error), "min": number(s.min), "max": number(s.max),
+                "std_error": number(s.std_error), "min": number(s.min), "max": number(s.max), **metrics,
                 **self.context, "unit": self.unit, f"{self.unit}_this_run": self.this_run,
                 f"{self.unit}_resumed": self.resumed, "elapsed_s": round(self.elapsed_s, 6),
                 f"{self.unit}_per_s": rate, "complete": complete}

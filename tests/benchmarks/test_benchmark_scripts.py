@@ -61,3 +61,11 @@ def test_video_benchmark_smoke(tmp_path, exported, exported_spec):
     for row in report["sizes"].values():
         assert set(row["fps"]) == {"decode", "infer", "e2e", "e2e float graph"} and min(row["fps"].values()) > 0
     assert "| 640x360 | 9 |" in readme.read_text()
+
+
+def test_metrics_benchmark_quick(capsys):
+    metrics = _script("metrics")
+    assert metrics.main(["--quick"]) == 0
+    out = capsys.readouterr().out
+    for variant in ("lpips", "lpips+psnr+ssim (graph)", "lpips + scikit-image", "lpips + OpenCV"):
+        assert f"| 128x128 (2) | {variant} |" in out and f"| 480x270 (1) | {variant} |" in out

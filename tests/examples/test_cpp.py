@@ -123,6 +123,19 @@ def test_photo_pairs_match_onnxruntime(lpips_score, exported, photo_pair_files, 
     assert_matches_reference(lpips_score, exported(net, **options), photo_pair_files)
 
 
+def test_export_with_metrics_prints_its_distance(lpips_score, exported, exported_spec, photo_pair_files):
+    # OpenCV 4.6 loads a graph with PSNR/SSIM outputs (Round, Log, valid depthwise convolutions, ...);
+    # the program prints the distance output, the same number as for the plain export.
+    from lpips_runtime.modelfile import ModelSpec
+    from lpips_runtime.pixel_metrics import METRICS
+
+    metrics_model = exported_spec(ModelSpec("alex", metrics=METRICS))
+    for p0, p1 in photo_pair_files[:2]:
+        got = score(lpips_score, metrics_model, p0, p1)
+        assert abs(got - score(lpips_score, exported("alex"), p0, p1)) <= TOLERANCE
+        assert abs(got - reference_distance(metrics_model, p0, p1)) <= TOLERANCE
+
+
 def test_grey_and_alpha_images(lpips_score, exported, tmp_path):
     """Grey files are replicated to 3 channels and alpha is dropped, as cv2.imread(path) does."""
     rgb = crop(photo("coffee"), 64, 96)

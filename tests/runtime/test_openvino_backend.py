@@ -11,7 +11,8 @@ import torch
 
 pytest.importorskip("openvino", reason="needs OpenVINO: pip install 'lpips-rt[openvino]'")
 
-from conftest import crop, distort, official_lpips, photo, to_unit_nchw  # noqa: E402
+from conftest import (assert_metrics_match, crop, distort, official_lpips, photo, skimage_metrics,  # noqa: E402
+                      to_unit_nchw)
 from lpips_runtime import Scorer  # noqa: E402
 from lpips_runtime.backends import openvino_backend  # noqa: E402
 from lpips_runtime.backends.openvino_backend import OpenVinoGraph, cpu_capabilities, runtime_precisions  # noqa: E402
@@ -194,6 +195,23 @@ def test_feature_cache_on_openvino(split_models, photo_set, precision):
         if precision == "fp32":  # the cached path equals the fused graph on the same backend
             fused = scorer.distance(images[:3], images[3:6])
             assert np.abs(fused - expected[[0, 1, 2], [3, 4, 5]]).max() <= 1e-6
+
+
+@pytest.mark.parametrize("precision", ["fp32", pytest.param("bf16", marks=needs_bf16)])
+def test_metric_outputs_on_openvino(exported, precision):
+    # A graph exported with --metrics: every named output comes back; PSNR/SSIM equal scikit-image's
+    # within the parity limits (in bf16 too: the metrics read the input, not the bfloat16 backbone).
+    path = exported("alex", metrics=("psnr", "ssim"))
+    ref = crop(photo("coffee"), 80, 97)
+    dists = [distort(ref, "jpeg", 0.6), ref.copy(), distort(ref, "noise", 0.5)]
+    a = np.concatenate([to_unit_nchw(ref)] * 3)
+    b = np.concatenate([to_unit_nchw(d) for d in dists])
+    with Scorer(path, backend="openvino", precision=precision) as ov:
+        got = ov.scores(a, b)
+    assert list(got) == ["distance", "psnr", "ssim"]
+    for i, dist in enumerate(dists):  # the second pair is identical: PSNR +inf, SSIM 1
+        assert_metrics_match({m: float(got[m][i]) for m in ("psnr", "ssim")},
+                             skimage_metrics(ref, dist, ("psnr", "ssim")), f"openvino {precision} pair {i}")
 
 
 def test_an_input_openvino_cannot_run_is_one_line(exported):

@@ -66,7 +66,7 @@ def test_frame_graph_and_the_order_of_operations(rt, exported_spec):
         copy, compute = gpu.copy_stream.handle, gpu.compute_stream.handle
         rt.log.clear()
         # Pieces (one per pair, as decoded) are written straight into the pinned slot.
-        got = gpu.submit([a[:1], a[1:]], [b[:1], b[1:]]).result()
+        got = gpu.submit([a[:1], a[1:]], [b[:1], b[1:]]).result()["distance"]
         ops = [e for e in rt.log if e[0] in ("h2d", "event_record", "stream_wait", "run", "d2h", "stream_sync")]
         assert [e[0] for e in ops] == ["h2d", "h2d", "event_record", "stream_wait", "run", "d2h", "stream_sync"]
         assert {e[4] for e in ops if e[0] == "h2d"} == {copy}  # uploads on the copy stream
@@ -74,6 +74,25 @@ def test_frame_graph_and_the_order_of_operations(rt, exported_spec):
         assert ops[5][4] == compute and ops[5][3] == 2 * 4  # one copy back: two float32 distances
     expected = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"img0": a, "img1": b})[0]
     np.testing.assert_array_equal(got, expected)
+
+
+def test_metric_outputs_come_back_with_the_distance(rt, exported_spec):
+    spec = ModelSpec("alex", metrics=("psnr", "ssim"))
+    path = exported_spec(spec)
+    refs, dists = _photo_batch(2, 48, 64)
+    a = np.concatenate([rgb_to_unit_nchw(x) for x in refs])
+    b = np.concatenate([rgb_to_unit_nchw(x) for x in [dists[0], refs[1]]])  # the second pair is identical
+    with OrtCudaBackend(spec, path, "cuda") as gpu, OrtBackend(spec, path) as cpu:
+        rt.log.clear()
+        got = gpu.infer(a, b)
+        downloads = [e for e in rt.log if e[0] == "d2h"]
+        expected = cpu.infer(a, b)
+    assert list(got) == ["distance", "psnr", "ssim"] == list(expected)
+    assert [e[3] for e in downloads] == [2 * 4] * 3  # one copy back per output, two float32 values each
+    for name in got:
+        np.testing.assert_array_equal(got[name], expected[name])
+    assert got["psnr"][1] == np.inf and got["ssim"][1] == 1.0
+    assert rt.live() == 0
 
 
 def test_model_inputs_must_match_the_spec(rt, exported):

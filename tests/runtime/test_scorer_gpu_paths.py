@@ -94,13 +94,14 @@ class RecordingBackend(Backend):
         super().__init__(ModelSpec("alex"), None)
         self.log, self.batches, self.fail_batches = [], 0, set(fail_batches)
 
-    def run(self, img0, img1):  # pragma: no cover - the Scorer uses submit
-        raise AssertionError("run() called")
+    def infer(self, img0, img1):  # pragma: no cover - the Scorer uses submit
+        raise AssertionError("infer() called")
 
     def submit(self, parts0, parts1):
         batch, self.batches = self.batches, self.batches + 1
         self.log.append(("submit", batch))
-        return _Recorded(self.log, batch, np.full(len(parts0), batch, np.float32), batch in self.fail_batches)
+        return _Recorded(self.log, batch, {"distance": np.full(len(parts0), batch, np.float32)},
+                         batch in self.fail_batches)
 
 
 def _pairs(count, size=40):

@@ -23,7 +23,7 @@ def pool(rt):
 
     def make(key, capacity):
         made.append((key, capacity))
-        return Slot(rt, key, capacity, ())
+        return Slot(rt, key, capacity, {"distance": ()})
 
     pool = SlotPool(make, slots_per_bucket=2, max_buckets=2)
     pool.made = made
@@ -32,12 +32,18 @@ def pool(rt):
 
 
 def test_slot_buffers_and_views(rt):
-    slot = Slot(rt, BucketKey((40, 50, 3), "uint8"), 4, (1, 40, 50))
+    slot = Slot(rt, BucketKey((40, 50, 3), "uint8"), 4, {"distance_map": (1, 40, 50), "ssim": ()})
     a, b = slot.inputs(3)
     assert a.shape == b.shape == (3, 40, 50, 3) and a.dtype == np.uint8
-    assert slot.output(3).shape == (3, 1, 40, 50)
-    assert slot.input_nbytes(3) == 3 * 40 * 50 * 3 and slot.output_nbytes(2) == 2 * 40 * 50 * 4
-    assert rt.live("host") == 3 and rt.live("device") == 3
+    assert slot.output("distance_map", 3).shape == (3, 1, 40, 50) and slot.output("ssim", 3).shape == (3,)
+    assert slot.input_nbytes(3) == 3 * 40 * 50 * 3 and slot.output_nbytes("distance_map", 2) == 2 * 40 * 50 * 4
+    assert slot.output_nbytes("ssim", 2) == 2 * 4
+    slot.output("ssim", 3)[:] = [1, 2, 3]
+    results = slot.results(2)
+    assert list(results) == ["distance_map", "ssim"] and list(results["ssim"]) == [1, 2]
+    results["ssim"][0] = 9  # the caller's copy, not the pinned buffer
+    assert slot.output("ssim", 1)[0] == 1
+    assert rt.live("host") == 4 and rt.live("device") == 4  # two inputs and one buffer per output, each side
     slot.close()
     assert rt.live() == 0
 

@@ -33,7 +33,7 @@ def model(tmp_path, exported_spec):
         layout = spec.frames.split("-")[0] if spec.frames else "nchw"
         dtype = "uint8" if spec.frames else "float32"
         engine = engine_path_for(onnx_path)
-        engine.write_bytes(fake_tensorrt.make_engine_bytes(dtype, layout, spec.spatial))
+        engine.write_bytes(fake_tensorrt.make_engine_bytes(dtype, layout, spec.spatial, spec.metrics))
         fields = dict(tensorrt_version="10.13.0.35", gpu_name="NVIDIA H100 80GB HBM3", compute_capability="9.0",
                       profile=PROFILE, source_onnx=onnx_path.name, source_onnx_sha256=file_sha256(onnx_path),
                       input_dtype=dtype, input_layout=layout, precision=spec.precision, workspace_bytes=1 << 30)
@@ -71,6 +71,29 @@ def test_spatial_float_engine(fakes, model):
     with TrtBackend(spec, model(spec), "cuda") as backend:
         out = backend.run(a, -a)
     assert out.shape == (2, 1, 40, 48) and np.allclose(out, 1.0)
+
+
+def test_metric_outputs_each_get_their_buffer(fakes, model):
+    rt, _ = fakes
+    spec = ModelSpec("alex", precision="fp16", frames="nhwc-bgr", metrics=("psnr", "ssim"))
+    a, b = _frames(2, 40, 56)
+    with TrtBackend(spec, model(spec), "cuda") as backend:
+        got = backend.infer(a, b)
+        distance = backend.run(a, b)
+    assert list(got) == ["distance", "psnr", "ssim"]
+    np.testing.assert_array_equal(distance, got["distance"])
+    # The fake engine writes metric k as the distance + k: each name landed in its own buffer.
+    np.testing.assert_allclose(got["psnr"], got["distance"] + 1, rtol=1e-6)
+    np.testing.assert_allclose(got["ssim"], got["distance"] + 2, rtol=1e-6)
+    assert rt.live() == 0
+
+
+def test_engine_outputs_must_match_the_spec(fakes, model, tmp_path):
+    spec = ModelSpec("alex", precision="fp16", frames="nhwc-bgr", metrics=("psnr",))
+    path = model(spec)
+    engine_path_for(path).write_bytes(fake_tensorrt.make_engine_bytes("uint8", "nhwc"))  # built without metrics
+    with pytest.raises(BackendError, match="expected inputs img0, img1 and outputs distance, psnr"):
+        TrtBackend(spec, path, "cuda")
 
 
 def test_missing_engine_names_the_command(fakes, exported_spec, tmp_path):

@@ -8,16 +8,19 @@ from typing import ClassVar
 
 import numpy as np
 
+from ..errors import ModelFileError
 from ..modelfile import ModelSpec
 
 
 class Backend(ABC):
     """Runs one LPIPS graph on one device.
 
-    ``run`` receives two arrays already validated and laid out in the graph's input format (float32
-    [N,3,H,W] in [-1,1], or uint8 frames for frame models), with equal shapes, and returns the graph
-    output as a host float32 array owned by the caller: distances [N], or maps [N,1,H,W].
-    Implementations must be safe to call from several threads at once.
+    ``infer`` receives two arrays already validated and laid out in the graph's input format (float32
+    [N,3,H,W] in [-1,1], or uint8 frames for frame models), with equal shapes, and returns every
+    output of the graph as ``{name: host float32 array owned by the caller}`` for the names of
+    ``outputs`` (``spec.outputs``): the distances [N] (or maps [N,1,H,W]) first, then one [N] per
+    metric of ``spec.metrics``. ``run`` returns the first alone. Implementations provide ``infer``
+    and must be safe to call from several threads at once.
     """
 
     name: ClassVar[str]
@@ -33,21 +36,32 @@ class Backend(ABC):
 
     def __init__(self, spec: ModelSpec, path: Path | None, device: str = "cpu", threads: int | None = None):
         self.spec, self.path, self.device, self.threads = spec, path, device, threads
+        self.outputs: tuple[str, ...] = spec.outputs
 
     @abstractmethod
+    def infer(self, img0: np.ndarray, img1: np.ndarray) -> dict[str, np.ndarray]:
+        """Compute every output of the graph for one batch (see the class docstring for the contract)."""
+
     def run(self, img0: np.ndarray, img1: np.ndarray) -> np.ndarray:
-        """Compute the graph output for one batch (see the class docstring for the contract)."""
+        """The distances [N] (or maps [N,1,H,W]) of one batch: ``infer``'s first output."""
+        return self.infer(img0, img1)[self.outputs[0]]
+
+    def check_outputs(self, names) -> None:
+        """Refuse a graph whose outputs are not ``outputs`` (a file that does not match its metadata)."""
+        if tuple(names) != self.outputs:
+            raise ModelFileError(f"{self.path} has outputs {list(names)}, but {self.spec.describe()} has "
+                                 f"{list(self.outputs)}: re-export it")
 
     def submit(self, parts0: Sequence[np.ndarray], parts1: Sequence[np.ndarray]):
         """Start one batch given as pieces to join on axis 0 (e.g. one [1,...] array per pair, as
-        decoded), laid out as ``run`` takes them. Returns a pending batch whose ``result()`` gives what
-        ``run`` would, and must be called exactly once. The GPU backends write the pieces straight into
+        decoded), laid out as ``infer`` takes them. Returns a pending batch whose ``result()`` gives what
+        ``infer`` would, and must be called exactly once. The GPU backends write the pieces straight into
         pinned staging memory and return before the batch is done; this default computes at once."""
         from .staging import Done
 
         a = parts0[0] if len(parts0) == 1 else np.concatenate(parts0)
         b = parts1[0] if len(parts1) == 1 else np.concatenate(parts1)
-        return Done(self.run(a, b))
+        return Done(self.infer(a, b))
 
     def close(self) -> None:
         """Release sessions, device buffers and streams. Idempotent."""

@@ -57,11 +57,13 @@ class CudaStagedBackend(Backend):
         """(H, W) of one input sample in this graph's layout."""
         return (sample_shape[0], sample_shape[1]) if self.layout == "nhwc" else (sample_shape[1], sample_shape[2])
 
-    def output_sample_shape(self, sample_shape: Sequence[int]) -> tuple[int, ...]:
-        return (1, *self.image_hw(sample_shape)) if self.spec.spatial else ()
+    def output_sample_shapes(self, sample_shape: Sequence[int]) -> dict[str, tuple[int, ...]]:
+        """Each output's shape for one pair: (1, H, W) for a distance map, () for distances and metrics."""
+        first = (1, *self.image_hw(sample_shape)) if self.spec.spatial else ()
+        return {name: first if i == 0 else () for i, name in enumerate(self.outputs)}
 
     def _make_slot(self, key: BucketKey, capacity: int) -> Slot:
-        slot = Slot(self.rt, key, capacity, self.output_sample_shape(key.sample_shape))
+        slot = Slot(self.rt, key, capacity, self.output_sample_shapes(key.sample_shape))
         try:
             self._init_slot(slot)
         except Exception:
@@ -100,7 +102,7 @@ class CudaStagedBackend(Backend):
 
     def _compute(self, slot: Slot, n: int) -> Pending:  # pragma: no cover - interface
         """Make the compute stream wait for ``slot.uploaded``, run the graph on the slot's device
-        buffers, queue the output's copy to ``slot.host_out``; the Pending releases the slot."""
+        buffers, queue the outputs' copies to ``slot.host_out``; the Pending releases the slot."""
         raise NotImplementedError
 
     def submit(self, parts0: Sequence[np.ndarray], parts1: Sequence[np.ndarray]) -> Pending:
@@ -122,7 +124,7 @@ class CudaStagedBackend(Backend):
             raise
         return self.launch(slot, n)
 
-    def run(self, img0: np.ndarray, img1: np.ndarray) -> np.ndarray:
+    def infer(self, img0: np.ndarray, img1: np.ndarray) -> dict[str, np.ndarray]:
         return self.submit([img0], [img1]).result()
 
     def close(self) -> None:

@@ -91,28 +91,39 @@ def check_compiled(compiled, precision: str, where: str) -> None:
 # -- graph surgery --------------------------------------------------------------------------------------
 
 
-def _used_parameters(results, parameters) -> list:
-    """Those of ``parameters`` that ``results`` depend on (OpenVINO nodes hash by identity)."""
+def _ancestors(results) -> set:
+    """Every node ``results`` depend on, themselves included (OpenVINO nodes hash by identity)."""
     seen, stack = set(), list(results)
     while stack:
         node = stack.pop()
         if node not in seen:
             seen.add(node)
             stack.extend(value.get_node() for value in node.input_values())
+    return seen
+
+
+def _used_parameters(results, parameters) -> list:
+    """Those of ``parameters`` that ``results`` depend on."""
+    seen = _ancestors(results)
     return [p for p in parameters if p in seen]
 
 
 def split_stem(ov, model):
-    """(stem, rest, cut name) of ``model`` cut after its first ReLU, or None if it has none (a head).
+    """(stem, rest, cut name, order) of ``model`` cut after its first ReLU, or None if it has none (a head).
 
-    ``stem``: the original inputs -> the first ReLU's output; ``rest``: that output (a new input named
-    ``cut name``) and any original input it still reads (e.g. an image whose shape sizes a map) -> the
-    original outputs."""
+    ``stem``: the original inputs -> the first ReLU's output, then the original outputs that do not
+    depend on it (the PSNR/SSIM outputs of an export with --metrics: computed from the inputs alone, they
+    stay in float32 with the stem); ``rest``: that output (a new input named ``cut name``) and any
+    original input it still reads (e.g. an image whose shape sizes a map) -> the other original outputs.
+    ``order``: for each original output, (0 for the stem or 1 for the rest, its index there)."""
     relu = next((op for op in model.get_ordered_ops() if op.get_type_name() == "Relu"), None)
     if relu is None:
         return None
     cut = relu.output(0)
-    stem = ov.Model([cut], model.get_parameters(), "lpips-stem")
+    results = model.get_results()
+    early = [i for i, result in enumerate(results) if relu not in _ancestors([result])]
+    late = [i for i in range(len(results)) if i not in early]
+    stem = ov.Model([cut, *(results[i].input_value(0) for i in early)], model.get_parameters(), "lpips-stem")
     rest = model.clone()
     relu_rest = next(op for op in rest.get_ordered_ops() if op.get_friendly_name() == relu.get_friendly_name())
     name = "lpips_stem_out"
@@ -120,9 +131,10 @@ def split_stem(ov, model):
     param.output(0).set_names({name})
     for target in list(relu_rest.output(0).get_target_inputs()):
         target.replace_source_output(param.output(0))
-    results = rest.get_results()
-    params = [param] + _used_parameters(results, rest.get_parameters())
-    return stem, ov.Model(results, params, "lpips-rest"), name
+    rest_results = [rest.get_results()[i] for i in late]
+    params = [param] + _used_parameters(rest_results, rest.get_parameters())
+    order = [(0, 1 + early.index(i)) if i in early else (1, late.index(i)) for i in range(len(results))]
+    return stem, ov.Model(rest_results, params, "lpips-rest"), name, order
 
 
 # -- compiled models and their infer requests -------------------------------------------------------------
@@ -159,16 +171,18 @@ class _Compiled:
 
 
 class _Pipeline:
-    """The compiled form of one graph for one shape key: the whole graph, or (bf16) an fp32 stem and a bf16 rest."""
+    """The compiled form of one graph for one shape key: the whole graph, or (bf16) an fp32 stem and a bf16 rest
+    (``order``: where each of the graph's outputs comes from, as ``split_stem`` gives it)."""
 
-    def __init__(self, parts: list[_Compiled], cut_name: str | None):
-        self.parts, self.cut_name = parts, cut_name
+    def __init__(self, parts: list[_Compiled], cut_name: str | None, order: list[tuple[int, int]] | None = None):
+        self.parts, self.cut_name, self.order = parts, cut_name, order
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         if len(self.parts) == 1:
             return self.parts[0].infer(feeds)
-        stem = self.parts[0].infer(feeds)[0]
-        return self.parts[1].infer({**feeds, self.cut_name: stem})
+        stem = self.parts[0].infer(feeds)
+        outputs = (stem, self.parts[1].infer({**feeds, self.cut_name: stem[0]}))
+        return [outputs[part][index] for part, index in self.order]
 
 
 class OpenVinoGraph:
@@ -223,9 +237,9 @@ class OpenVinoGraph:
         parts = split_stem(self.ov, model) if self.precision == "bf16" and self.fp32_stem else None
         if parts is None:
             return _Pipeline([self._compile(model, self.precision, where)], None)
-        stem, rest, cut = parts
+        stem, rest, cut, order = parts
         return _Pipeline([self._compile(stem, "fp32", f"the stem of {where}"),
-                          self._compile(rest, "bf16", where)], cut)
+                          self._compile(rest, "bf16", where)], cut, order)
 
     def _pipeline(self, feeds: dict[str, np.ndarray]) -> _Pipeline:
         shapes = {name: tuple(feeds[name].shape) for name in self.input_names} if self.shape_mode == "static" else None
@@ -270,11 +284,11 @@ class OpenVinoBackend(Backend):
             raise BackendError("the openvino backend needs an exported .onnx file")
         self.inference_precision = inference_precision
         self.graph = OpenVinoGraph(path, device, threads, inference_precision)
-        self.output_index = 0  # the graph's one output: "distance" (or "distance_map")
+        self.check_outputs(self.graph.output_names)  # "distance" (or "distance_map"), then any metrics
         self.graph.compile_now()  # compilation problems (and the precision check) surface when opened
 
-    def run(self, img0: np.ndarray, img1: np.ndarray) -> np.ndarray:
-        return self.graph.run({"img0": img0, "img1": img1})[self.output_index]
+    def infer(self, img0: np.ndarray, img1: np.ndarray) -> dict[str, np.ndarray]:
+        return dict(zip(self.outputs, self.graph.run({"img0": img0, "img1": img1})))
 
     def close(self) -> None:
         self.graph.close()

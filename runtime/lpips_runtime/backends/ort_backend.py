@@ -97,11 +97,11 @@ class OrtBackend(Backend):
         if path is None:
             raise BackendError("the ort backend needs an exported .onnx file")
         self.session = make_session(path, device, threads)
-        self.output_name = self.session.get_outputs()[0].name
+        self.check_outputs(o.name for o in self.session.get_outputs())
 
-    def run(self, img0: np.ndarray, img1: np.ndarray) -> np.ndarray:
+    def infer(self, img0: np.ndarray, img1: np.ndarray) -> dict[str, np.ndarray]:
         # InferenceSession.run is thread-safe and releases the GIL while it computes.
-        return self.session.run([self.output_name], {"img0": img0, "img1": img1})[0]
+        return dict(zip(self.outputs, self.session.run(list(self.outputs), {"img0": img0, "img1": img1})))
 
     def close(self) -> None:
         self.session = None

@@ -46,7 +46,7 @@ class OrtCudaBackend(CudaStagedBackend):
             if set(inputs) != {"img0", "img1"} or {_ORT_TYPES.get(t) for t in inputs.values()} != {self.input_dtype}:
                 raise BackendError(f"{path}: inputs {inputs} do not match {spec.describe()} "
                                    f"({self.input_dtype} img0, img1): re-export it")
-            self.output_name = self.session.get_outputs()[0].name
+            self.check_outputs(o.name for o in self.session.get_outputs())
             # One thread runs the sessions, in submission order: Run blocks until the GPU is done,
             # and while it does, the caller stages and uploads the next batch into the other slot.
             self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lpips-ort-cuda",
@@ -62,19 +62,20 @@ class OrtCudaBackend(CudaStagedBackend):
     def _compute(self, slot: Slot, n: int) -> Pending:
         return FuturePending(self._executor.submit(self._run_slot, slot, n))
 
-    def _run_slot(self, slot: Slot, n: int) -> np.ndarray:
+    def _run_slot(self, slot: Slot, n: int) -> dict[str, np.ndarray]:
         try:
             slot.uploaded.make_wait(self.compute_stream)
             binding, shape = slot.state, (n, *slot.key.sample_shape)
             for name, buffer in zip(("img0", "img1"), slot.device):
                 binding.bind_input(name, self.binding_device, self.device_index, self.input_dtype.type, shape,
                                    buffer.ptr)
-            binding.bind_output(self.output_name, self.binding_device, self.device_index, np.float32,
-                                (n, *slot.out_sample_shape), slot.device_out.ptr)
+            for name, buffer in slot.device_out.items():
+                binding.bind_output(name, self.binding_device, self.device_index, np.float32,
+                                    (n, *slot.out_sample_shapes[name]), buffer.ptr)
             self.session.run_with_iobinding(binding)
-            cuda_mem.download(self.rt, slot.host_out, slot.device_out, slot.output_nbytes(n), self.compute_stream)
+            slot.download(self.rt, n, self.compute_stream)
             self.compute_stream.synchronize()
-            return slot.output(n).copy()
+            return slot.results(n)
         finally:
             self.pool.release(slot)
 

@@ -27,21 +27,27 @@ class BucketKey:
 
 class Slot:
     """Buffers for one batch of up to ``capacity`` pairs: pinned host inputs (written by the caller),
-    their device copies, the device output and its pinned host copy. Owned by a ``SlotPool``: use it
-    between ``acquire`` and ``release`` only."""
+    their device copies, and per graph output a device buffer and its pinned host copy. Owned by a
+    ``SlotPool``: use it between ``acquire`` and ``release`` only."""
 
-    def __init__(self, rt, key: BucketKey, capacity: int, out_sample_shape: tuple[int, ...]):
-        self.key, self.capacity, self.out_sample_shape = key, capacity, tuple(out_sample_shape)
+    def __init__(self, rt, key: BucketKey, capacity: int, out_sample_shapes: dict[str, tuple[int, ...]]):
+        """``out_sample_shapes``: each output's name -> the shape of one pair's value (float32), e.g.
+        ``{"distance": (), "psnr": ()}`` or ``{"distance_map": (1, H, W)}``, in the graph's output order."""
+        self.key, self.capacity = key, capacity
+        self.out_sample_shapes = {name: tuple(shape) for name, shape in out_sample_shapes.items()}
         self._sample_bytes = int(np.prod(key.sample_shape)) * np.dtype(key.dtype).itemsize
-        self._out_bytes = int(np.prod(self.out_sample_shape, dtype=np.int64)) * 4
+        self._out_bytes = {name: int(np.prod(shape, dtype=np.int64)) * 4
+                           for name, shape in self.out_sample_shapes.items()}
         self._owned = []
         try:
             self.host = tuple(self._own(cuda_mem.PinnedBuffer(rt, capacity * self._sample_bytes)) for _ in range(2))
             self.device = tuple(self._own(cuda_mem.DeviceBuffer(rt, capacity * self._sample_bytes)) for _ in range(2))
-            self.device_out = self._own(cuda_mem.DeviceBuffer(rt, capacity * self._out_bytes))
-            self.host_out = self._own(cuda_mem.PinnedBuffer(rt, capacity * self._out_bytes))
+            self.device_out = {name: self._own(cuda_mem.DeviceBuffer(rt, capacity * size))
+                               for name, size in self._out_bytes.items()}
+            self.host_out = {name: self._own(cuda_mem.PinnedBuffer(rt, capacity * size))
+                             for name, size in self._out_bytes.items()}
             self.uploaded = self._own(cuda_mem.Event(rt))  # inputs are on the device
-            self.done = self._own(cuda_mem.Event(rt))  # the output is back in host_out
+            self.done = self._own(cuda_mem.Event(rt))  # the outputs are back in host_out
         except Exception:
             self.close()
             raise
@@ -56,17 +62,26 @@ class Slot:
     def input_nbytes(self, n: int) -> int:
         return n * self._sample_bytes
 
-    def output_nbytes(self, n: int) -> int:
-        return n * self._out_bytes
+    def output_nbytes(self, name: str, n: int) -> int:
+        return n * self._out_bytes[name]
 
     def inputs(self, n: int) -> tuple[np.ndarray, np.ndarray]:
         """The pinned host arrays [n, *sample_shape] to write the two image batches into."""
         shape = (n, *self.key.sample_shape)
         return self.host[0].view(self.key.dtype, shape), self.host[1].view(self.key.dtype, shape)
 
-    def output(self, n: int) -> np.ndarray:
-        """The pinned host array [n, *out_sample_shape] the result lands in (copy it before release)."""
-        return self.host_out.view(np.float32, (n, *self.out_sample_shape))
+    def output(self, name: str, n: int) -> np.ndarray:
+        """The pinned host array [n, *out_sample_shapes[name]] output ``name`` lands in (copy it before release)."""
+        return self.host_out[name].view(np.float32, (n, *self.out_sample_shapes[name]))
+
+    def download(self, rt, n: int, stream) -> None:
+        """Queue the copies of every output of an ``n``-pair batch from the device to ``host_out`` on ``stream``."""
+        for name, device in self.device_out.items():
+            cuda_mem.download(rt, self.host_out[name], device, self.output_nbytes(name, n), stream)
+
+    def results(self, n: int) -> dict[str, np.ndarray]:
+        """Copies of every output of an ``n``-pair batch, owned by the caller (after ``download`` completed)."""
+        return {name: self.output(name, n).copy() for name in self.out_sample_shapes}
 
     def close(self) -> None:
         for resource in reversed(self._owned):
@@ -148,20 +163,21 @@ class SlotPool:
 
 
 class Pending:
-    """A batch in flight. ``result()`` waits for it and returns float32 [N] (or [N,1,H,W] maps),
-    owned by the caller. Call it exactly once: it also returns the batch's slot to its pool."""
+    """A batch in flight. ``result()`` waits for it and returns every output of the graph, as
+    ``Backend.infer`` does (``{name: float32 array}``), owned by the caller. Call it exactly once: it
+    also returns the batch's slot to its pool."""
 
-    def result(self) -> np.ndarray:  # pragma: no cover - interface
+    def result(self) -> dict[str, np.ndarray]:  # pragma: no cover - interface
         raise NotImplementedError
 
 
 class Done(Pending):
     """A batch computed synchronously (the CPU backends)."""
 
-    def __init__(self, value: np.ndarray):
+    def __init__(self, value: dict[str, np.ndarray]):
         self._value = value
 
-    def result(self) -> np.ndarray:
+    def result(self) -> dict[str, np.ndarray]:
         return self._value
 
 
@@ -171,7 +187,7 @@ class FuturePending(Pending):
     def __init__(self, future: Future):
         self._future = future
 
-    def result(self) -> np.ndarray:
+    def result(self) -> dict[str, np.ndarray]:
         return self._future.result()
 
 
@@ -181,9 +197,9 @@ class EventPending(Pending):
     def __init__(self, slot: Slot, n: int, pool: SlotPool):
         self._slot, self._n, self._pool = slot, n, pool
 
-    def result(self) -> np.ndarray:
+    def result(self) -> dict[str, np.ndarray]:
         try:
             self._slot.done.synchronize()
-            return self._slot.output(self._n).copy()
+            return self._slot.results(self._n)
         finally:
             self._pool.release(self._slot)

@@ -34,19 +34,22 @@ class TorchBackend(Backend):
         # The natural form (torch.sum/mean, plain Sub): nothing is exported from here, and eager torch
         # runs it 20-30% faster than the portable one's unit-weight convolutions (benchmarks/README.md).
         module, self.provenance = build_lpips(spec.net, spec.version, spec.calibrated, spec.spatial,
-                                              trunk_dtype=trunk, frame_format=frames, portable=False)
+                                              trunk_dtype=trunk, frame_format=frames, portable=False,
+                                              metrics=spec.metrics)
         self._torch = torch
         self._device = torch.device(device)
         self.module = module.to(self._device)
         if threads:
             torch.set_num_threads(threads)
 
-    def run(self, img0: np.ndarray, img1: np.ndarray) -> np.ndarray:
+    def infer(self, img0: np.ndarray, img1: np.ndarray) -> dict[str, np.ndarray]:
         torch = self._torch
         with torch.inference_mode():
             a = torch.from_numpy(img0).to(self._device)
             b = torch.from_numpy(img1).to(self._device)
-            return self.module(a, b).to(torch.float32).cpu().numpy()
+            out = self.module(a, b)
+            out = out if isinstance(out, tuple) else (out,)  # a tuple when the spec has metrics
+            return {name: t.to(torch.float32).cpu().numpy() for name, t in zip(self.outputs, out)}
 
     def close(self) -> None:
         self.module = None

@@ -59,9 +59,9 @@ class TrtBackend(CudaStagedBackend):
                                    f"{self._logger.errors()}")
             names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
             outputs = [n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
-            if {"img0", "img1"} - set(names) or len(outputs) != 1:
-                raise BackendError(f"{engine_path} has tensors {names}: expected inputs img0, img1 and one output")
-            self.output_name = outputs[0]
+            if {"img0", "img1"} - set(names) or set(outputs) != set(self.outputs):
+                raise BackendError(f"{engine_path} has tensors {names}: expected inputs img0, img1 and outputs "
+                                   f"{', '.join(self.outputs)}")
             self._lock = threading.Lock()  # the context holds shapes and addresses between set and enqueue
         except BaseException:
             super().close()
@@ -80,14 +80,15 @@ class TrtBackend(CudaStagedBackend):
                     raise BackendError(f"TensorRT refused input shape {shape} for {name} (profile "
                                        f"{self.profile.describe()}): {self._logger.errors()}")
                 self.context.set_tensor_address(name, buffer.ptr)
-            expected = (n, *slot.out_sample_shape)
-            got = tuple(self.context.get_tensor_shape(self.output_name))
-            if got != expected:
-                raise BackendError(f"engine output {self.output_name} has shape {got}, expected {expected}")
-            self.context.set_tensor_address(self.output_name, slot.device_out.ptr)
+            for name, buffer in slot.device_out.items():
+                expected = (n, *slot.out_sample_shapes[name])
+                got = tuple(self.context.get_tensor_shape(name))
+                if got != expected:
+                    raise BackendError(f"engine output {name} has shape {got}, expected {expected}")
+                self.context.set_tensor_address(name, buffer.ptr)
             if not self.context.execute_async_v3(stream.handle):
                 raise BackendError(f"TensorRT execute_async_v3 failed: {self._logger.errors()}")
-            cuda_mem.download(self.rt, slot.host_out, slot.device_out, slot.output_nbytes(n), stream)
+            slot.download(self.rt, n, stream)
             slot.done.record(stream)
         return EventPending(slot, n, self.pool)
 

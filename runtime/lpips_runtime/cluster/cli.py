@@ -42,7 +42,7 @@ def ray_options(command):
 
 def check_usage(ray_opts: dict, mode: str, given: dict) -> None:
     """``click.UsageError`` for option combinations the cluster modes do not take. ``given``: the
-    values of --out, --format (fmt), --json (as_json), --resume, --heatmap and --consecutive."""
+    values of --out, --format (fmt), --json (as_json), --resume, --heatmap, --consecutive and --metrics."""
     if not ray_opts["use_ray"]:
         named = [f"--{n.replace('_', '-')}" for n in ("ray_address", "threshold") if ray_opts[n] is not None]
         named += ["--top-k"] if ray_opts["top_k"] else []
@@ -53,6 +53,8 @@ def check_usage(ray_opts: dict, mode: str, given: dict) -> None:
         raise click.UsageError("--ray is for batch modes (--pairs, --dir0/--dir1, --all-pairs, --ref/--dir)")
     if given["out"] in (None, "-"):
         raise click.UsageError("--ray writes a folder of result files: give --out FOLDER")
+    if given["metrics"]:  # cluster results carry LPIPS alone: not silently without the columns asked for
+        raise click.UsageError("--metrics is not available with --ray yet: run PSNR/SSIM without --ray")
     if given["fmt"] or given["as_json"]:
         raise click.UsageError("--ray writes Parquet or CSV files: choose with --part-format, not --format/--json")
     all_pairs = mode == "all-pairs" and not given["consecutive"]

@@ -7,6 +7,7 @@ finished but some frames failed to decode or score (each has a row with its erro
 from __future__ import annotations
 
 import json
+import math
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -40,6 +41,8 @@ def auto_batch_size(width: int, height: int) -> int:
 @click.option("--shortest", is_flag=True, help="Different frame counts are fine: score the common part.")
 @click.option("--raw", "raw_size", metavar="WxH", help="Frame size of headerless *.yuv / *.raw inputs.")
 @click.option("--pix-fmt", default="yuv420p", show_default=True, help="Pixel format of --raw inputs (FFmpeg's name).")
+@click.option("--raw-fps", type=click.FloatRange(min=0, min_open=True), default=25.0, show_default=True,
+              help="Frame rate of --raw inputs (their rows' pts_* are frame index / rate).")
 @click.option("--colorspace", type=click.Choice(["auto", "bt709", "bt601", "bt2020", "smpte240m", "fcc"]),
               default="auto", show_default=True, help="YUV matrix; auto: the file's tag (untagged: BT.709 for HD, "
               "BT.601 for SD).")
@@ -57,15 +60,16 @@ def auto_batch_size(width: int, height: int) -> int:
               help="Write the pooled statistics as JSON (also printed on stderr).")
 @click.option("--heatmap-video", type=click.Path(dir_okay=False),
               help="Write each frame's spatial distance map as a video (e.g. heat.mp4; one more inference per frame).")
-@heatmap_options(max_default="1.0, the same for every frame")
+@heatmap_options(allow_auto=False)
 @model_options
 @click.option("--batch-size", type=click.IntRange(min=1), help="Frame pairs per inference (default: ~2 Mpx).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress, no summary on stderr.")
-def main(ref, dist, offset, step, max_frames, shortest, raw_size, pix_fmt, colorspace, colour_range, chroma, resize,
+def main(ref, dist, offset, step, max_frames, shortest, raw_size, pix_fmt, raw_fps, colorspace, colour_range, chroma, resize,
          out, resume, overwrite, as_json, summary_path, heatmap_video, heatmap_alpha, heatmap_max, colormap,
          batch_size, quiet, **model_opts):
     """LPIPS of every frame of DIST against the same frame of REF, pooled like VMAF (mean, harmonic
-    mean, std, min, p5, p50, p95, max, worst frame).
+    mean, std, min, p5, p50, p95, max, worst frame). --metrics psnr,ssim adds their columns and the same
+    statistics of each (worst frame: the lowest; frames of infinite PSNR counted apart).
 
     Reads any container and codec FFmpeg reads (PyAV), Y4M, and headerless raw frames (--raw WxH
     --pix-fmt). 8-bit video is scored through the uint8 frame graph; 10-bit and deeper through the
@@ -82,14 +86,14 @@ def main(ref, dist, offset, step, max_frames, shortest, raw_size, pix_fmt, color
         raise click.UsageError("--resume needs --out")
     if out and as_json:
         raise click.UsageError("--json is for rows on stdout; --out chooses by its extension (.csv or .jsonl)")
-    if raw_size is None and pix_fmt != "yuv420p":
-        raise click.UsageError("--pix-fmt goes with --raw WxH")
+    if raw_size is None and (pix_fmt != "yuv420p" or raw_fps != 25.0):
+        raise click.UsageError("--pix-fmt and --raw-fps go with --raw WxH")
     with errors_to_click():
         from .align import Alignment
         from .compare import VideoComparison
         from .source import RawFormat
 
-        raw = RawFormat.parse(raw_size, pix_fmt) if raw_size else None
+        raw = RawFormat.parse(raw_size, pix_fmt, raw_fps) if raw_size else None
         with VideoComparison(ref, dist, raw=raw, alignment=Alignment(offset, step, max_frames, shortest),
                              colorspace=colorspace, colour_range=colour_range, chroma=chroma,
                              resize=resize) as videos:
@@ -107,24 +111,34 @@ def _heatmap_writer(scorer, videos, path, alpha, colormap, vmax):
         return None
     from .heatmap_video import HeatmapVideoWriter
 
+    from ..heatmap import heatmap_scale
+
     scorer.model_info(spatial=True)  # the spatial graph: located or exported now, not after the first frame
-    return HeatmapVideoWriter(path, videos.ref.info.rate, alpha, colormap, vmax)
+    # One scale for every frame (a per-frame maximum would flicker): the net's default, as lpips-score's pictures.
+    return HeatmapVideoWriter(path, videos.ref.info.rate, heatmap_scale(scorer.spec.net, None, vmax), alpha,
+                              colormap)
 
 
 def _score(videos, scorer, out, resume, overwrite, as_json, summary_path, heatmap, quiet) -> int:
     from ..errors import InputError
     from ..pooling import Pooling
     from ..progress import Progress
-    from ..results import ResultWriter
+    from ..results import ResultWriter, metric_columns
     from .score import FRAME_COLUMNS, FRAME_KEY
 
     label = replace(scorer.spec, frames=None).describe()  # one label for 8-bit (frame graph) and deeper runs
-    writer = ResultWriter(out, columns=FRAME_COLUMNS, fmt="jsonl" if as_json else None, constants={"model": label},
-                          key_columns=FRAME_KEY, path_columns=(), resume=resume, overwrite=overwrite,
-                          stream=sys.stdout)
+    writer = ResultWriter(out, columns=metric_columns(FRAME_COLUMNS, scorer.metrics), fmt="jsonl" if as_json else None,
+                          constants={"model": label}, key_columns=FRAME_KEY, path_columns=(), resume=resume,
+                          overwrite=overwrite, stream=sys.stdout)
     pooling = Pooling()
+    # PSNR and SSIM: higher is better, so their worst frame is their lowest
+    metric_pooling = {m: Pooling(higher_is_worse=False) for m in scorer.metrics}
     for row in writer.existing:  # rows of an earlier run (--resume) count in the statistics
-        pooling.add(int(row["frame"]), float(row["distance"]) if row.get("distance") not in (None, "") else None)
+        scored = row.get("distance") not in (None, "")
+        pooling.add(int(row["frame"]), float(row["distance"]) if scored else None)
+        for m, metric in metric_pooling.items():  # empty in a scored row: PSNR's +inf written as JSON null
+            metric.add(int(row["frame"]), (float(row[m]) if row.get(m) not in (None, "") else math.inf)
+                       if scored else None)
     done = frozenset(int(key[0]) for key in writer.done)
     if not quiet:
         for source, conversion in zip(videos.sources, videos.conversions):
@@ -138,6 +152,8 @@ def _score(videos, scorer, out, resume, overwrite, as_json, summary_path, heatma
             for result in videos.frames(scorer, done, keep_frames=heatmap is not None):
                 writer.write_row(result.row())
                 pooling.add(result.frame, result.distance)
+                for m, metric in metric_pooling.items():
+                    metric.add(result.frame, result.metrics[m] if result.ok else None)
                 if heatmap is not None and result.ok:
                     heatmap.write(scorer.distance_map(result.ref, result.dist), result.ref)
                 progress.update()
@@ -152,9 +168,12 @@ def _score(videos, scorer, out, resume, overwrite, as_json, summary_path, heatma
     stats = pooling.stats()
     if not quiet:
         click.echo(stats.line("worst_frame"), err=True)
+        for m, metric in metric_pooling.items():
+            identical = f" identical={metric.infinite} (inf, left out)" if metric.infinite else ""
+            click.echo(f"{m}: {metric.stats().line('worst_frame')}{identical}", err=True)
     failure = videos.failure()
     if summary_path:
-        _write_summary(summary_path, stats, label, scorer, videos, failure)
+        _write_summary(summary_path, stats, label, scorer, videos, failure, metric_pooling)
     for message in videos.read_errors:  # the stream stopped early: frames after it are missing
         click.echo(f"warning: {message}", err=True)
     if failure:
@@ -162,12 +181,18 @@ def _score(videos, scorer, out, resume, overwrite, as_json, summary_path, heatma
     return EXIT_FRAMES_FAILED if stats.failures or videos.read_errors else 0
 
 
-def _write_summary(path, stats, label, scorer, videos, failure) -> None:
-    """The pooled statistics and what was compared, as one JSON object."""
+def _write_summary(path, stats, label, scorer, videos, failure, metric_pooling) -> None:
+    """The pooled statistics and what was compared, as one JSON object (with metrics: the same statistics
+    of each under "metrics", the worst frame being the lowest, and ``identical``: frames of infinite PSNR)."""
     summary = {"model": label, "backend": scorer.backend_name, "device": scorer.device,
                "frames_scored": stats.n, "failures": stats.failures}
     summary |= {name: getattr(stats, name) for name in STAT_NAMES}
-    summary |= {"worst_frame": stats.worst, "error": failure, "read_errors": videos.read_errors, **videos.describe()}
+    summary |= {"worst_frame": stats.worst}
+    if metric_pooling:
+        summary["metrics"] = {m: {"frames": s.n, **{name: getattr(s, name) for name in STAT_NAMES},
+                                  "worst_frame": s.worst, "identical": metric.infinite}
+                              for m, metric in metric_pooling.items() for s in [metric.stats()]}
+    summary |= {"error": failure, "read_errors": videos.read_errors, **videos.describe()}
     try:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         Path(path).write_text(json.dumps(summary, indent=1) + "\n")

@@ -7,23 +7,19 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
-from ..heatmap import render_heatmap
+from ..heatmap import DEFAULT_ALPHA, render_heatmap
 from .source import _reason, load_av
-
-# One fixed colour scale for every frame (a per-frame maximum would flicker): spatial LPIPS values of
-# visible distortions mostly lie below 1 for alex/squeeze/vgg v0.1.
-DEFAULT_VIDEO_VMAX = 1.0
 
 
 class HeatmapVideoWriter:
     """Encodes one picture per ``write`` (H.264 through libx264 where PyAV has it, else MPEG-4 Part 2;
     the container follows the file name). Odd frame sizes are padded by one edge pixel (4:2:0 needs even)."""
 
-    def __init__(self, path: str | Path, rate: float | None, alpha: float = 0.6, colormap: str = "inferno",
-                 vmax: float | None = None):
+    def __init__(self, path: str | Path, rate: float | None, vmax: float, alpha: float = DEFAULT_ALPHA,
+                 colormap: str = "inferno"):
         self.path = Path(path)
         self.alpha, self.colormap = alpha, colormap
-        self.vmax = DEFAULT_VIDEO_VMAX if vmax is None else vmax
+        self.vmax = vmax  # one colour scale for every frame
         self.rate = Fraction(rate or 25).limit_denominator(1001)
         self._av = load_av()
         try:

@@ -21,7 +21,8 @@ FRAME_KEY = ("frame",)
 @dataclass(frozen=True)
 class FrameResult:
     """One row: REF frame ``frame``, the two timestamps (seconds), and its distance or error.
-    ``ref``/``dist`` hold the scored RGB frames when asked for (heatmaps), else None."""
+    ``ref``/``dist`` hold the scored RGB frames when asked for (heatmaps), else None; ``metrics`` the
+    Scorer's metrics of the pair (``PairResult.metrics``)."""
 
     frame: int
     pts_ref: float | None
@@ -30,6 +31,7 @@ class FrameResult:
     error: str | None = None
     ref: np.ndarray | None = None
     dist: np.ndarray | None = None
+    metrics: dict[str, float] | None = None
 
     @property
     def ok(self) -> bool:
@@ -38,8 +40,9 @@ class FrameResult:
     def row(self) -> dict:
         """The result row (the distance as the float32 the model computed: written with its shortest digits)."""
         distance = None if self.distance is None else np.float32(self.distance)
+        metrics = {m: np.float32(v) for m, v in (self.metrics or {}).items()}
         return {"frame": self.frame, "pts_ref": self.pts_ref, "pts_dist": self.pts_dist, "distance": distance,
-                "error": self.error}
+                **metrics, "error": self.error}
 
 
 def score_frames(scorer, pairs: Iterable[FramePair], batch_size: int | None = None,
@@ -56,15 +59,15 @@ def score_frames(scorer, pairs: Iterable[FramePair], batch_size: int | None = No
             if scored:
                 yield pair.ref.rgb, pair.dist.rgb
 
-    def result(pair: FramePair, distance=None, error=None) -> FrameResult:
+    def result(pair: FramePair, distance=None, error=None, metrics=None) -> FrameResult:
         frames = (pair.ref.rgb, pair.dist.rgb) if keep_frames and error is None else (None, None)
-        return FrameResult(pair.frame, pair.ref.pts, pair.dist.pts, distance, error, *frames)
+        return FrameResult(pair.frame, pair.ref.pts, pair.dist.pts, distance, error, *frames, metrics)
 
     for scored in scorer.score_pairs(decoded(), batch_size=batch_size):
         while not order[0][1]:  # frames that failed to decode, before this one
             pair, _ = order.popleft()
             yield result(pair, error=pair.error)
         pair, _ = order.popleft()
-        yield result(pair, scored.distance, scored.error)
+        yield result(pair, scored.distance, scored.error, scored.metrics)
     for pair, _ in order:  # failures after the last scored frame
         yield result(pair, error=pair.error)

@@ -10,7 +10,7 @@ from ..optional import require
 
 # Headerless files: FFmpeg cannot guess their frame size and layout, the user gives them (--raw, --pix-fmt).
 RAW_SUFFIXES = (".yuv", ".raw")
-RAW_RATE = 25  # FFmpeg's default frame rate for raw input: pts of raw frames are index / 25 s
+RAW_RATE = 25  # FFmpeg's default frame rate for raw input (--raw-fps changes it): pts are index / rate
 
 
 def load_av():
@@ -25,9 +25,10 @@ class RawFormat:
     width: int
     height: int
     pix_fmt: str = "yuv420p"
+    fps: float = RAW_RATE  # frames per second: only the rows' pts_* and a heatmap video's rate depend on it
 
     @classmethod
-    def parse(cls, size: str, pix_fmt: str = "yuv420p") -> "RawFormat":
+    def parse(cls, size: str, pix_fmt: str = "yuv420p", fps: float = RAW_RATE) -> "RawFormat":
         match = re.fullmatch(r"\s*(\d+)x(\d+)\s*", size.lower())
         if not match or min(int(match[1]), int(match[2])) < 1:
             raise InputError(f"raw frame size '{size}': use WxH, e.g. 1920x1080")
@@ -37,7 +38,9 @@ class RawFormat:
         except (ValueError, TypeError):
             raise InputError(f"unknown pixel format '{pix_fmt}' (FFmpeg's names: yuv420p, yuv420p10le, "
                              "nv12, rgb24, ...)") from None
-        return cls(int(match[1]), int(match[2]), pix_fmt)
+        if not fps > 0:
+            raise InputError(f"raw frame rate {fps}: must be a positive number of frames per second")
+        return cls(int(match[1]), int(match[2]), pix_fmt, float(fps))
 
 
 def is_raw_name(path: str | Path) -> bool:
@@ -81,7 +84,7 @@ class VideoSource:
         options = {}
         if raw is not None and is_raw_name(self.path):
             options = {"video_size": f"{raw.width}x{raw.height}", "pixel_format": raw.pix_fmt,
-                       "framerate": str(RAW_RATE)}
+                       "framerate": f"{raw.fps:g}"}
         try:
             self.container = av.open(str(self.path), format="rawvideo" if options else None, options=options)
         except av.error.FFmpegError as exc:

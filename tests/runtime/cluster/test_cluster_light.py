@@ -21,6 +21,7 @@ pa = pytest.importorskip("pyarrow", reason="pyarrow comes with the ray extra")
     (["--dir0", "x", "--dir1", "y", "--ray-address", "auto"], "--ray-address goes with --ray"),
     (["--dir0", "x", "--dir1", "y", "--ray", "--out", "o", "--top-k", "3"], "are for --all-pairs DIR --ray"),
     (["--all-pairs", "x", "--ray", "--out", "o", "--resume"], "does not resume"),
+    (["--dir0", "x", "--dir1", "y", "--ray", "--out", "o", "--metrics", "psnr"], "--metrics is not available with --ray"),
 ])
 def test_usage_errors(args, message):
     result = CliRunner().invoke(main, args)

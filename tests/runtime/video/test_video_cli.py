@@ -341,3 +341,18 @@ def test_help_and_light_import():
     code = "import sys, lpips_runtime.video.cli, lpips_runtime.video.compare; print('av' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.stdout.strip() == "False", done.stderr
+
+
+def test_raw_frame_rate_sets_the_raw_inputs_pts(clips, models_dir):
+    """Headerless frames carry no rate: --raw-fps gives it (pts = index / rate), default 25 as FFmpeg's."""
+    args = (clips["ref.y4m"], clips["dist.yuv"], "--raw", f"{WIDTH}x{HEIGHT}", "--max-frames", "4")
+    default = _rows(_invoke(*args, models_dir=models_dir).stdout)
+    fifty = _rows(_invoke(*args, "--raw-fps", "50", models_dir=models_dir).stdout)
+    assert [float(r["pts_dist"]) for r in default] == pytest.approx([i / 25 for i in range(4)])
+    assert [float(r["pts_dist"]) for r in fifty] == pytest.approx([i / 50 for i in range(4)])
+    assert [r["distance"] for r in fifty] == [r["distance"] for r in default]
+    assert [r["pts_ref"] for r in fifty] == [r["pts_ref"] for r in default]  # the Y4M keeps its own rate
+    for bad in (["--raw-fps", "0"], ["--heatmap-max", "auto"]):  # a per-frame scale would flicker: refused
+        result = _invoke(*args, *bad, models_dir=models_dir)
+        assert result.exit_code == 2, result.output
+    assert _invoke(clips["ref.mkv"], clips["dist.mkv"], "--raw-fps", "50", models_dir=models_dir).exit_code == 2
