@@ -172,13 +172,15 @@ def main(argv=None) -> int:
     os.environ.setdefault("LPIPS_RT_OFFLINE", "1")
     from lpips_runtime import Scorer
     from lpips_runtime.cluster import ray_session
+    from lpips_runtime.formatting import float32_json
 
     count = 96 if args.quick else 800
     with Scorer("alex", models_dir=args.models_dir) as scorer:
         scorer.model_info()
         models = str(scorer.models_dir.resolve())
         pairs = _serve_bench.encoded_pairs(32, SIZE)
-        requests = [(*_serve_bench.multipart(a, b), scorer.distance(a, b)) for a, b in pairs]
+        # Answers carry each distance as lpips-score --json writes it (float32_json): the same float32.
+        requests = [(*_serve_bench.multipart(a, b), float32_json(scorer.distance(a, b))) for a, b in pairs]
     report = {"date": _common.today(), "machine": _common.machine_info(), "net": "alex", "size": SIZE,
               "concurrency": CONCURRENCY, "requests": count, "rows": []}
     print(f"Ray Serve benchmark (alex, {SIZE}x{SIZE}, concurrency {CONCURRENCY}), {report['date']}", flush=True)
