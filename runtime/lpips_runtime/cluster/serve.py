@@ -7,7 +7,7 @@ batcher inside each replica, not by ``@serve.batch``: it is the batcher lpips-se
 tests (same-shape buckets, since padding would change distances; admission bounds with 503 +
 Retry-After; the batch-size histogram on /metrics), so one replica behaves as one lpips-serve
 process; benchmarks/ray_serve.py measured it against ``@serve.batch`` (benchmarks/README.md, "Ray
-Serve": 1.45x the pairs/s at half the p99 latency on the 2-core machine).
+Serve": more pairs/s in every run so far, 1.45x on the loaded 2-core machine, 1.18x in a quiet --quick run).
 
 Use it from Python (``build_application`` + ``deploy`` on a connected Ray session) or from a ``serve run``/``serve deploy`` config file naming
 ``lpips_runtime.cluster.serve:application`` with its ``args`` (see ``application``; README, "Scaling
