@@ -143,6 +143,20 @@ def machine_info() -> dict:
     }
 
 
+def cluster_parser(description: str, quick_help: str):
+    """The options of a benchmark that runs a local Ray cluster: --quick, --models-dir, --readme,
+    --results-dir (argparse; the caller adds its own)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--quick", action="store_true", help=quick_help)
+    parser.add_argument("--models-dir", type=Path, default=None,
+                        help="where the alex exports are found or written (default: $LPIPS_RT_MODELS or ./models)")
+    parser.add_argument("--readme", type=Path, default=README)
+    parser.add_argument("--results-dir", type=Path, default=RESULTS)
+    return parser
+
+
 def only_loopback() -> bool:
     """Whether this process sees no network interface but loopback (a private network namespace)."""
     import socket

@@ -22,7 +22,6 @@ Writes benchmarks/results/ray-<date>.json and the ray-table section of benchmark
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -50,8 +49,8 @@ def _load_common():
 
 
 _common = _load_common()
-README, RESULTS, machine_info, replace_section, today = (_common.README, _common.RESULTS, _common.machine_info,
-                                                         _common.replace_section, _common.today)
+README, machine_info, replace_section, today = (_common.README, _common.machine_info, _common.replace_section,
+                                                _common.today)
 only_loopback, rerun_in_private_network = _common.only_loopback, _common.rerun_in_private_network
 
 PAIR_SIZE, ALL_PAIRS_SIZE = 256, 128
@@ -190,13 +189,7 @@ def bench_ray_pairs(models: str, pairs, out: Path, actors: int, decode_tasks: bo
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="small counts (smoke test, < 2 minutes)")
-    parser.add_argument("--models-dir", type=Path, default=None,
-                        help="where the alex exports are found or written (default: $LPIPS_RT_MODELS or ./models)")
-    parser.add_argument("--readme", type=Path, default=README)
-    parser.add_argument("--results-dir", type=Path, default=RESULTS)
-    args = parser.parse_args(argv)
+    args = _common.cluster_parser(__doc__.split("\n\n")[0], "small counts (smoke test, < 2 minutes)").parse_args(argv)
     if not only_loopback():
         return rerun_in_private_network(__file__, argv)
     os.environ.setdefault("LPIPS_RT_OFFLINE", "1")

@@ -23,7 +23,6 @@ benchmarks/README.md.
 """
 from __future__ import annotations
 
-import argparse
 import asyncio
 import importlib.util
 import os
@@ -160,13 +159,7 @@ def measure(url: str, requests, count: int) -> dict:
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="fewer requests (smoke test, about 2 minutes)")
-    parser.add_argument("--models-dir", type=Path, default=None,
-                        help="where the alex export is found or written (default: $LPIPS_RT_MODELS or ./models)")
-    parser.add_argument("--readme", type=Path, default=_common.README)
-    parser.add_argument("--results-dir", type=Path, default=_common.RESULTS)
-    args = parser.parse_args(argv)
+    args = _common.cluster_parser(__doc__.split("\n\n")[0], "fewer requests (smoke test, about 2 minutes)").parse_args(argv)
     if not _common.only_loopback():
         return _common.rerun_in_private_network(__file__, argv)
     os.environ.setdefault("LPIPS_RT_OFFLINE", "1")
