@@ -143,6 +143,41 @@ def machine_info() -> dict:
     }
 
 
+def cluster_parser(description: str, quick_help: str):
+    """The options of a benchmark that runs a local Ray cluster: --quick, --models-dir, --readme,
+    --results-dir (argparse; the caller adds its own)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--quick", action="store_true", help=quick_help)
+    parser.add_argument("--models-dir", type=Path, default=None,
+                        help="where the alex exports are found or written (default: $LPIPS_RT_MODELS or ./models)")
+    parser.add_argument("--readme", type=Path, default=README)
+    parser.add_argument("--results-dir", type=Path, default=RESULTS)
+    return parser
+
+
+def only_loopback() -> bool:
+    """Whether this process sees no network interface but loopback (a private network namespace)."""
+    import socket
+
+    return {name for _, name in socket.if_nameindex()} <= {"lo"}
+
+
+def rerun_in_private_network(script: str, argv: list[str]) -> int:
+    """Run ``python script argv`` inside a private network + pid namespace with loopback up (Ray 2.60
+    otherwise opens connections through the machine's interface address); its exit code."""
+    import shutil
+
+    if shutil.which("unshare") is None or shutil.which("ip") is None:
+        print("needs unshare (util-linux) and ip (iproute2): Ray runs in a private network namespace here",
+              file=sys.stderr)
+        return 1
+    command = ["unshare", "--net", "--pid", "--fork", "--mount-proc", "sh", "-c", 'ip link set lo up && "$@"', "sh",
+               sys.executable, str(Path(script).resolve()), *argv]
+    return subprocess.run(command).returncode
+
+
 def today() -> str:
     return datetime.date.today().isoformat()
 

@@ -16,6 +16,8 @@ import click
 
 from .cli_common import (EXIT_INTERRUPTED, errors_to_click, heatmap_options, model_options, open_scorer,
                          require_stdout, setup_logging, tool_version_option)
+from .cluster.cli import RAY_OPTION_NAMES, ray_options
+from .cluster.cli import check_usage as check_ray_usage
 from .pairs import IMAGE_SUFFIXES
 from .pixel_metrics import format_metric, json_number
 from .results import FORMATS
@@ -121,6 +123,7 @@ _SUFFIXES = " ".join(sorted(IMAGE_SUFFIXES))
               help="none (sizes must match), first (resize the second to the first), or WxH (both).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar, no summary line, no device notice.")
 @tool_version_option
+@ray_options
 def main(images, dir0, dir1, all_pairs, consecutive, ref, ref_dir, recursive, pairs_csv, header, out, fmt, resume,
          overwrite, as_json, summary_json, heatmap, heatmap_alpha, heatmap_max, colormap, batch_size, workers, resize,
          quiet, **model_opts):
@@ -139,6 +142,7 @@ def main(images, dir0, dir1, all_pairs, consecutive, ref, ref_dir, recursive, pa
     lpips-score ref.png out.png --heatmap diff.png   and writes where they differ
     lpips-score --dir0 gt/ --dir1 pred/ --out scores.csv --summary-json summary.json
     lpips-score --ref gt.png --dir outputs/ --out - --format jsonl
+    lpips-score --pairs pairs.csv --out results/ --ray --actors 4   on a Ray cluster
 
     Exit codes: 0 all scored; 1 error (one line on stderr), nothing to score included; 2 usage;
     3 finished, but some pairs failed (their rows say why); 130 interrupted; 141 stdout's reader went
@@ -146,6 +150,9 @@ def main(images, dir0, dir1, all_pairs, consecutive, ref, ref_dir, recursive, pa
     """
     setup_logging(quiet)
     mode = _mode(images, dir0, dir1, all_pairs, pairs_csv, ref, ref_dir)
+    ray_opts = {name: model_opts.pop(name) for name in RAY_OPTION_NAMES}
+    check_ray_usage(ray_opts, mode, dict(out=out, fmt=fmt, as_json=as_json, resume=resume, heatmap=heatmap,
+                                         consecutive=consecutive, metrics=model_opts["metrics"]))
     given = dict(out=out, resume=resume, overwrite=overwrite, summary_json=summary_json, fmt=fmt,
                  recursive=recursive, header=header)
     if mode == "pair" and any(given[k] not in (None, False) for k in _BATCH_ONLY):
@@ -159,6 +166,15 @@ def main(images, dir0, dir1, all_pairs, consecutive, ref, ref_dir, recursive, pa
         raise click.UsageError("--recursive is for folders (--dir0/--dir1, --dir, --all-pairs)")
     if resume and out in (None, "-"):
         raise click.UsageError("--resume needs --out FILE")
+    how = dict(dir0=dir0, dir1=dir1, all_pairs=all_pairs, consecutive=consecutive, pairs_csv=pairs_csv, ref=ref,
+               ref_dir=ref_dir, recursive=recursive, header=header)
+    if ray_opts["use_ray"]:
+        from .cluster.cli import run_batch_mode
+
+        with errors_to_click():
+            sys.exit(run_batch_mode(ray_opts, model_opts, mode, how, lambda: _collect_pairs(mode, how), out=out,
+                                    resume=resume, overwrite=overwrite, summary_json=summary_json, quiet=quiet,
+                                    batch_size=batch_size, resize=resize))
     row_format = _row_format(out, fmt, as_json) if mode != "pair" else None
     with errors_to_click():
         if mode == "pair":
@@ -170,10 +186,7 @@ def main(images, dir0, dir1, all_pairs, consecutive, ref, ref_dir, recursive, pa
             if mode == "pair":
                 _score_one(scorer, images, as_json, heatmap, heatmap_alpha, heatmap_max, colormap)
                 return
-            code = _score_many(scorer, mode, dict(dir0=dir0, dir1=dir1, all_pairs=all_pairs, consecutive=consecutive,
-                                                  pairs_csv=pairs_csv, ref=ref, ref_dir=ref_dir, recursive=recursive,
-                                                  header=header),
-                               out, row_format, resume, overwrite, summary_json, quiet)
+            code = _score_many(scorer, mode, how, out, row_format, resume, overwrite, summary_json, quiet)
     sys.exit(code)
 
 

@@ -52,6 +52,10 @@ class OutputError(LpipsError):
         self.errno, self.stream = errno, stream
 
 
+class ClusterError(LpipsError):
+    """A Ray cluster cannot be reached, or a distributed run failed as a whole (not one pair)."""
+
+
 class ImageTooLargeError(InputError):
     """An image's header declares more pixels than the limit: refused before any pixel is decoded.
 

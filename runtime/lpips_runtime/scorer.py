@@ -626,6 +626,29 @@ class Scorer:
             results.close()  # releases the feature store now, not at garbage collection
         return matrix
 
+    # -- prepared inputs: for front ends that decode in other processes (lpips_runtime.cluster) ---------
+
+    def distance_prepared(self, img0: np.ndarray, img1: np.ndarray) -> np.ndarray:
+        """float32 [N]: distances of two model-ready batches, each the concatenation along axis 0 of
+        N ``load_pair`` outputs of one shape (decoded and validated by ``load_pair`` elsewhere, e.g. in
+        another process of a cluster), run in chunks of ``batch_size``."""
+        if img0.shape != img1.shape or img0.dtype != img1.dtype or img0.ndim != 4 or not len(img0):
+            raise InputError(f"prepared batches must be two non-empty [N,...] arrays of one shape and dtype, got "
+                             f"{list(img0.shape)} {img0.dtype} and {list(img1.shape)} {img1.dtype}")
+        return self._run(False, img0, img1)[self._backend(False).outputs[0]]
+
+    def embed_prepared(self, batch: np.ndarray) -> Features:
+        """Features of a model-ready batch: the concatenation along axis 0 of ``load_one`` outputs of
+        one shape (decoded and validated elsewhere)."""
+        if batch.ndim != 4 or not len(batch):
+            raise InputError(f"a prepared batch is a non-empty [N,...] array, got {list(batch.shape)}")
+        return self._feature_cache().encode(batch)
+
+    def head_weights(self) -> list[np.ndarray]:
+        """The head's per-channel weights, one float64 [C_l] per tap (ones for the baseline): with
+        ``features.distance_block`` they compare ``Features`` anywhere, without this Scorer."""
+        return [w.copy() for w in self._feature_cache().weights()]
+
     def score_one_to_many(self, ref: ImageSource, images: Iterable[ImageSource]) -> Iterator[PairResult]:
         """Like ``score_pairs`` for the pairs (ref, image): one ``PairResult`` per image, in order,
         through the feature cache (``ref`` encoded once)."""

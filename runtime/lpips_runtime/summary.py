@@ -44,6 +44,31 @@ class DistanceStats:
         self._m2 += delta * (distance - self.mean)
         self.min, self.max = min(self.min, distance), max(self.max, distance)
 
+    def merge(self, other: "DistanceStats") -> None:
+        """Add the distances ``other`` summarised (computed elsewhere, e.g. a tile of a cluster run):
+        Chan et al.'s pairwise update of the mean and the sum of squared deviations."""
+        self.failures += other.failures
+        if other.n == 0:
+            return
+        n = self.n + other.n
+        delta = other.mean - self.mean
+        self.mean += delta * other.n / n
+        self._m2 += other._m2 + delta * delta * self.n * other.n / n
+        self.n = n
+        self.min, self.max = min(self.min, other.min), max(self.max, other.max)
+
+    @classmethod
+    def of(cls, values) -> "DistanceStats":
+        """Statistics of an array of distances (float64 arithmetic), for ``merge``."""
+        import numpy as np
+
+        values = np.asarray(values, np.float64).ravel()
+        if not values.size:
+            return cls()
+        mean = float(values.mean())
+        return cls(int(values.size), mean, float(np.square(values - mean).sum()), float(values.min()),
+                   float(values.max()))
+
     @property
     def std(self) -> float:
         return math.sqrt(self._m2 / self.n) if self.n else math.nan
@@ -117,6 +142,14 @@ class RunSummary:
         if self._start is None:
             self.start()
         self.this_run += 1
+        self._last = time.monotonic()
+
+    def add_stats(self, stats: DistanceStats) -> None:
+        """Add the distances of this run that were summarised elsewhere (``DistanceStats.merge``)."""
+        if self._start is None:
+            self.start()
+        self.stats.merge(stats)
+        self.this_run += stats.n + stats.failures
         self._last = time.monotonic()
 
     @property

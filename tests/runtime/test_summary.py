@@ -70,3 +70,20 @@ def test_empty_summary_has_null_statistics():
     data = RunSummary().as_dict()
     assert data["n"] == 0 and data["mean"] is None and data["std"] is None and data["min"] is None
     assert RunSummary().line() == "n=0 failures=0"
+
+
+def test_merged_statistics_equal_numpy():
+    """Tiles of a cluster run are summarised apart and merged (Chan et al.): the result is numpy's over
+    the whole, whatever the split."""
+    values = np.random.default_rng(3).gamma(2.0, 0.2, 1000)
+    merged = DistanceStats()
+    for part in np.split(values, [1, 7, 300, 301, 760]):
+        merged.merge(DistanceStats.of(part))
+    merged.merge(DistanceStats(failures=4))
+    assert merged.n == 1000 and merged.failures == 4
+    assert abs(merged.mean - values.mean()) < 1e-12 and abs(merged.std - values.std()) < 1e-12
+    assert (merged.min, merged.max) == (values.min(), values.max())
+    summary = RunSummary()
+    summary.add_stats(DistanceStats.of(values[:10]))
+    summary.add_stats(DistanceStats(failures=2))
+    assert summary.this_run == 12 and summary.stats.n == 10 and summary.line().startswith("n=10 mean=")

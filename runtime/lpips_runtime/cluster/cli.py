@@ -1,0 +1,166 @@
+"""``lpips-score --ray``: the batch modes on a Ray cluster. ``lpips_runtime.cli`` parses and
+dispatches here; the modes themselves live in ``run`` (pair tables) and ``allpairs``."""
+from __future__ import annotations
+
+import sys
+
+import click
+
+from ..errors import InputError
+from . import PART_FORMATS
+
+_RAY_OPTIONS = (
+    click.option("--ray", "use_ray", is_flag=True,
+                 help="Run the batch mode on a Ray cluster (pip install 'lpips-rt[ray]'); --out is then a folder."),
+    click.option("--ray-address", help="Cluster to join (e.g. auto, 10.0.0.5:6379; default: $RAY_ADDRESS, "
+                                       "else a local cluster for this run)."),
+    click.option("--actors", type=click.IntRange(min=1), default=1, show_default=True,
+                 help="Scoring actors (one Scorer each)."),
+    click.option("--cpus-per-actor", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
+                 help="CPUs each actor reserves (its ONNX Runtime threads unless --threads)."),
+    click.option("--gpus-per-actor", type=click.FloatRange(min=0), help="GPUs each actor reserves; a fraction "
+                 "shares a GPU (default: 1 with --device cuda, else 0; with --device auto, actors given GPUs run "
+                 "on CUDA)."),
+    click.option("--threshold", type=float, help="--all-pairs --ray: write the pairs closer than this."),
+    click.option("--top-k", type=click.IntRange(min=0), default=0, help="--all-pairs --ray: write each image's "
+                 "k nearest."),
+    click.option("--part-format", type=click.Choice(PART_FORMATS), default="parquet", show_default=True,
+                 help="--ray: format of the result files in the --out folder."),
+    click.option("--part-rows", type=click.IntRange(min=1), default=10_000, show_default=True,
+                 help="--ray: rows per result file (a killed run redoes at most this many pairs)."),
+)
+RAY_OPTION_NAMES = ("use_ray", "ray_address", "actors", "cpus_per_actor", "gpus_per_actor", "threshold", "top_k",
+                    "part_format", "part_rows")
+
+
+def ray_options(command):
+    """Decorate a click command with the cluster options (their keyword names: ``RAY_OPTION_NAMES``)."""
+    for option in reversed(_RAY_OPTIONS):
+        command = option(command)
+    return command
+
+
+def check_usage(ray_opts: dict, mode: str, given: dict) -> None:
+    """``click.UsageError`` for option combinations the cluster modes do not take. ``given``: the
+    values of --out, --format (fmt), --json (as_json), --resume, --heatmap, --consecutive and --metrics."""
+    if not ray_opts["use_ray"]:
+        named = [f"--{n.replace('_', '-')}" for n in ("ray_address", "threshold") if ray_opts[n] is not None]
+        named += ["--top-k"] if ray_opts["top_k"] else []
+        if named:
+            raise click.UsageError(f"{named[0]} goes with --ray")
+        return
+    if mode == "pair" or given["heatmap"]:
+        raise click.UsageError("--ray is for batch modes (--pairs, --dir0/--dir1, --all-pairs, --ref/--dir)")
+    if given["out"] in (None, "-"):
+        raise click.UsageError("--ray writes a folder of result files: give --out FOLDER")
+    if given["metrics"]:  # cluster results carry LPIPS alone: not silently without the columns asked for
+        raise click.UsageError("--metrics is not available with --ray yet: run PSNR/SSIM without --ray")
+    if given["fmt"] or given["as_json"]:
+        raise click.UsageError("--ray writes Parquet or CSV files: choose with --part-format, not --format/--json")
+    all_pairs = mode == "all-pairs" and not given["consecutive"]
+    if not all_pairs and (ray_opts["threshold"] is not None or ray_opts["top_k"]):
+        raise click.UsageError("--threshold/--top-k are for --all-pairs DIR --ray")
+    if all_pairs and given["resume"]:
+        raise click.UsageError("--all-pairs --ray does not resume (it keeps no per-pair rows): rerun it with "
+                               "--overwrite")
+
+
+def _gpus(ray_opts: dict, device: str) -> float:
+    from ..backends import is_cuda
+
+    gpus = ray_opts["gpus_per_actor"]
+    if gpus is None:
+        return 1.0 if is_cuda(device) else 0.0
+    if gpus and not (is_cuda(device) or device == "auto"):
+        raise InputError("--gpus-per-actor reserves GPUs for --device cuda actors: add --device cuda")
+    return gpus
+
+
+def run_batch_mode(ray_opts: dict, model_opts: dict, mode: str, how: dict, pairs, *, out: str, resume: bool,
+                   overwrite: bool, summary_json: str | None, quiet: bool, **scorer_settings) -> int:
+    """The --ray branch of ``lpips-score``: ``how`` holds the mode's options (as ``lpips_runtime.cli``
+    names them) and ``pairs()`` lists a folder mode's pairs. Returns the exit code (0, or 3 when some
+    pairs failed; 130 when interrupted)."""
+    from ..progress import Progress
+    from . import uris
+    from .session import cluster_errors, ray_session
+    from .settings import ScorerSettings
+
+    gpus = _gpus(ray_opts, model_opts["device"])
+    settings = ScorerSettings.from_cli(model_opts, gpus=gpus, **scorer_settings)
+    common = dict(actors=ray_opts["actors"], cpus_per_actor=ray_opts["cpus_per_actor"], gpus_per_actor=gpus)
+    show = not quiet
+    if mode == "all-pairs" and not how["consecutive"]:
+        from .allpairs import all_pairs
+
+        images = uris.list_image_files(how["all_pairs"], how["recursive"])
+        with ray_session(ray_opts["ray_address"]), cluster_errors(), _StageProgress(show) as stages:
+            report = all_pairs(images, out, settings, threshold=ray_opts["threshold"], top_k=ray_opts["top_k"],
+                               overwrite=overwrite, on_progress=stages.update, **common)
+        if summary_json:
+            report.summary.write_json(summary_json)
+        if not quiet:
+            click.echo(report.line(), err=True)
+        return 3 if report.summary.stats.failures else 0
+
+    from .run import write_pair_scores
+
+    source = how["pairs_csv"] if mode == "pairs" else pairs()  # a --pairs table is read by the cluster
+    progress = None
+
+    def on_start(todo, already):
+        nonlocal progress
+        if already and not quiet:
+            click.echo(f"resuming {out}: {already} pairs already there, {todo} to go", err=True)
+        progress = Progress(todo, enabled=show).__enter__()
+
+    def on_rows(n):
+        progress.update(n)
+
+    interrupted = False
+    with ray_session(ray_opts["ray_address"]), cluster_errors():
+        try:
+            report = write_pair_scores(source, out, settings, csv_header=how["header"], fmt=ray_opts["part_format"],
+                                       resume=resume, overwrite=overwrite, part_rows=ray_opts["part_rows"],
+                                       on_start=on_start, on_rows=on_rows, **common)
+        except KeyboardInterrupt:
+            interrupted = True
+        finally:
+            if progress is not None:
+                progress.close()
+    if interrupted:
+        click.echo(f"interrupted after {progress.count if progress else 0} of {progress.total if progress else '?'} "
+                   f"pairs; rerun with --resume to finish {out}", err=True)
+        return 130
+    if summary_json:
+        report.summary.write_json(summary_json)
+    if not quiet:
+        click.echo(report.summary.line(), err=True)
+    return 3 if report.summary.stats.failures else 0
+
+
+class _StageProgress:
+    """One progress bar per stage of an all-pairs run (images embedded, then tiles computed)."""
+
+    def __init__(self, enabled: bool):
+        self.enabled, self.stage, self.bar = enabled, None, None
+
+    def update(self, stage: str, done: int, total: int) -> None:
+        from ..progress import Progress
+
+        if stage != self.stage:
+            self.close()
+            unit = "images" if stage == "embed" else "tiles"
+            self.stage, self.bar = stage, Progress(total, self.enabled, unit=unit).__enter__()
+        self.bar.update(done - self.bar.count)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

@@ -1,0 +1,157 @@
+"""The cluster package's parts that need no running cluster: CLI usage errors, the result folder's
+atomic parts and resume bookkeeping, URI handling, and that nothing of Ray is imported up front."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from lpips_runtime.cli import main
+from lpips_runtime.errors import InputError
+
+pa = pytest.importorskip("pyarrow", reason="pyarrow comes with the ray extra")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["a.png", "b.png", "--ray", "--out", "o"], "--ray is for batch modes"),
+    (["--dir0", "x", "--dir1", "y", "--ray"], "give --out FOLDER"),
+    (["--dir0", "x", "--dir1", "y", "--threshold", "0.1"], "--threshold goes with --ray"),
+    (["--dir0", "x", "--dir1", "y", "--ray-address", "auto"], "--ray-address goes with --ray"),
+    (["--dir0", "x", "--dir1", "y", "--ray", "--out", "o", "--top-k", "3"], "are for --all-pairs DIR --ray"),
+    (["--all-pairs", "x", "--ray", "--out", "o", "--resume"], "does not resume"),
+    (["--dir0", "x", "--dir1", "y", "--ray", "--out", "o", "--metrics", "psnr"], "--metrics is not available with --ray"),
+])
+def test_usage_errors(args, message):
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2 and message in result.output
+
+
+def test_gpus_need_cuda_one_line(tmp_path):
+    (tmp_path / "d").mkdir()
+    result = CliRunner().invoke(main, ["--all-pairs", str(tmp_path / "d"), "--ray", "--out", str(tmp_path / "o"),
+                                       "--gpus-per-actor", "0.5"])
+    assert result.exit_code == 1 and "add --device cuda" in result.output and "Traceback" not in result.output
+
+
+def test_importing_the_package_imports_no_ray():
+    code = ("import sys, lpips_runtime.cluster, lpips_runtime.cli; "
+            "print([m for m in ('ray', 'pyarrow') if m in sys.modules])")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "[]"
+
+
+def _rows(*pairs, model="LPIPS-alex v0.1"):
+    from lpips_runtime.cluster.pipeline import result_schema
+
+    return pa.table({"img0": [a for a, _, _ in pairs], "img1": [b for _, b, _ in pairs],
+                     "distance": [d if not isinstance(d, str) else None for *_, d in pairs],
+                     "error": [d if isinstance(d, str) else None for *_, d in pairs],
+                     "model": [model] * len(pairs)}, schema=result_schema())
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "csv"])
+def test_result_folder_parts_resume_and_refusals(tmp_path, fmt):
+    from lpips_runtime.cluster.output import ResultFolder, read_results
+
+    folder = ResultFolder(tmp_path / "r", "LPIPS-alex v0.1", fmt)
+    folder.write(_rows(("a", "b", 0.25), ("a", "c", "c: no such file")))
+    (tmp_path / "r" / f".part-killed-00009.{fmt}.tmp").write_bytes(b"half a file")  # a killed run's leftover
+    with pytest.raises(InputError, match="pass --resume"):
+        ResultFolder(tmp_path / "r", "LPIPS-alex v0.1", fmt)
+    resumed = ResultFolder(tmp_path / "r", "LPIPS-alex v0.1", fmt, resume=True)
+    assert resumed.done.to_pylist() == ["a\0b", "a\0c"] and resumed.rows_before == 2
+    assert not list((tmp_path / "r").glob(".*.tmp"))
+    assert (resumed.summary.stats.n, resumed.summary.stats.failures, resumed.summary.resumed) == (1, 1, 2)
+    resumed.write(_rows(("b", "c", 0.5)))
+    assert sorted(read_results(tmp_path / "r").column("img1").to_pylist()) == ["b", "c", "c"]
+    assert resumed.summary.stats.n == 2 and resumed.summary.this_run == 1
+    with pytest.raises(InputError, match="holds results of LPIPS-alex v0.1, not LPIPS-vgg v0.1"):
+        ResultFolder(tmp_path / "r", "LPIPS-vgg v0.1", fmt, resume=True)
+    ResultFolder(tmp_path / "r", "LPIPS-vgg v0.1", fmt, overwrite=True)
+    assert read_results(tmp_path / "r").num_rows == 0
+
+
+def test_csv_parts_hold_the_shortest_float32_decimal(tmp_path):
+    from lpips_runtime.cluster.output import ResultFolder
+
+    part = ResultFolder(tmp_path / "r", "m", "csv").write(_rows(("a", "b", 0.14583078026771545), model="m"))
+    assert part.read_text().splitlines() == ["img0,img1,distance,error,model", "a,b,0.14583078,,m"]
+
+
+def test_uris():
+    from lpips_runtime.cluster import uris
+    from lpips_runtime.images import EncodedImage
+
+    assert uris.join("lists", "a.png") == "lists/a.png" and uris.join("", "a.png") == "a.png"
+    assert uris.join("s3://bucket/lists", "a.png") == "s3://bucket/lists/a.png"
+    assert uris.join("s3://bucket/lists", "/abs/a.png") == "/abs/a.png"
+    assert uris.join("lists", "gs://b/a.png") == "gs://b/a.png"
+    assert uris.parent("s3://bucket/lists/pairs.csv") == "s3://bucket/lists" and uris.parent("pairs.csv") == ""
+    assert uris.image_source("file:///x/a.png", None) == "/x/a.png" and uris.image_source("rel/a.png", 10) == "rel/a.png"
+    with pytest.raises(InputError, match="mem://x.png: cannot open its filesystem"):
+        uris.read_bytes("mem://x.png")
+    assert isinstance(EncodedImage(b"", "n"), EncodedImage)
+
+
+def test_table_format():
+    from lpips_runtime.cluster.table import table_format
+
+    assert table_format("s3://b/pairs.csv") == "csv" and table_format("pairs.parquet") == "parquet"
+    assert table_format("gs://b/table/") == "parquet"
+    with pytest.raises(InputError, match="a .csv or .parquet"):
+        table_format("pairs.xlsx")
+
+
+def test_remote_reads_are_capped(tmp_path):
+    from lpips_runtime.cluster import uris
+
+    (tmp_path / "f.bin").write_bytes(bytes(100))
+    uri = (tmp_path / "f.bin").as_uri()  # read through pyarrow's filesystem, as s3:// or gs:// would be
+    assert uris.read_bytes(uri, 100) == bytes(100) and uris.read_bytes(uri) == bytes(100)
+    with pytest.raises(InputError, match="f.bin: more than the 99 bytes allowed"):
+        uris.read_bytes(uri, 99)
+
+
+def test_workers_get_the_limits_and_the_graphs_to_tile_with(split_models):
+    """Cluster workers build their Scorers with the driver's pixel limit, tiling and memory budget, and
+    get the split graphs that tiles run on: a worker's tiled distance equals the driver's."""
+    import cv2
+    import numpy as np
+
+    from conftest import crop, distort, photo
+    from lpips_runtime import Scorer
+    from lpips_runtime.cluster.settings import ScorerSettings, WorkerModel
+    from lpips_runtime.errors import ImageTooLargeError
+    from lpips_runtime.images import EncodedImage
+
+    models = split_models("alex")
+    settings = ScorerSettings("alex", models_dir=str(models), auto_export=False, max_pixels=20_000, tile=64,
+                              max_memory=64 << 20)
+    model = WorkerModel.resolve(settings)
+    assert sorted(model.files) == ["lpips-alex-v0.1-encoder.onnx", "lpips-alex-v0.1-head.onnx",
+                                   "lpips-alex-v0.1.onnx"]
+    assert list(WorkerModel.resolve(ScorerSettings("alex", models_dir=str(models), tile="off")).files) == \
+        ["lpips-alex-v0.1.onnx"]
+
+    a = crop(photo("chelsea"), 96, 128)
+    b = distort(a, "blur", 0.5)
+    big = cv2.imencode(".png", crop(photo("coffee"), 150, 150))[1].tobytes()  # 22,500 pixels
+    decoder = model.without_files().decoder()
+    with pytest.raises(ImageTooLargeError, match="above the limit of 20,000"):
+        decoder.load_pair(EncodedImage(big, "big.png"), EncodedImage(big, "big.png"))
+    x0, x1 = decoder.load_pair(a, b)
+    with model.scorer(1.0) as worker, Scorer("alex", models_dir=models, auto_export=False, tile=64) as driver:
+        assert (worker.max_pixels, worker.tile, worker.max_memory) == (20_000, 64, 64 << 20)
+        assert worker.tile_plan(96, 128) is not None  # this pair really is scored in tiles
+        assert worker.distance_prepared(x0, x1)[0] == np.float32(driver.distance(a, b))
+
+
+def test_settings_from_the_command_line_keep_the_limits():
+    from lpips_runtime.cluster.settings import ScorerSettings
+
+    ctx = main.make_context("lpips-score", ["--dir0", "x", "--dir1", "y", "--max-pixels", "5M", "--tile", "off",
+                                            "--max-memory", "256M", "--precision", "bf16"])
+    settings = ScorerSettings.from_cli(ctx.params, batch_size=4)
+    assert (settings.max_pixels, settings.tile, settings.max_memory) == (5_000_000, "off", 256 << 20)
+    assert settings.backend == "openvino" and settings.batch_size == 4  # the command line's default for bf16

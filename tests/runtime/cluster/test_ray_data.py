@@ -1,0 +1,263 @@
+"""Pair scoring and all-pairs search on a local Ray cluster (one per module), inside a private network
+namespace: results equal the single-process Scorer bit for bit (fp32 CPU), a SIGKILLed driver resumes
+with every pair exactly once, a killed actor loses nothing, all pairs equal ``distance_matrix``."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from conftest import crop, distort, photo
+from ray_netns import (OBJECT_STORE, assert_no_ray_processes_left, loopback_only_connections, models,  # noqa: F401
+                       models_for_namespace, run_module_in_private_network, short_temp_dir)
+
+pytestmark = pytest.mark.ray
+SCRIPT = str(Path(sys.executable).with_name("lpips-score"))
+H, W = 64, 80  # small images: the cluster's overheads, not the network, are under test
+
+
+@pytest.mark.netns_entry
+def test_in_private_network_namespace(models_for_namespace):
+    run_module_in_private_network(__file__, models_for_namespace)
+
+
+# -- inside the namespace -------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A local cluster: 4 logical CPUs on this 2-core machine (actors must not starve the decode
+    tasks), a small object store, no dashboard."""
+    from lpips_runtime.cluster import ray_session
+
+    with ray_session(num_cpus=4, object_store_memory=OBJECT_STORE, temp_dir=short_temp_dir()) as ray:
+        yield ray
+    assert_no_ray_processes_left()
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    """Same-size distortions of a photograph, plus an odd-size one, a corrupt file and a too-small one."""
+    root = tmp_path_factory.mktemp("imgs")
+    base = crop(photo("chelsea"), H, W)
+    names = []
+    for i in range(12):
+        names.append(f"im{i:02d}.png")
+        kind = ["blur", "noise", "jpeg", "colour"][i % 4]
+        cv2.imwrite(str(root / names[-1]), distort(base, kind, 0.1 + i / 15, seed=i)[..., ::-1])
+    cv2.imwrite(str(root / "other-size.png"), crop(photo("coffee"), H + 8, W)[..., ::-1])
+    (root / "corrupt.png").write_bytes((root / "im00.png").read_bytes()[:150])
+    cv2.imwrite(str(root / "tiny.png"), crop(photo("coffee"), 20, 20)[..., ::-1])
+    return root, names
+
+
+def _scorer(models, **kw):
+    from lpips_runtime import Scorer
+
+    return Scorer("alex", models_dir=models, auto_export=False, **kw)
+
+
+def _reference(models, pairs) -> dict:
+    """(img0, img1) -> (float32 distance or None, error) from the single-process Scorer."""
+    with _scorer(models) as scorer:
+        return {(r.img0, r.img1): (None if r.distance is None else np.float32(r.distance), r.error)
+                for r in scorer.score_pairs(pairs)}
+
+
+def _as_dict(rows) -> dict:
+    out = {}
+    for r in rows:
+        key = (r["img0"], r["img1"])
+        assert key not in out, f"pair written twice: {key}"
+        out[key] = (None if r["distance"] is None else np.float32(r["distance"]), r["error"])
+    return out
+
+
+def _settings(models, **kw):
+    from lpips_runtime.cluster import ScorerSettings
+
+    return ScorerSettings(models_dir=str(models), **kw)
+
+
+def test_only_loopback_traffic(cluster):
+    @cluster.remote
+    def ping():
+        return os.getpid()
+
+    assert cluster.get([ping.remote() for _ in range(4)])
+    seen, off_loopback = loopback_only_connections()
+    assert seen > 5 and not off_loopback, off_loopback
+
+
+def test_pair_table_equals_single_process_scorer(cluster, models, images, tmp_path):
+    """Every input form (list, CSV with header and relative paths, Parquet with other column names,
+    Ray Dataset with file:// URIs) gives the Scorer's rows, errors included, bit for bit."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from lpips_runtime.cluster import score_pair_table
+
+    root, names = images
+    pairs = [(str(root / a), str(root / b)) for a in names[:5] for b in names if a != b]
+    pairs += [(str(root / names[0]), str(root / n)) for n in ("other-size.png", "corrupt.png", "tiny.png", "gone.png")]
+    expected = _reference(models, pairs)
+    assert sum(e is not None for _, e in expected.values()) == 4
+
+    got = _as_dict(score_pair_table(pairs, _settings(models, batch_size=4), actors=2).take_all())
+    assert got == expected
+
+    (tmp_path / "imgs").symlink_to(root)  # a table's relative paths are relative to its folder
+    table = tmp_path / "pairs.csv"
+    table.write_text("img0,img1\n" + "".join(f"imgs/{Path(a).name},imgs/{Path(b).name}\n" for a, b in pairs))
+    via_link = [(str(tmp_path / "imgs" / Path(a).name), str(tmp_path / "imgs" / Path(b).name)) for a, b in pairs]
+    rows = score_pair_table(str(table), _settings(models), actors=1).take_all()
+    assert _as_dict(rows) == _reference(models, via_link)
+
+    pq.write_table(pa.table({"ref": [a for a, _ in pairs], "test": [b for _, b in pairs], "n": range(len(pairs))}),
+                   tmp_path / "pairs.parquet")
+    rows = score_pair_table(str(tmp_path / "pairs.parquet"), _settings(models), columns=("ref", "test")).take_all()
+    assert _as_dict(rows) == expected
+
+    dataset = cluster.data.from_items([{"img0": f"file://{a}", "img1": f"file://{b}"} for a, b in pairs[:6]])
+    rows = score_pair_table(dataset, _settings(models)).take_all()
+    assert {(r["img0"][7:], r["img1"][7:]): v for r, v in zip(rows, _as_dict(rows).values())} == \
+        {k: expected[k] for k in pairs[:6]}
+    assert {r["model"] for r in rows} == {"LPIPS-alex v0.1"}
+
+
+def _count_parts(folder: Path) -> int:
+    return len(list(folder.glob("part-*.csv")))
+
+
+def test_cli_resume_after_sigkill_of_the_driver(cluster, models, images, tmp_path):
+    """``lpips-score --ray`` joined to the running cluster, SIGKILLed after some parts; ``--resume``
+    scores only the missing pairs: every pair exactly once across both runs, equal to the Scorer."""
+    from lpips_runtime.cluster import read_results
+
+    root, names = images
+    pairs = [(f"imgs/{a}", f"imgs/{b}") for a in names for b in names if a != b]
+    pairs += [("imgs/im00.png", "imgs/other-size.png")]
+    (tmp_path / "imgs").symlink_to(root)
+    listing = tmp_path / "pairs.csv"
+    listing.write_text("".join(f"{a},{b}\n" for a, b in pairs))
+    out = tmp_path / "results"
+    address = cluster.get_runtime_context().gcs_address
+    args = [SCRIPT, "--pairs", str(listing), "--out", str(out), "--ray", "--ray-address", address,
+            "--models-dir", str(models), "--batch-size", "2", "--part-rows", "6", "--part-format", "csv",
+            "--actors", "1"]
+    # As a user's shell: no RAY_AUTH_MODE (ray.init set it here); lpips-score finds the cluster's token itself.
+    env = {k: v for k, v in os.environ.items() if k != "RAY_AUTH_MODE"}
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and proc.poll() is None and (not out.exists() or _count_parts(out) < 3):
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    stdout, stderr = proc.communicate()
+    assert proc.returncode == -signal.SIGKILL, f"the run ended before it was killed:\n{stderr}"
+    first = read_results(out)
+    assert 0 < first.num_rows < len(pairs), "not killed midway"
+    assert stdout == ""  # results go to the folder, never to stdout
+
+    done = subprocess.run(args + ["--resume"], capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 3, done.stderr  # the size-mismatched pair failed (and has its row)
+    assert f"resuming {out}: {first.num_rows} pairs already there, {len(pairs) - first.num_rows} to go" \
+        in done.stderr
+    assert "failures=1" in done.stderr.splitlines()[-1]
+    assert not list(out.glob(".*.tmp"))
+    rows = read_results(out).to_pylist()
+    got = _as_dict(rows)  # fails on a pair written twice
+    # Each pair exactly once, and the Scorer's value: CSV parts hold the shortest decimal of the float32.
+    assert got == _reference(models, [(str(tmp_path / a), str(tmp_path / b)) for a, b in pairs])
+
+
+def test_killed_actor_loses_nothing(cluster, models, images, tmp_path):
+    """SIGKILL one scoring actor's process once results flow: Ray restarts it and retries its
+    batches; every pair is written exactly once and equals the Scorer."""
+    from lpips_runtime.cluster import read_results, write_pair_scores
+
+    root, names = images
+    pairs = [(str(root / a), str(root / b)) for a in names for b in names if a != b]
+    killed = []
+
+    def kill_one_actor(n):
+        if killed:
+            return
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    title = (entry / "cmdline").read_bytes().decode(errors="replace")
+                except OSError:
+                    continue
+                if title.startswith("ray::MapWorker") and "PairScorerActor" in title:
+                    os.kill(int(entry.name), signal.SIGKILL)
+                    killed.append(int(entry.name))
+                    return
+
+    report = write_pair_scores(pairs, tmp_path / "out", _settings(models, batch_size=2), actors=2, part_rows=20,
+                               on_rows=kill_one_actor)
+    assert killed, "no scoring actor found to kill"
+    assert report.scored == len(pairs) and report.summary.stats.failures == 0
+    assert _as_dict(read_results(tmp_path / "out").to_pylist()) == _reference(models, pairs)
+
+
+def test_all_pairs_equal_distance_matrix(cluster, models, images, tmp_path):
+    """Near duplicates, k nearest and the mean over every pair equal ``Scorer.distance_matrix`` of
+    the same images to 1e-6; unreadable and odd-size images fail their pairs, counted."""
+    import pyarrow.parquet as pq
+
+    from lpips_runtime.cluster import all_pairs, read_results
+
+    root, names = images
+    good = [str(root / n) for n in names]
+    listed = good[:5] + [str(root / "corrupt.png")] + good[5:9] + [str(root / "other-size.png")] + good[9:]
+    report = all_pairs(listed, tmp_path / "ap", _settings(models), threshold=0.25, top_k=3, actors=2, tile=4)
+    with _scorer(models) as scorer:
+        matrix = scorer.distance_matrix(good).astype(np.float64)
+    n, iu = len(good), np.triu_indices(len(good), 1)
+    assert report.images == len(listed) and report.summary.stats.n == n * (n - 1) // 2
+    assert report.summary.stats.failures == len(listed) * (len(listed) - 1) // 2 - n * (n - 1) // 2
+    summary = json.loads((tmp_path / "ap" / "summary.json").read_text())
+    assert abs(summary["mean"] - matrix[iu].mean()) <= 1e-6
+    assert abs(summary["std_error"] - matrix[iu].std() / np.sqrt(len(iu[0]))) <= 1e-6
+    assert abs(summary["min"] - matrix[iu].min()) <= 1e-6 and abs(summary["max"] - matrix[iu].max()) <= 1e-6
+    assert {f["image"] for f in summary["failed_images"]} == {str(root / "corrupt.png")}
+
+    index = {name: i for i, name in enumerate(good)}
+    close = read_results(tmp_path / "ap" / "near-duplicates").to_pylist()
+    expected_close = {(good[i], good[j]) for i, j in zip(*iu) if matrix[i, j] < 0.25}
+    assert 0 < len(expected_close) < len(iu[0]) and {(r["img0"], r["img1"]) for r in close} == expected_close
+    assert max(abs(r["distance"] - matrix[index[r["img0"]], index[r["img1"]]]) for r in close) <= 1e-6
+
+    nearest = pq.read_table(tmp_path / "ap" / "nearest.parquet").to_pylist()
+    assert len(nearest) == 3 * n
+    for r in nearest:
+        i = index[r["image"]]
+        row = np.delete(matrix[i], i)
+        assert abs(np.sort(row)[r["rank"] - 1] - r["distance"]) <= 1e-6
+        assert abs(matrix[i, index[r["neighbour"]]] - r["distance"]) <= 1e-6
+
+
+def test_cli_all_pairs_and_usage(cluster, models, images, tmp_path):
+    root, names = images
+    clean = tmp_path / "clean"
+    clean.mkdir()
+    for n in names[:6]:
+        (clean / n).symlink_to(root / n)
+    address = cluster.get_runtime_context().gcs_address
+    base = [SCRIPT, "--all-pairs", str(clean), "--ray", "--ray-address", address, "--models-dir", str(models),
+            "--out", str(tmp_path / "ap")]
+    done = subprocess.run(base + ["--threshold", "0.3", "--top-k", "2"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "" and "images=6 near-duplicates=" in done.stderr and "n=15 mean=" in done.stderr
+    summary = json.loads((tmp_path / "ap" / "summary.json").read_text())
+    assert summary["n"] == 15 and summary["top_k"] == 2 and summary["failures"] == 0
+    again = subprocess.run(base, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 1 and "pass --overwrite" in again.stderr and "Traceback" not in again.stderr
