@@ -2,7 +2,6 @@
 dispatches here; the modes themselves live in ``run`` (pair tables) and ``allpairs``."""
 from __future__ import annotations
 
-import sys
 
 import click
 
