@@ -175,13 +175,21 @@ def test_cpu_install_runs_from_an_empty_folder(venv, exported):
         assert done.stderr.strip().endswith("pip install 'lpips-rt[export]'"), done.stderr
 
     # every public module imports (the export package's modules need torch: only the package itself here)
-    _run([python, "-c", _IMPORT_ALL, "lpips_runtime", "lpips_rt_models"], empty, env)
+    done = _run([bin_dir / "lpips-serve", "--model", model], empty, env, check=False)  # no [serve] here
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert done.stderr.strip().endswith("pip install 'lpips-rt[serve]'"), done.stderr
+    # ... or, for the modules of an extra not installed here (lpips-serve's), say which extra in one error
+    done = _run([python, "-c", _IMPORT_ALL, "lpips_runtime", "lpips_rt_models"], empty, env)
+    needs = json.loads(done.stdout.strip().splitlines()[-1])
+    assert needs and set(needs.values()) == {"serve"}, needs
+    assert all(name.startswith("lpips_runtime.serve.") for name in needs), needs
     _run([python, "-c", "import lpips_export, lpips_export.cli, lpips_export.fetch_weights"], empty, env)
 
 
 _IMPORT_ALL = """
-import importlib, pkgutil, sys
-failed = []
+import importlib, json, pkgutil, sys
+from lpips_runtime.errors import MissingExtraError
+failed, needs = [], {}
 for top in sys.argv[1:]:
     package = importlib.import_module(top)
     assert "site-packages" in package.__file__, package.__file__
@@ -189,9 +197,12 @@ for top in sys.argv[1:]:
         if not any(part.startswith("_") for part in info.name.split(".")):
             try:
                 importlib.import_module(info.name)
+            except MissingExtraError as exc:
+                needs[info.name] = exc.extra
             except Exception as exc:
                 failed.append(f"{info.name}: {type(exc).__name__}: {exc}")
 assert not failed, failed
+print(json.dumps(needs))
 """
 
 

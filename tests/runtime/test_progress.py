@@ -6,14 +6,20 @@ import io
 import os
 import pty
 import re
+import select
 import time
 
 from lpips_runtime.progress import Progress
 
 
-def _read_all(fd: int) -> str:
-    chunks = []
-    while True:
+def _read_all(fd: int, quiet_for: float = 0.3, at_most: float = 5.0) -> str:
+    """What the terminal has received: a pty delivers the slave's writes to the master asynchronously
+    (the kernel's flip-buffer work), so on a busy machine read until nothing more came for ``quiet_for``."""
+    chunks, deadline = [], time.monotonic() + at_most
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], quiet_for)
+        if not ready:
+            break
         try:
             data = os.read(fd, 65536)
         except OSError:
@@ -21,8 +27,6 @@ def _read_all(fd: int) -> str:
         if not data:
             break
         chunks.append(data)
-        if len(data) < 65536:
-            break
     return b"".join(chunks).decode(errors="replace")
 
 

@@ -16,6 +16,12 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+
+from ..optional import require
+
+# Without the [serve] extra: one MissingExtraError naming it, not a bare ModuleNotFoundError.
+require("fastapi", "serve", "lpips-serve")
+
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response

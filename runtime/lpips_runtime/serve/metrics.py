@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import time
 
+from ..optional import require
+
+# Without the [serve] extra: one MissingExtraError naming it, not a bare ModuleNotFoundError.
+require("prometheus_client", "serve", "lpips-serve")
+
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
 
 # Status recorded for a request whose client went away before it was answered (nginx's convention).

@@ -2,6 +2,11 @@
 parsed by hand, so their OpenAPI description is written here), with examples for /docs."""
 from __future__ import annotations
 
+from ..optional import require
+
+# Without the [serve] extra: one MissingExtraError naming it, not a bare ModuleNotFoundError.
+require("pydantic", "serve", "lpips-serve")
+
 from pydantic import BaseModel, Field
 
 _MODEL = Field(description="The served model.", examples=["LPIPS-alex v0.1"])

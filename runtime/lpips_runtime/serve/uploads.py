@@ -9,6 +9,11 @@ import contextlib
 import json
 from collections.abc import AsyncIterator
 
+from ..optional import require
+
+# Without the [serve] extra: one MissingExtraError naming it, not a bare ModuleNotFoundError.
+require("starlette", "serve", "lpips-serve")
+
 from starlette.datastructures import FormData, UploadFile
 from starlette.requests import Request
 
