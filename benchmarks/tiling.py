@@ -312,6 +312,8 @@ def render(report: dict) -> str:
         diff = f"{r['abs_diff']:.1e}" if "abs_diff" in r else "-"
         lines.append(f"| {r['net']} | {r['width']}x{r['height']} ({r['mpx']:g} Mpx) | {' | '.join(_cell(t))} | {grid} | "
                      f"{' | '.join(_cell(u))} | {ratio} | {diff} |")
+    if not report["folders"]:  # --skip-folders
+        return "\n".join(lines)
     lines += ["", f"Batch mode, LPIPS-{report.get('folder_net', 'alex')}, `score_folders` (as `--dir0/--dir1`) "
               "over JPEG pairs:", "",
               "| folders | settings | peak RSS | time |", "|---|---|---|---|"]
