@@ -12,6 +12,7 @@ import sys
 import click
 
 from ..cli_common import errors_to_click, model_options, open_scorer, setup_logging, tool_version_option
+from ..errors import ModelFileError
 from ..optional import require
 from .settings import SERVE_MAX_PIXELS, ServeSettings
 
@@ -117,7 +118,10 @@ def main(host, port, api_key, protect_metrics, max_batch, max_wait_ms, max_queue
         # opening and warming them happens after start (see /readyz).
         scorer.model_info()
         if heatmap:
-            scorer.model_info(spatial=True)
+            try:
+                scorer.model_info(spatial=True)
+            except ModelFileError as exc:  # the distance model alone is a valid service: say how
+                raise ModelFileError(f"{exc} (or start with --no-heatmap to serve distances only)") from None
         if scorer.tile != "off" and scorer.can_tile():  # pairs past --max-memory: tiles, by the split graphs
             scorer.model_info(part="encoder")
             scorer.model_info(part="head")

@@ -42,6 +42,15 @@ def test_missing_model_is_one_line_and_exit_1(tmp_path):
     assert done.stderr.count("\n") == 1 and done.stderr.startswith("Error: ") and "nope.onnx" in done.stderr
 
 
+def test_a_missing_spatial_model_names_no_heatmap(serve_model, tmp_path):
+    """Only the distance export at hand (what a user copies first): the error says how to serve it anyway."""
+    alone = tmp_path / serve_model.name
+    alone.symlink_to(serve_model)
+    done = _run("--model", str(alone), "--no-export", "--port", "1")  # not exported on demand here
+    assert done.returncode == 1 and done.stderr.count("\n") == 1, done.stderr
+    assert "-spatial.onnx" in done.stderr and done.stderr.strip().endswith("--no-heatmap to serve distances only)")
+
+
 def test_missing_serve_extra_names_it(serve_model):
     block = "import sys; sys.modules['uvicorn'] = None\nfrom lpips_runtime.serve.cli import main\nmain()"
     done = subprocess.run([sys.executable, "-c", block, "--model", str(serve_model)], capture_output=True,
