@@ -123,8 +123,11 @@ def main(host, port, api_key, protect_metrics, max_batch, max_wait_ms, max_queue
             except ModelFileError as exc:  # the distance model alone is a valid service: say how
                 raise ModelFileError(f"{exc} (or start with --no-heatmap to serve distances only)") from None
         if scorer.tile != "off" and scorer.can_tile():  # pairs past --max-memory: tiles, by the split graphs
-            scorer.model_info(part="encoder")
-            scorer.model_info(part="head")
+            try:
+                scorer.model_info(part="encoder")
+                scorer.model_info(part="head")
+            except ModelFileError as exc:
+                raise ModelFileError(f"{exc} (or start with --tile off to score every pair in one piece)") from None
     from .app import create_app
 
     server = None

@@ -49,6 +49,9 @@ def test_a_missing_spatial_model_names_no_heatmap(serve_model, tmp_path):
     done = _run("--model", str(alone), "--no-export", "--port", "1")  # not exported on demand here
     assert done.returncode == 1 and done.stderr.count("\n") == 1, done.stderr
     assert "-spatial.onnx" in done.stderr and done.stderr.strip().endswith("--no-heatmap to serve distances only)")
+    done = _run("--model", str(alone), "--no-export", "--no-heatmap", "--port", "1")  # nor the split graphs
+    assert done.returncode == 1 and done.stderr.count("\n") == 1, done.stderr
+    assert "-encoder.onnx" in done.stderr and done.stderr.strip().endswith("--tile off to score every pair in one piece)")
 
 
 def test_missing_serve_extra_names_it(serve_model):
