@@ -325,3 +325,20 @@ def photo_set():
         ref = crop(photo(name), 96, 128)
         images += [ref, distort(ref, "blur", 0.5, seed=i), distort(ref, "jpeg", 0.6, seed=i)]
     return images
+
+
+@pytest.fixture(scope="session")
+def exported_unchecked(tmp_path_factory):
+    """Factory ModelSpec -> Path of an export written without its self-check (for tests about what is built
+    from the file, e.g. TensorRT engines; the checks are ``exported_spec``'s), cached per session."""
+    from lpips_export.onnx_export import export_model
+
+    out = tmp_path_factory.mktemp("unchecked-models")
+    cache = {}
+
+    def get(spec) -> Path:
+        if spec not in cache:
+            cache[spec] = export_model(spec, out, check=False)[0]
+        return cache[spec]
+
+    return get

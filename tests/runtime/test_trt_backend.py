@@ -34,7 +34,8 @@ def model(tmp_path, exported_spec):
         dtype = "uint8" if spec.frames else "float32"
         engine = engine_path_for(onnx_path)
         engine.write_bytes(fake_tensorrt.make_engine_bytes(dtype, layout, spec.spatial, spec.metrics))
-        fields = dict(tensorrt_version="10.13.0.35", gpu_name="NVIDIA H100 80GB HBM3", compute_capability="9.0",
+        fields = dict(tensorrt_flavour="tensorrt", tensorrt_version="10.13.0.35", gpu_name="NVIDIA H100 80GB HBM3",
+                      targets=("90",),
                       profile=PROFILE, source_onnx=onnx_path.name, source_onnx_sha256=file_sha256(onnx_path),
                       input_dtype=dtype, input_layout=layout, precision=spec.precision, workspace_bytes=1 << 30)
         fields.update(changes)
@@ -106,8 +107,9 @@ def test_missing_engine_names_the_command(fakes, exported_spec, tmp_path):
 
 
 @pytest.mark.parametrize("changes,message", [
-    ({"tensorrt_version": "10.12.0.36"}, "built with TensorRT 10.12.0.36, this is TensorRT 10.13.0.35"),
-    ({"gpu_name": "NVIDIA A100-SXM4-80GB", "compute_capability": "8.0"}, "built for NVIDIA A100-SXM4-80GB"),
+    ({"tensorrt_version": "10.12.0.36"}, "built with tensorrt 10.12.0.36, this is 10.13.0.35"),
+    ({"gpu_name": "NVIDIA A100-SXM4-80GB", "targets": ("80",)}, "built for NVIDIA A100-SXM4-80GB"),
+    ({"engine_sha256": "00" * 32}, "not the engine its sidecar describes"),
     ({"source_onnx_sha256": "0" * 64}, "built from another"),
     ({"input_layout": "nchw"}, "takes uint8 nchw inputs"),
 ])
