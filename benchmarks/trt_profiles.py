@@ -1,9 +1,9 @@
 """TensorRT-RTX engines without a GPU: build time, engine size and the device memory each profile needs
 (the builder's "Total Activation Memory"), for every net x precision x input x output, at a maximum
-of N x 1080x1920 frames for N in --batches. The numbers behind ``engine_meta.DEFAULT_MAX_BATCH`` and
-the table in docs/gpu.md.
+of N x 1080x1920 frames for N in --batches, and at each net's default profile (``--batches default``).
+The numbers behind ``engine_meta.DEFAULT_MAX_BATCH`` and the table in docs/gpu.md.
 
-    python benchmarks/trt_profiles.py [--nets alex,vgg,squeeze] [--batches 1,4]
+    python benchmarks/trt_profiles.py [--nets alex,vgg,squeeze] [--batches 1,4,default]
 
 Prints a table (stdout) and writes benchmarks/results/trt-profiles-<date>.json. Needs lpips-rt[export,trt-rtx].
 """
@@ -36,7 +36,7 @@ def main() -> None:
     from lpips_runtime.modelfile import ModelSpec
     from lpips_runtime.nets import get_net
 
-    batches = [int(b) for b in args.batches.split(",")]
+    batches = [b if b == "default" else int(b) for b in args.batches.split(",")]
     rows = []
     tmp = Path(tempfile.mkdtemp(prefix="trt-profiles-"))
     try:
@@ -48,12 +48,15 @@ def main() -> None:
                         spec = ModelSpec(net, spatial=spatial, precision=precision, frames=frames)
                         onnx_path, _ = export_model(spec, tmp, check=False)
                         for n in batches:
-                            profile = Profile((1, m, m), (1, 256, 256), (n, 1080, 1920))
+                            profile = (Profile.default(get_net(net)) if n == "default"
+                                       else Profile((1, m, m), (1, 256, 256), (n, 1080, 1920)))
+                            n = profile.max[0]
                             t0 = time.perf_counter()
                             engine, sidecar = build_engine(onnx_path, profile, flavour="rtx")
                             seconds = time.perf_counter() - t0
                             row = {"model": spec.filename(), "net": net, "precision": precision,
                                    "input": "uint8" if frames else "float32", "spatial": spatial, "max_batch": n,
+                                   "profile": profile.describe(),
                                    "build_s": round(seconds, 2), "engine_mb": round(engine.stat().st_size / 1e6, 1),
                                    "activation_gib": round(sidecar.activation_bytes / (1 << 30), 3),
                                    "weights_mb": round(sidecar.weights_bytes / 1e6, 1)}

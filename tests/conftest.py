@@ -91,7 +91,8 @@ def pytest_collection_modifyitems(config, items):
     gpu = _cuda_gpu_present()
     reasons = {
         "gpu": None if gpu else "needs a CUDA GPU (none visible to cuda-python)",
-        "trt": None if gpu and importlib.util.find_spec("tensorrt") else "needs TensorRT and a CUDA GPU",
+        "trt": None if gpu and (importlib.util.find_spec("tensorrt") or importlib.util.find_spec("tensorrt_rtx"))
+        else "needs TensorRT (full or RTX) and a CUDA GPU",
         "slow": None if config.getoption("--run-slow") else "slow: run with --run-slow",
     }
     for item in need:

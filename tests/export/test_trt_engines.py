@@ -211,3 +211,37 @@ def test_loader_refuses_a_gpu_outside_the_targets(built, monkeypatch):
         TrtBackend(spec, onnx_path, "cuda")
     assert re.search(r"built for compute capability 8\.0, .*12\.1, this GPU is NVIDIA H100 80GB HBM3 \(9\.0\); "
                      r"rebuild .* with lpips-export .*--trt --trt-flavour rtx$", _one_line(info))
+
+
+# -- the command line, as a new user on a laptop without a GPU runs it ---------------------------------
+
+def test_lpips_export_trt_on_a_machine_without_a_gpu(tmp_path):
+    """`lpips-export --net alex --precision fp16 --input uint8 --trt` (issue 20's target), here with
+    TensorRT-RTX chosen explicitly and a small profile: exit 0, stdout the two paths, the engine's record
+    on stderr."""
+    from click.testing import CliRunner
+
+    from lpips_export.cli import main
+
+    result = CliRunner().invoke(main, ["--net", "alex", "--precision", "fp16", "--input", "uint8", "--trt",
+                                       "--trt-flavour", "rtx", "--trt-sm", "86,89", "--max-shape", "2x128x128",
+                                       "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    onnx_path = tmp_path / ModelSpec("alex", precision="fp16", frames="nhwc-bgr").filename()
+    engine = onnx_path.with_suffix(".engine")
+    assert result.stdout.strip().splitlines() == [str(engine), str(onnx_path)]
+    assert re.search(r"engine: tensorrt-rtx \S+ for compute capability 8\.6, 8\.9, profile min 1x31x31, opt "
+                     r"2x128x128, max 2x128x128, 0\.\d\d GiB of activations at its maximum; layers: \d+ float16, "
+                     r"\d+ float32, \d+ mixed", result.stderr)
+    assert read_sidecar(engine).targets == ("86", "89")
+
+
+def test_lpips_export_refuses_an_rtx_target_it_cannot_build(tmp_path):
+    from click.testing import CliRunner
+
+    from lpips_export.cli import main
+
+    result = CliRunner().invoke(main, ["--trt", "--trt-flavour", "rtx", "--trt-sm", "90", "--out", str(tmp_path)])
+    assert result.exit_code == 1 and not list(tmp_path.iterdir())
+    assert result.output.strip() == ("Error: --trt-sm '90': TensorRT-RTX builds for 75, 80, 86, 89, 120, 121 "
+                                     "(Hopper 9.0 and other data-centre GPUs need full TensorRT)")
