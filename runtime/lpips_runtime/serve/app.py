@@ -32,6 +32,7 @@ from ..errors import LpipsError
 from ..formatting import float32_json, float32_text
 from ..heatmap import COLORMAPS, DEFAULT_ALPHA, pair_heatmap
 from ..images import EncodedImage
+from .admission import BodyBudget
 from .batcher import DynamicBatcher, QueueFull, Reservation
 from .guard import RequestGuard
 from .http_errors import ServiceError, bad_request, error_body, from_lpips_error, overloaded, unauthorized
@@ -39,7 +40,8 @@ from .metrics import MetricsMiddleware, ServiceMetrics
 from .schemas import (BATCH_BODY, HEATMAP_RESPONSES, IMAGE_PAIR_FORM, BatchResult, DistanceResult, Health,
                       PairOutcome, Readiness, error_responses)
 from .settings import ServeSettings
-from .uploads import JSON, MULTIPART, form_pair, form_pairs, json_pairs, require_media_type, uploaded_form
+from .uploads import (JSON, MULTIPART, form_pair, form_pairs, json_pairs, require_media_type, too_many_pairs,
+                      uploaded_form)
 
 log = logging.getLogger("lpips_runtime.serve")
 
@@ -118,9 +120,7 @@ class Service:
 
     def reserve(self, count: int) -> Reservation:
         if count > self.settings.max_pairs:
-            raise ServiceError(413, "too_many_pairs",
-                               f"{count} pairs in one request, over the limit of {self.settings.max_pairs} "
-                               "(lpips-serve --max-pairs): split the batch")
+            raise too_many_pairs(count, self.settings.max_pairs)
         try:
             return self.batcher.reserve(count)
         except QueueFull as exc:
@@ -307,7 +307,7 @@ def create_app(scorer, settings: ServeSettings | None = None, *,
             async with uploaded_form(request, 2 * settings.max_pairs) as form:
                 pairs = await form_pairs(form)
         else:
-            pairs = await service.in_pool(json_pairs, await request.body())
+            pairs = await service.in_pool(json_pairs, await request.body(), settings.max_pairs)
         if not pairs:
             raise bad_request("no pairs in the request")
 
@@ -364,7 +364,8 @@ def create_app(scorer, settings: ServeSettings | None = None, *,
         return Response(picture, media_type="image/png", headers=headers)
 
     routes = {route.path for route in app.routes if hasattr(route, "path")}
-    app.add_middleware(RequestGuard, max_body_bytes=settings.max_body_bytes, timeout_s=settings.timeout_s)
+    app.add_middleware(RequestGuard, max_body_bytes=settings.max_body_bytes, timeout_s=settings.timeout_s,
+                       budget=BodyBudget(settings.max_bodies_bytes), retry_after_s=settings.retry_after_s)
     app.add_middleware(MetricsMiddleware, metrics=metrics, routes=routes)
     return app
 
