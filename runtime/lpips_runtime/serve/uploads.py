@@ -18,7 +18,7 @@ from starlette.datastructures import FormData, UploadFile
 from starlette.requests import Request
 
 from ..images import EncodedImage
-from .http_errors import ServiceError, bad_request
+from .http_errors import ServiceError, bad_request, echo
 
 MULTIPART = "multipart/form-data"
 JSON = "application/json"
@@ -38,7 +38,7 @@ def require_media_type(request: Request, allowed: tuple[str, ...]) -> str:
     kind = media_type(request)
     if kind not in allowed:
         raise ServiceError(415, "unsupported_media_type",
-                           f"unsupported media type '{kind or 'none'}': send {' or '.join(allowed)} ({_CURL_HINT})")
+                           f"unsupported media type '{echo(kind) or 'none'}': send {' or '.join(allowed)} ({_CURL_HINT})")
     return kind
 
 
@@ -61,10 +61,10 @@ def _part_type_ok(upload: UploadFile) -> bool:
 async def _named_image(upload, field: str) -> EncodedImage:
     if not isinstance(upload, UploadFile):
         raise bad_request(f"part '{field}' is a text field: send it as a file ({_CURL_HINT})")
-    name = f"{field} ({upload.filename})" if upload.filename else field
+    name = f"{field} ({echo(upload.filename)})" if upload.filename else field
     if not _part_type_ok(upload):
         raise ServiceError(415, "unsupported_media_type",
-                           f"{name}: unsupported media type '{upload.content_type}': send an image file")
+                           f"{name}: unsupported media type '{echo(upload.content_type)}': send an image file")
     return EncodedImage(await upload.read(), name)
 
 
