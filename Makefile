@@ -19,7 +19,11 @@ $(VENV)/.stamp-demo: $(DEPS) | $(PY)
 	touch $@
 
 $(VENV)/.stamp-test: $(DEPS) | $(PY)
+<<<<<<< HEAD
 	$(PIP) install -q $(PIN) -e '.[cpu,export,light-export,serve,test,video,openvino,ray]'
+=======
+	$(PIP) install -q $(PIN) -e '.[cpu,export,serve,test,video,openvino,ray,trt-rtx]'
+>>>>>>> main
 	touch $@
 
 # Backbone weights: torchvision's cache or download first, else the verified offline sources.

@@ -40,14 +40,23 @@ from lpips_runtime.stdio import stdout_to_stderr
 @click.option("--metrics", metavar="LIST", callback=parse_metrics_option, default="",
               help="Also output these, computed in the same pass on the input's 8-bit values: comma-separated "
                    f"from {', '.join(METRICS)} (psnr_y/ssim_y: on the BT.601 luma), e.g. psnr,ssim.")
-@click.option("--trt", is_flag=True, help="Also build a TensorRT engine (needs lpips-rt[trt] and a GPU).")
+@click.option("--trt", is_flag=True,
+              help="Also build a TensorRT engine: with TensorRT for RTX (lpips-rt[trt-rtx]; no GPU needed, runs on "
+                   "RTX GPUs, Ampere and newer) or full TensorRT (lpips-rt[trt], on the GPU it is for).")
+@click.option("--trt-flavour", type=click.Choice(["auto", "full", "rtx"]), default="auto", show_default=True,
+              help="--trt with full TensorRT or TensorRT for RTX (auto: the installed one, full where both are).")
+@click.option("--trt-sm", metavar="LIST",
+              help="--trt-flavour rtx target compute capabilities, e.g. 86,89 (7.5: Turing, only when asked). "
+                   "[default: TensorRT-RTX's portable set, 8.0 8.6 8.9 12.0 12.1]")
 @click.option("--min-shape", metavar="NxHxW", help="--trt profile minimum. [default: 1 x min side^2]")
-@click.option("--opt-shape", metavar="NxHxW", help="--trt profile optimum. [default: 8x256x256]")
-@click.option("--max-shape", metavar="NxHxW", help="--trt profile maximum. [default: 16x1080x1920]")
+@click.option("--opt-shape", metavar="NxHxW", help="--trt profile optimum. [default: 4x256x256, within the max]")
+@click.option("--max-shape", metavar="NxHxW",
+              help="--trt profile maximum. [default: 8 (alex), 2 (squeeze), 1 (vgg) x 1080x1920: under 4 GiB of "
+                   "GPU memory, see docs/gpu.md]")
 @click.option("--timing-cache", type=click.Path(dir_okay=False),
               help="--trt timing cache, reused across builds. [default: <out>/lpips-rt.timing-cache]")
-@click.option("--workspace", type=click.FloatRange(min=0.25), default=4.0, show_default=True,
-              help="--trt builder workspace limit in GiB.")
+@click.option("--workspace", type=click.FloatRange(min=0.25),
+              help="--trt builder memory limit in GiB. [default: TensorRT's, the GPU's memory]")
 @click.option("--part", type=click.Choice(PARTS), default="fused", show_default=True,
               help="fused: two images -> distance; encoder: images -> features of every tap; head: two feature "
                    "sets -> distance (encoder + head: the feature cache of lpips-score --ref/--all-pairs).")
@@ -70,7 +79,8 @@ from lpips_runtime.stdio import stdout_to_stderr
                    "torch (what happens anyway when torch is not installed; needs lpips-rt[light-export]).")
 @click.option("-q", "--quiet", is_flag=True, help="Print only the written paths.")
 @tool_version_option
-def main(net, lpips_version, baseline, spatial, precision, input_type, layout, channels, metrics, trt, min_shape,
+def main(net, lpips_version, baseline, spatial, precision, input_type, layout, channels, metrics, trt, trt_flavour,
+         trt_sm, min_shape,
          opt_shape, max_shape, timing_cache, workspace, part, out_dir, opset, backbone_weights, offline, no_check,
          fetch_weights, distance_only, from_templates, quiet):
     """Export LPIPS (alex, vgg or squeeze) to self-contained ONNX files with dynamic N, H, W.
@@ -97,13 +107,26 @@ def main(net, lpips_version, baseline, spatial, precision, input_type, layout, c
         return
     if input_type == "float32" and (layout or channels):
         raise click.UsageError("--layout/--channels describe uint8 frames: add --input uint8")
-    if not trt and any(v is not None for v in (min_shape, opt_shape, max_shape, timing_cache)):
-        raise click.UsageError("--min-shape/--opt-shape/--max-shape/--timing-cache go with --trt")
+    if not trt and (any(v is not None for v in (min_shape, opt_shape, max_shape, timing_cache, trt_sm, workspace))
+                    or trt_flavour != "auto"):
+        raise click.UsageError("--min-shape/--opt-shape/--max-shape/--timing-cache/--workspace/--trt-flavour/--trt-sm "
+                               "go with --trt")
     try:
         if trt:  # fail before the (slow) export, in one line naming the extra
             from .trt_build import require_tensorrt
 
+<<<<<<< HEAD
             require_tensorrt()
+=======
+            require_tensorrt(trt_flavour)
+            from lpips_runtime.trt_flavour import parse_sms
+
+            sms = parse_sms(trt_sm)
+        require("torch", "export", "lpips-export")
+        require("onnx", "export", "lpips-export")
+        from .onnx_export import export_model
+
+>>>>>>> main
         if part == "encoder" and (baseline or spatial):
             raise click.UsageError("an encoder has no linear layers and no spatial output: drop --baseline/--spatial")
         if part != "fused" and (precision == "fp16" or input_type == "uint8" or trt):
@@ -145,10 +168,13 @@ def main(net, lpips_version, baseline, spatial, precision, input_type, layout, c
             from .trt_build import build_engine
 
             with stdout_to_stderr():
-                engine, sidecar = build_engine(path, profile, timing_cache, workspace)
+                engine, sidecar = build_engine(path, profile, timing_cache, workspace, flavour=trt_flavour, sms=sms)
             if not quiet:
-                click.echo(f"engine: TensorRT {sidecar.tensorrt_version} for {sidecar.gpu_name} "
-                           f"(sm {sidecar.compute_capability}), profile {sidecar.profile.describe()}", err=True)
+                counts = ", ".join(f"{n} {kind}" for kind, n in sidecar.precision_counts().items())
+                click.echo(f"engine: {sidecar.tensorrt_flavour} {sidecar.tensorrt_version} for "
+                           f"{sidecar.describe_targets()}, profile {sidecar.profile.describe()}, "
+                           f"{sidecar.activation_bytes / (1 << 30):.2f} GiB of activations at its maximum; "
+                           f"layers: {counts or 'not reported'}", err=True)
             _written(engine, quiet)
     except LpipsError as exc:
         raise click.ClickException(str(exc)) from None
