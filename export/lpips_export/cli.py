@@ -115,18 +115,10 @@ def main(net, lpips_version, baseline, spatial, precision, input_type, layout, c
         if trt:  # fail before the (slow) export, in one line naming the extra
             from .trt_build import require_tensorrt
 
-<<<<<<< HEAD
-            require_tensorrt()
-=======
             require_tensorrt(trt_flavour)
             from lpips_runtime.trt_flavour import parse_sms
 
             sms = parse_sms(trt_sm)
-        require("torch", "export", "lpips-export")
-        require("onnx", "export", "lpips-export")
-        from .onnx_export import export_model
-
->>>>>>> main
         if part == "encoder" and (baseline or spatial):
             raise click.UsageError("an encoder has no linear layers and no spatial output: drop --baseline/--spatial")
         if part != "fused" and (precision == "fp16" or input_type == "uint8" or trt):
