@@ -90,6 +90,8 @@ def main(argv=None) -> int:
     parser.add_argument("--nets", default="alex,squeeze")
     parser.add_argument("--skips", help="comma-separated k values (default: per net, DEFAULT_SKIPS)")
     parser.add_argument("--sets", help="comma-separated set names (default: all)")
+    parser.add_argument("--outside", choices=("quick", "full"), default="full",
+                        help="outside_pairs.py's set: full (288 pairs up to 512x768) or quick (24 pairs, small sizes)")
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--models-dir", type=Path)
     args = parser.parse_args(argv)
@@ -103,14 +105,16 @@ def main(argv=None) -> int:
     nets = ["alex"] if args.quick else args.nets.split(",")
     start = time.monotonic()
     sets = build_sets(args.quick)
-    sets["outside"] = outside_set(args.quick)
+    sets["outside"] = outside_set(args.quick or args.outside == "quick")
+    report_outside = "quick" if args.quick or args.outside == "quick" else "full"
     if args.sets:
         sets = {k: v for k, v in sets.items() if k in args.sets.split(",")}
     feeds = calibration(12 if args.quick else 60)
     core = ov.Core()
     report = {"date": today(), "machine": machine_info(), "threads": threads, "quick": args.quick,
               "openvino_caps": [str(c) for c in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")],
-              "reference": "ONNX Runtime fp32 (= official lpips 0.1.4 to 1e-5)", "accept": ACCEPT, "nets": {}}
+              "reference": "ONNX Runtime fp32 (= official lpips 0.1.4 to 1e-5)", "accept": ACCEPT, "nets": {},
+              "outside": report_outside, "load_average_at_end": None}
     with tempfile.TemporaryDirectory(prefix="lpips-int8-") as tmp:
         models = args.models_dir or Path(tmp)
         for net in nets:
@@ -136,6 +140,7 @@ def main(argv=None) -> int:
                           f"kept {r['orderings_kept']}/{r['orderings']}", flush=True)
                 del compiled, q
             report["nets"][net] = {"variants": variants, "rows": rows}
+    report["load_average_at_end"] = os.getloadavg()
     finish("int8-accuracy", "int8-accuracy", report, render(report), args.quick, start)
     return 0
 
@@ -152,7 +157,9 @@ def render(report: dict) -> str:
     lines = [f"Run {report['date']} on {m['cpu']} ({', '.join(m['isa'])}; OpenVINO capabilities "
              f"{', '.join(report['openvino_caps'])}), {report['threads']} threads, OpenVINO {m['versions']['openvino']}."
              f" Reference: {report['reference']}. NNCF post-training quantisation of the backbone convolutions, "
-             "the first k kept in fp32; everything else fp32. Max rel over distances >= 0.01.", "",
+             "the first k kept in fp32; everything else fp32. Max rel over distances >= 0.01. Outside-style set: "
+             f"{report['outside']} (outside_pairs.py). Load average at start/end {m['load_average_at_start'][0]:.1f}/"
+             f"{(report.get('load_average_at_end') or [0])[0]:.1f} (accuracy does not depend on it).", "",
              "| net | set | pairs | fp32 distances | variant | max abs | mean abs | max rel | orderings kept |",
              "|---|---|---|---|---|---|---|---|---|"]
     for net, data in report["nets"].items():
