@@ -257,10 +257,15 @@ class LPIPSModule(nn.Module):
         return total if out_hw is not None else total.reshape(-1)
 
     def forward(self, img0: torch.Tensor, img1: torch.Tensor):
-        both = torch.cat([img0, img1], dim=0)
-        rgb = None
-        if self.metrics:  # 8-bit values: the frames themselves, or recovered from [-1,1]
-            rgb = frames_to_rgb(both, self.frame_format) if self.frame_format is not None else unit_range_to_rgb(both)
+        if self.frame_format is not None:
+            # Each uint8 frame is cast (and laid out) before the two are joined: TensorRT's Concat takes
+            # no uint8 input (onnx-tensorrt and TensorRT-RTX both refuse the graph), and casting first
+            # computes exactly the same values.
+            rgb = torch.cat([frames_to_rgb(img0, self.frame_format), frames_to_rgb(img1, self.frame_format)], dim=0)
+            both = rgb
+        else:
+            both = torch.cat([img0, img1], dim=0)
+            rgb = unit_range_to_rgb(both) if self.metrics else None  # 8-bit values, recovered from [-1,1]
         both = self.prepare(both, rgb)
         pairs = [split_pair(f) for f in self.encode(both)]
         out_hw = both.shape[2:] if self.spatial else None
