@@ -24,6 +24,7 @@ Writes benchmarks/results/int8-accuracy-<date>.json and the int8-accuracy sectio
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -33,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import finish, machine_info, today  # noqa: E402
+from _common import RESULTS, finish, machine_info, today  # noqa: E402
 from bf16_accuracy import build_sets, distances, judge  # noqa: E402
 from outside_pairs import outside_set  # noqa: E402
 from precision import CALIB_PHOTOS, KINDS, STRENGTHS, crop, distort, photo, unit  # noqa: E402
@@ -141,6 +142,10 @@ def main(argv=None) -> int:
                 del compiled, q
             report["nets"][net] = {"variants": variants, "rows": rows}
     report["load_average_at_end"] = os.getloadavg()
+    if not args.quick:  # nets measured earlier the same day stay in the table (one run per net fits a busy machine)
+        earlier = RESULTS / f"int8-accuracy-{today()}.json"
+        if earlier.exists():
+            report["nets"] = {**json.loads(earlier.read_text())["nets"], **report["nets"]}
     finish("int8-accuracy", "int8-accuracy", report, render(report), args.quick, start)
     return 0
 
