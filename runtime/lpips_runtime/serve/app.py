@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import hmac
 import logging
+import math
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -32,14 +33,16 @@ from ..errors import LpipsError
 from ..formatting import float32_json, float32_text
 from ..heatmap import COLORMAPS, DEFAULT_ALPHA, pair_heatmap
 from ..images import EncodedImage
+from .admission import BodyBudget
 from .batcher import DynamicBatcher, QueueFull, Reservation
 from .guard import RequestGuard
-from .http_errors import ServiceError, bad_request, error_body, from_lpips_error, overloaded, unauthorized
+from .http_errors import ServiceError, bad_request, echo, error_body, from_lpips_error, overloaded, unauthorized
 from .metrics import MetricsMiddleware, ServiceMetrics
 from .schemas import (BATCH_BODY, HEATMAP_RESPONSES, IMAGE_PAIR_FORM, BatchResult, DistanceResult, Health,
                       PairOutcome, Readiness, error_responses)
 from .settings import ServeSettings
-from .uploads import JSON, MULTIPART, form_pair, form_pairs, json_pairs, require_media_type, uploaded_form
+from .uploads import (JSON, MULTIPART, form_pair, form_pairs, json_pairs, require_media_type, too_many_pairs,
+                      uploaded_form)
 
 log = logging.getLogger("lpips_runtime.serve")
 
@@ -118,9 +121,7 @@ class Service:
 
     def reserve(self, count: int) -> Reservation:
         if count > self.settings.max_pairs:
-            raise ServiceError(413, "too_many_pairs",
-                               f"{count} pairs in one request, over the limit of {self.settings.max_pairs} "
-                               "(lpips-serve --max-pairs): split the batch")
+            raise too_many_pairs(count, self.settings.max_pairs)
         try:
             return self.batcher.reserve(count)
         except QueueFull as exc:
@@ -206,12 +207,16 @@ def _install_error_handlers(app: FastAPI) -> None:
 
 
 def _key_check(api_key: str | None):
-    """The dependency that enforces ``Authorization: Bearer <key>`` (constant-time compare), if a key is set."""
+    """The dependency that enforces ``Authorization: Bearer <key>`` (constant-time compare), if a key is set.
+
+    Compared as bytes: the key's UTF-8 bytes against the header's bytes as sent (the server decodes
+    header bytes as Latin-1, so encoding them back gives exactly what the client sent); a non-ASCII
+    key thus matches a client that sends it in UTF-8, as curl and every HTTP library do."""
     bearer = HTTPBearer(auto_error=False, description="The server's --api-key.")
-    expected = api_key.encode() if api_key else b""
+    expected = api_key.encode("utf-8", "surrogateescape") if api_key else b""  # as the environment held it
 
     async def require_key(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)):
-        given = credentials.credentials.encode() if credentials is not None else b""
+        given = credentials.credentials.encode("latin-1") if credentials is not None else b""
         if credentials is None or credentials.scheme.lower() != "bearer" or not hmac.compare_digest(given, expected):
             raise unauthorized("missing or wrong API key: send the header 'Authorization: Bearer <key>'")
 
@@ -307,7 +312,7 @@ def create_app(scorer, settings: ServeSettings | None = None, *,
             async with uploaded_form(request, 2 * settings.max_pairs) as form:
                 pairs = await form_pairs(form)
         else:
-            pairs = await service.in_pool(json_pairs, await request.body())
+            pairs = await service.in_pool(json_pairs, await request.body(), settings.max_pairs)
         if not pairs:
             raise bad_request("no pairs in the request")
 
@@ -357,14 +362,15 @@ def create_app(scorer, settings: ServeSettings | None = None, *,
         if kind == "application/octet-stream":
             return Response(dmap.astype("<f4").tobytes(), media_type=kind, headers=headers)
         top = vmax if vmax in (None, "auto") else float(vmax)
-        if top == 0:
-            raise ServiceError(422, "bad_request", "query.vmax: the heatmap scale must be positive")
+        if top == 0 or not math.isfinite(top if isinstance(top, float) else 1.0):
+            raise ServiceError(422, "bad_request", "query.vmax: the heatmap scale must be a positive finite number")
         picture = await service.in_pool(_heatmap_png, spec.net, service.model, value, dmap, reference, alpha,
                                         colormap, top)
         return Response(picture, media_type="image/png", headers=headers)
 
     routes = {route.path for route in app.routes if hasattr(route, "path")}
-    app.add_middleware(RequestGuard, max_body_bytes=settings.max_body_bytes, timeout_s=settings.timeout_s)
+    app.add_middleware(RequestGuard, max_body_bytes=settings.max_body_bytes, timeout_s=settings.timeout_s,
+                       budget=BodyBudget(settings.max_bodies_bytes), retry_after_s=settings.retry_after_s)
     app.add_middleware(MetricsMiddleware, metrics=metrics, routes=routes)
     return app
 
@@ -377,7 +383,7 @@ def _negotiate(accept: str) -> str:
             return kind
         if kind in ("*/*", "image/*"):
             return "image/png"
-    raise ServiceError(406, "not_acceptable", f"cannot answer with {accept!r}: accept {' or '.join(MAP_TYPES)}")
+    raise ServiceError(406, "not_acceptable", f"cannot answer with '{echo(accept)}': accept {' or '.join(MAP_TYPES)}")
 
 
 def _heatmap_png(net: str, model: str, value: float, dmap: np.ndarray, reference: np.ndarray, alpha: float,

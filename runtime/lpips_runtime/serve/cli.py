@@ -78,10 +78,20 @@ def _server_class(uvicorn):
               help="Megapixels of decoded pairs waiting for the model; more get 503.")
 @click.option("--max-body-mb", type=click.FloatRange(min=0, min_open=True), default=_DEFAULTS.max_body_mb,
               help="Largest request body in MiB (413 beyond it, refused while reading).")
+@click.option("--max-bodies-mb", type=click.FloatRange(min=0, min_open=True), default=_DEFAULTS.max_bodies_mb,
+              help="Memory for request bodies being read, service-wide, in MiB (a JSON body counts 3x its "
+                   "size); a body that does not fit gets 503 before it is read. At least 3 x --max-body-mb.")
 @click.option("--max-pairs", type=click.IntRange(min=1), default=_DEFAULTS.max_pairs,
               help="Most pairs in one /v1/distance/batch request (413 beyond it).")
 @click.option("--timeout-s", type=click.FloatRange(min=0, min_open=True), default=_DEFAULTS.timeout_s,
               help="Longest a request may take, upload included (504 beyond it).")
+@click.option("--max-connections", type=click.IntRange(min=1), default=_DEFAULTS.max_connections,
+              help="Most open connections; when full, the one idle longest is closed to make room.")
+@click.option("--header-timeout-s", type=click.FloatRange(min=0, min_open=True),
+              default=_DEFAULTS.header_timeout_s,
+              help="Longest a client may take to send a request's head (408 and closed beyond it).")
+@click.option("--keep-alive-s", type=click.FloatRange(min=0, min_open=True), default=_DEFAULTS.keep_alive_s,
+              help="Idle kept-alive connections are closed after this.")
 @click.option("--workers", type=click.IntRange(min=1), help="Decoding threads (default: up to 4).")
 @click.option("--resize", default="none", help="none (sizes must match), first, or WxH, as lpips-score --resize.")
 @click.option("--heatmap/--no-heatmap", default=True,
@@ -89,7 +99,8 @@ def _server_class(uvicorn):
 @click.option("--access-log/--no-access-log", default=True, help="One line per request on stderr.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="info")
 def main(host, port, api_key, protect_metrics, max_batch, max_wait_ms, max_queue, max_queue_mpx, max_body_mb,
-         max_pairs, timeout_s, workers, resize, heatmap, access_log, log_level, **model_opts):
+         max_bodies_mb, max_pairs, timeout_s, max_connections, header_timeout_s, keep_alive_s, workers, resize,
+         heatmap, access_log, log_level, **model_opts):
     """Serve LPIPS over HTTP: POST /v1/distance, /v1/distance/batch, /v1/heatmap; GET /healthz,
     /readyz, /metrics; API docs at /docs. The model is opened and warmed after start: /readyz says
     when it is ready. SIGTERM finishes the requests in flight, then exits 0.
@@ -108,12 +119,16 @@ def main(host, port, api_key, protect_metrics, max_batch, max_wait_ms, max_queue
         for module in ("fastapi", "prometheus_client", "python_multipart"):
             require(module, "serve", "lpips-serve")
         settings = ServeSettings(max_batch=max_batch, max_wait_ms=max_wait_ms, max_queue=max_queue,
-                                 max_queue_mpx=max_queue_mpx, max_body_mb=max_body_mb,
+                                 max_queue_mpx=max_queue_mpx, max_body_mb=max_body_mb, max_bodies_mb=max_bodies_mb,
                                  max_pairs=max_pairs, timeout_s=timeout_s, api_key=api_key,
+                                 max_connections=max_connections, header_timeout_s=header_timeout_s,
+                                 keep_alive_s=keep_alive_s,
                                  metrics_need_key=protect_metrics, heatmap=heatmap, decode_workers=workers)
         # Between model calls the process decodes and answers requests: ORT workers must not spin then.
+        # A server never exports on demand (minutes and ~1 GB inside the service): a missing file is an error
+        # naming the one lpips-export command (locate.missing_model_message).
         scorer = open_scorer(model_opts, batch_size=max_batch, workers=workers, resize=resize,
-                             spin_between_runs=False)
+                             spin_between_runs=False, auto_export=False)
         # Model files are located and verified now, so that a wrong option fails before the port is bound;
         # opening and warming them happens after start (see /readyz).
         scorer.model_info()
@@ -129,14 +144,15 @@ def main(host, port, api_key, protect_metrics, max_batch, max_wait_ms, max_queue
             except ModelFileError as exc:
                 raise ModelFileError(f"{exc} (or start with --tile off to score every pair in one piece)") from None
     from .app import create_app
+    from .frontdoor import guarded_protocol
 
     server = None
     app = create_app(scorer, settings, on_fatal=lambda message: server.fail(message))
     config = uvicorn.Config(app, host=host, port=port, log_config=_uvicorn_logging(log_level), access_log=access_log,
                             # requests are bounded by --timeout-s, so a drain cannot take longer than that
                             timeout_graceful_shutdown=timeout_s + 5,
-                            # connections beyond this get uvicorn's bare 503 (health checks keep room)
-                            limit_concurrency=max_queue + 64)
+                            # heads, connections and their timeouts are bounded there (probes always get in)
+                            http=guarded_protocol(settings), ws="none", timeout_keep_alive=settings.keep_alive_s)
     server = _server_class(uvicorn)(config)
     server.service = app.state.service
     if host not in ("127.0.0.1", "localhost", "::1") and not api_key:
