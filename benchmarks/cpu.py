@@ -383,7 +383,7 @@ def main(argv=None) -> int:
     parser.add_argument("--net")
     parser.add_argument("--model")
     parser.add_argument("--cells")
-    parser.add_argument("--gemm-n", type=int, default=4096)
+    parser.add_argument("--gemm-n", type=int, default=4096, help="GEMM size for the ceiling rates (n x n)")
     parser.add_argument("--result", type=Path)
     args = parser.parse_args(argv)
     if args.worker == "impl":
@@ -411,7 +411,7 @@ def run_all(args) -> int:
     print(f"CPU benchmark, {report['machine']['cpu']}, {threads} threads, {today()}", flush=True)
 
     gemm, _ = run_worker(me + ["--worker", "gemm", "--threads", str(threads), "--repeats", str(max(repeats, 3)),
-                               "--gemm-n", "1024" if args.quick else "4096"], env)
+                               "--gemm-n", "1024" if args.quick else str(args.gemm_n)], env)
     gemm["best_gflops"] = max(gemm["numpy"]["gflops"], gemm["onnxruntime"]["gflops"])
     report["gemm"] = gemm
     print(f"  fp32 GEMM {gemm['n']}^2: numpy {gemm['numpy']['gflops']:.0f} GFLOP/s, "
