@@ -134,7 +134,7 @@ def main(net, lpips_version, baseline, spatial, precision, input_type, layout, c
             raise click.UsageError("--distance-only writes the plain distance graph: drop the variant options")
         out = Path(out_dir) if out_dir else default_models_dir()
         specs = [spec] if distance_only else bundle_specs(net, lpips_version, not baseline)
-        if not variant and (from_templates or importlib.util.find_spec("torch") is None):
+        if not variant and (from_templates or not _torch_installed()):
             _build_from_templates(specs, out, backbone_weights, opset, from_templates, quiet)
             return
         require("torch", "export", "lpips-export")
@@ -170,6 +170,13 @@ def main(net, lpips_version, baseline, spatial, precision, input_type, layout, c
             _written(engine, quiet)
     except LpipsError as exc:
         raise click.ClickException(str(exc)) from None
+
+
+def _torch_installed() -> bool:
+    try:
+        return importlib.util.find_spec("torch") is not None
+    except (ImportError, ValueError):  # ValueError: blocked with sys.modules["torch"] = None
+        return False
 
 
 def _written(path: Path, quiet: bool) -> None:
