@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from lpips_runtime.bundle import bundle_specs
+from lpips_runtime.bundle import bundle_specs, refresh_manifest_entry
 from lpips_runtime.cli_common import parse_metrics_option, setup_logging, tool_version_option
 from lpips_runtime.errors import LpipsError
 from lpips_runtime.locate import default_models_dir
@@ -153,6 +153,7 @@ def main(net, lpips_version, baseline, spatial, precision, input_type, layout, c
         with stdout_to_stderr():  # torch/onnx chatter: stdout carries the written paths only
             path, report = export_model(spec, out, opset=opset, backbone_weights=backbone_weights,
                                         check=not no_check)
+        refresh_manifest_entry(path, spec)
         _written(path, quiet)
         if report is not None and not quiet:
             click.echo(f"checked: onnx.checker ok; {report.summary()}", err=True)
@@ -201,6 +202,7 @@ def _build_from_templates(specs, out: Path, backbone_weights, opset: int, forced
     paths = []
     for spec in specs:
         paths.append(build_from_template(spec, out))
+        refresh_manifest_entry(paths[-1], spec)
         _written(paths[-1], quiet)
     if len(specs) > 1:
         _written(write_manifest(out, specs[0], paths, _exporter_label()), quiet)

@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .bundle import bundle_command, check_against_manifest
+from .bundle import bundle_command, check_against_manifest, refresh_manifest_entry
 from .errors import ModelFileError
 from .modelfile import ModelInfo, ModelSpec, read_model
 
@@ -121,6 +121,7 @@ def locate_model(spec: ModelSpec, models_dir: str | Path | None = None, auto_exp
                     bundle_command(spec, folder.path if folder.explicit else None))
         with stdout_to_stderr():
             export_model(spec, folder.path)
+        refresh_manifest_entry(path, spec)
     info = read_model(path)
     if info.spec != spec:
         raise ModelFileError(f"{path} holds {info.spec.describe()}, not {spec.describe()}: re-export it")
