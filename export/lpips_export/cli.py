@@ -196,7 +196,7 @@ def _build_from_templates(specs, out: Path, backbone_weights, opset: int, forced
     if backbone_weights is not None or opset != 17:
         raise click.UsageError("--backbone-weights and --opset need the torch export: pip install 'lpips-rt[export]'")
     if not quiet:
-        why = "as asked (--from-templates)" if forced else "torch is not installed"
+        why = "--from-templates" if forced else "torch is not installed"
         click.echo(f"building from graph templates ({why}): the torch export's graphs with the verified "
                    "backbone weights filled in, each checked as the runtime checks models", err=True)
     paths = []
