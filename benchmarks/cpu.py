@@ -25,8 +25,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (README, RESULTS, Worker, interleaved_runs, machine_info, median, peak_rss_mb,  # noqa: E402
-                     replace_section, reset_peak_rss, run_worker, serve, timed_runs, today)
+from _common import (README, RESULTS, Worker, add_models_dir, find_or_export, interleaved_runs,  # noqa: E402
+                     machine_info, median, peak_rss_mb, replace_section, reset_peak_rss, run_worker, serve,
+                     timed_runs, today)
 
 IMPLS = ("ort", "torch", "official", "openvino-fp32", "openvino-bf16", "openvino-int8")
 LABELS = {"ort": "ORT (ours)", "torch": "torch (ours)", "official": "lpips 0.1.4", "openvino-fp32": "OpenVINO fp32 (ours)",
@@ -107,17 +108,18 @@ def layer_facts(net: str, h: int, w: int) -> dict:
             "feature_bytes": sum(4 * c * fh * fw for c, fh, fw in taps)}
 
 
-def export_models(nets, out: Path) -> dict[str, dict[str, str]]:
-    """Fused exports of each net in the portable (default) and the natural form, checked as usual."""
+def export_models(nets, out: Path, models_dir: Path | None = None, natural: bool = True) -> dict[str, dict[str, str]]:
+    """Fused exports of each net in the portable (default) form, taken from ``models_dir`` where there,
+    and (``natural``) the natural form, checked as usual."""
     from lpips_export.onnx_export import export_model
     from lpips_runtime.modelfile import ModelSpec
 
     paths = {}
     for net in nets:
         spec = ModelSpec(net)
-        portable, _ = export_model(spec, out / "portable")
-        natural, _ = export_model(spec, out / "natural", portable=False)
-        paths[net] = {"portable": str(portable), "natural": str(natural)}
+        paths[net] = {"portable": str(find_or_export(spec, models_dir or out / "portable"))}
+        if natural:
+            paths[net]["natural"] = str(export_model(spec, out / "natural", portable=False)[0])
     return paths
 
 
@@ -377,6 +379,7 @@ def main(argv=None) -> int:
     parser.add_argument("--budget", type=float, default=3.0, help="seconds of timed runs per cell (>= 1 run)")
     parser.add_argument("--readme", type=Path, default=README)
     parser.add_argument("--results-dir", type=Path, default=RESULTS)
+    add_models_dir(parser)
     # worker mode (internal)
     parser.add_argument("--worker", choices=("impl", "gemm", "forms"))
     parser.add_argument("--impl", choices=IMPLS)
@@ -421,8 +424,9 @@ def run_all(args) -> int:
 
     with tempfile.TemporaryDirectory(prefix="lpips-bench-") as tmp:
         t0 = time.monotonic()
-        models = export_models(nets, Path(tmp))
-        print(f"  exported {len(nets)} nets x 2 forms in {time.monotonic() - t0:.0f} s", flush=True)
+        forms_wanted = not (args.quick or args.sizes or args.batches)  # the natural form serves only these
+        models = export_models(nets, Path(tmp), args.models_dir, natural=forms_wanted)
+        print(f"  exports of {len(nets)} nets ready in {time.monotonic() - t0:.0f} s", flush=True)
         cells, skipped = plan(nets, args.quick, args.full, repeats, args.budget, args.sizes, args.batches)
         facts = {net: {f"{w}x{h}": layer_facts(net, h, w)
                        for h, w in set(SIZES) | {(c["h"], c["w"]) for c in cells[net]}} for net in nets}
@@ -432,7 +436,7 @@ def run_all(args) -> int:
             for impl, data in measure_net(me, net, models[net]["portable"], cells[net], threads, env, impls).items():
                 results[(impl, net)] = data
         forms = {}
-        if not (args.quick or args.sizes or args.batches):
+        if forms_wanted:
             for net in nets:
                 form_cells = [{"h": 256, "w": 256, "batch": 1 if net == "vgg" else 16, "repeats": 5}]
                 forms[net], _ = run_worker(me + ["--worker", "forms", "--net", net, "--threads", str(threads),
