@@ -38,8 +38,9 @@ demo: $(VENV)/.stamp-demo models/lpips-alex-v0.1.onnx
 dist: $(VENV)/.stamp-test
 	$(PY) -m build --outdir dist .
 
+# --durations: the 25 slowest tests are listed at the end of every run (CI's log shows where time goes).
 test: $(VENV)/.stamp-test
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=25
 
 # CPU table (ORT vs torch vs the official package) and the feature-cache speedups: < 10 minutes on 2 cores.
 bench: $(VENV)/.stamp-test
