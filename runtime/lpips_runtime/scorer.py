@@ -18,6 +18,7 @@ from .errors import BackendError, InputError, LpipsError, ModelFileError, error_
 from .features import Features
 from .images import (DEFAULT_MAX_PIXELS, ImageSource, ResizePolicy, check_unit_batch, describe, load_rgb,
                      rgb_to_unit_nchw)
+from .int8 import check_int8
 from .limits import (DEFAULT_WORK_MEMORY, check_batch_size, check_max_memory, check_max_pixels, check_threads,
                      check_tile, check_workers)
 from .locate import default_models_dir, locate_model
@@ -210,6 +211,8 @@ class Scorer:
             # Siblings (e.g. the spatial variant) are looked for next to the given file.
             self.models_dir = Path(models_dir) if models_dir is not None else Path(model).parent
         check_precisions(backend, backend_cls, self.spec.precision, self.inference_precision)
+        if self.inference_precision == "int8":
+            check_int8(self.spec.net)  # offered per net, where its accuracy was measured to hold
         self._needs_file = backend_cls.needs_file
         if isinstance(self.tile, int) and self.metrics:
             raise LpipsError(f"tiles cannot compute {', '.join(self.metrics)}: the split encoder that tiles run sees "

@@ -125,8 +125,10 @@ def main(host, port, api_key, protect_metrics, max_batch, max_wait_ms, max_queue
                                  keep_alive_s=keep_alive_s,
                                  metrics_need_key=protect_metrics, heatmap=heatmap, decode_workers=workers)
         # Between model calls the process decodes and answers requests: ORT workers must not spin then.
+        # A server never exports on demand (minutes and ~1 GB inside the service): a missing file is an error
+        # naming the one lpips-export command (locate.missing_model_message).
         scorer = open_scorer(model_opts, batch_size=max_batch, workers=workers, resize=resize,
-                             spin_between_runs=False)
+                             spin_between_runs=False, auto_export=False)
         # Model files are located and verified now, so that a wrong option fails before the port is bound;
         # opening and warming them happens after start (see /readyz).
         scorer.model_info()
