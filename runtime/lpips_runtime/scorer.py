@@ -110,8 +110,9 @@ class Scorer:
     ``precision``: "fp32" (the default, equal to the official package to 1e-5), "fp16" (with a net name:
     the mixed export, float16 backbone and float32 head, meant for GPUs), or "bf16": the fp32 export
     computed in bfloat16 on ``backend="openvino"`` (CPUs with native bfloat16 only; faster than fp32,
-    distances within about 1e-3 of fp32: README, "bf16 on the CPU"). Another backend with bf16 is an error that names
-    the fix. ``self.precision`` is what the distances are computed in; ``describe()`` includes it.
+    distances within 1.2e-3 of fp32: docs/openvino.md). Another backend with bf16 is an error that names
+    the fix. "int8" is declared but offered for no net yet (``BackendError`` naming the net's precisions:
+    lpips_runtime.int8, docs/performance.md). ``self.precision`` is what the distances are computed in; ``describe()`` includes it.
 
     Frame graphs (uint8 inputs; scaling, layout and channel order inside the graph) are used:
 
