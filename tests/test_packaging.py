@@ -181,6 +181,7 @@ def test_cpu_install_runs_from_an_empty_folder(venv, exported):
     # ... or, for the modules of an extra not installed here (lpips-serve's), say which extra in one error
     done = _run([python, "-c", _IMPORT_ALL, "lpips_runtime", "lpips_rt_models"], empty, env)
     needs = json.loads(done.stdout.strip().splitlines()[-1])
+    assert needs.pop("lpips_runtime.torch", None) == "torch", needs  # the differentiable loss: [torch]
     assert needs and set(needs.values()) == {"serve"}, needs
     assert all(name.startswith("lpips_runtime.serve.") for name in needs), needs
     _run([python, "-c", "import lpips_export, lpips_export.cli, lpips_export.fetch_weights"], empty, env)

@@ -11,6 +11,8 @@ naming the URL and the destination.
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import os
 import pickle
@@ -52,6 +54,22 @@ def downloads_allowed() -> bool:
     return os.environ.get(OFFLINE_ENV, "").lower() not in ("1", "true", "yes")
 
 
+_reused: dict | None = None  # within ``reuse_loaded``: (net, keys, file, cache, download) -> BackboneWeights
+
+
+@contextlib.contextmanager
+def reuse_loaded():
+    """Within this block, each backbone is fetched and verified once and reused (an export of several graphs
+    says where its weights came from once, and asks the network at most once)."""
+    global _reused
+    outer = _reused
+    _reused = {} if outer is None else outer
+    try:
+        yield
+    finally:
+        _reused = outer
+
+
 def load_backbone(
     net: NetSpec,
     keys: Sequence[str],
@@ -62,6 +80,16 @@ def load_backbone(
     """Return verified backbone tensors for ``net``; ``keys`` is torchvision's ``features.*`` key order."""
     cache_dir = cache_dir or default_cache_dir()
     allow_download = downloads_allowed() if allow_download is None else allow_download
+    key = (net.name, tuple(keys), str(user_file), str(cache_dir), allow_download)
+    if _reused is not None and key in _reused:
+        return _reused[key]
+    weights = _load_backbone(net, keys, user_file, cache_dir, allow_download)
+    if _reused is not None:
+        _reused[key] = weights
+    return weights
+
+
+def _load_backbone(net: NetSpec, keys: Sequence[str], user_file, cache_dir: Path, allow_download: bool):
     if user_file is not None:
         return _verified(net, keys, _read_user_file(Path(user_file)), f"file {user_file}")
     found = _from_torchvision(net, allow_download)
@@ -157,12 +185,16 @@ def _from_torchvision(net: NetSpec, allow_download: bool) -> tuple[dict, str] | 
     if not allow_download:
         log.info("%s backbone: not in torchvision's cache (%s); downloads are off", net.name, cached)
         return None
-    log.warning("downloading %s backbone from %s to %s (hash-checked by torchvision)", net.name, weights.url, cached)
+    # torch.hub writes its own "Downloading: ..." line (to stdout): one line of ours says it all instead.
     try:
-        state = weights.get_state_dict(progress=False, check_hash=True)
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            state = weights.get_state_dict(progress=False, check_hash=True)
     except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
-        log.warning("torchvision download unreachable (%s); trying the offline source", exc)
+        reason = getattr(exc, "reason", exc)
+        log.warning("%s backbone: torchvision's download site is unreachable (%s): using the offline source",
+                    net.name, reason)
         return None
+    log.warning("%s backbone: downloaded %s to %s (hash-checked by torchvision)", net.name, weights.url, cached)
     return state, f"torchvision download {weights.url} (cached at {cached})"
 
 

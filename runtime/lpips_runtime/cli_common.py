@@ -198,10 +198,12 @@ def heatmap_options(allow_auto: bool):
     return decorate
 
 
-def open_scorer(options: dict, quiet: bool = False, **settings):
+def open_scorer(options: dict, quiet: bool = False, auto_export: bool | None = None, **settings):
     """A ``Scorer`` from the values of ``model_options`` (``options`` may hold other keys too) and
     further Scorer keywords in ``settings`` (batch_size, workers, resize, ...). ``quiet``: do not say
-    on stderr which device ``--device auto`` chose."""
+    on stderr which device ``--device auto`` chose. ``auto_export``: False for front ends that never
+    export on demand (servers, lpips-video: a missing model is an error naming the export command);
+    None: on demand unless --no-export."""
     from .scorer import Scorer
 
     backend = options["backend"]
@@ -213,7 +215,8 @@ def open_scorer(options: dict, quiet: bool = False, **settings):
     device = resolve_device(options["device"], backend, quiet)
     return Scorer(options["model"] or options["net"], version=options["lpips_version"], baseline=options["baseline"],
                   backend=backend, device=device, precision=options["precision"],
-                  threads=options["threads"], models_dir=options["models_dir"], auto_export=not options["no_export"],
+                  threads=options["threads"], models_dir=options["models_dir"],
+                  auto_export=not options["no_export"] if auto_export is None else auto_export,
                   metrics=options["metrics"], max_pixels=options["max_pixels"], tile=options["tile"],
                   max_memory=options["max_memory"], **settings)
 

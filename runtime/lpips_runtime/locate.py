@@ -13,6 +13,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from .bundle import bundle_command, check_against_manifest
 from .errors import ModelFileError
 from .modelfile import ModelInfo, ModelSpec, read_model
 
@@ -76,22 +77,34 @@ def export_available() -> bool:
 
 
 def missing_model_message(spec: ModelSpec, folder: ModelsFolder, auto_export: bool) -> str:
-    """One line: which file is missing, where it was looked for and why there, and the ways out."""
-    command = spec.export_command(folder.path if folder.explicit else None)
+    """One line: which file is missing, where it was looked for and why there, and the one ``lpips-export``
+    command that writes it (the bundle's, ``bundle.bundle_command``)."""
+    command = bundle_command(spec, folder.path if folder.explicit else None)
     if not export_available():
-        how = f"run `{command}` (needs pip install 'lpips-rt[export]')"
+        how = f"run `{command}` where lpips-rt[export] is installed and copy the files here"
     else:
         how = f"run `{command}` (on-demand export is off)" if not auto_export else f"run `{command}`"
     return (f"no exported model {spec.filename()} in {folder.path} ({folder.origin}): {how}, "
             f"or name the folder that has it with --models-dir DIR or {MODELS_ENV}=DIR")
 
 
+def missing_model_error(spec: ModelSpec, models_dir: str | Path | None = None) -> ModelFileError | None:
+    """The one-line error front ends raise for a model ``spec`` missing from ``models_dir`` (None: the folder
+    ``resolve_models_dir`` picks), naming the ``lpips-export`` command that writes it; None if the file is there.
+    Servers and lpips-video call this instead of exporting (they never export on demand)."""
+    folder = _folder_of(models_dir)
+    if (folder.path / spec.filename()).is_file():
+        return None
+    return ModelFileError(missing_model_message(spec, folder, auto_export=False))
+
+
 def locate_model(spec: ModelSpec, models_dir: str | Path | None = None, auto_export: bool = True) -> ModelInfo:
     """The checked export for ``spec`` in ``models_dir`` (None: the folder ``resolve_models_dir`` picks).
 
     A missing file is exported on demand if the export extra is installed and ``auto_export`` is set
-    (a notice on stderr first; anything the export libraries print goes to stderr too); otherwise
-    ``ModelFileError`` says where it looked and what to run.
+    (one line on stderr first saying what is written where and why; anything the export libraries print
+    goes to stderr too); otherwise ``ModelFileError`` says where it looked and what to run. A file listed
+    in its bundle's manifest must still have the listed size and sha256 (``bundle.check_against_manifest``).
     """
     folder = _folder_of(models_dir)
     path = folder.path / spec.filename()
@@ -102,11 +115,14 @@ def locate_model(spec: ModelSpec, models_dir: str | Path | None = None, auto_exp
 
         from .stdio import stdout_to_stderr
 
-        log.warning("%s is not in %s (%s): exporting %s there now, once (10-60 s, about 1 GB of RAM; "
-                    "--no-export refuses)", spec.filename(), folder.path, folder.origin, spec.describe())
+        log.warning("exporting %s to %s now, because this run needs %s and it is not there (%s); "
+                    "10-60 s and about 1 GB of RAM, once. `%s` writes every variant at once; --no-export refuses",
+                    spec.filename(), folder.path, spec.describe(), folder.origin,
+                    bundle_command(spec, folder.path if folder.explicit else None))
         with stdout_to_stderr():
             export_model(spec, folder.path)
     info = read_model(path)
     if info.spec != spec:
         raise ModelFileError(f"{path} holds {info.spec.describe()}, not {spec.describe()}: re-export it")
+    check_against_manifest(path, spec)
     return info

@@ -27,6 +27,7 @@ from fastapi.responses import Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from .admission import BodyBudget
 from .guard import RequestGuard
 from .http_errors import ServiceError, error_body, unauthorized
 from .metrics import MetricsMiddleware, ServiceMetrics
@@ -78,12 +79,16 @@ def _install_error_handlers(app: FastAPI) -> None:
 
 
 def _key_check(api_key: str | None):
-    """The dependency that enforces ``Authorization: Bearer <key>`` (constant-time compare), if a key is set."""
+    """The dependency that enforces ``Authorization: Bearer <key>`` (constant-time compare), if a key is set.
+
+    Compared as bytes: the key's UTF-8 bytes against the header's bytes as sent (the server decodes
+    header bytes as Latin-1, so encoding them back gives exactly what the client sent); a non-ASCII
+    key thus matches a client that sends it in UTF-8, as curl and every HTTP library do."""
     bearer = HTTPBearer(auto_error=False, description="The server's --api-key.")
-    expected = api_key.encode() if api_key else b""
+    expected = api_key.encode("utf-8", "surrogateescape") if api_key else b""  # as the environment held it
 
     async def require_key(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)):
-        given = credentials.credentials.encode() if credentials is not None else b""
+        given = credentials.credentials.encode("latin-1") if credentials is not None else b""
         if credentials is None or credentials.scheme.lower() != "bearer" or not hmac.compare_digest(given, expected):
             raise unauthorized("missing or wrong API key: send the header 'Authorization: Bearer <key>'")
 
@@ -138,7 +143,8 @@ def create_app(scorers, settings: ServeSettings | None = None, *,
 
     # Fixed paths, for counting requests answered before routing (e.g. 413 on their Content-Length).
     routes = {route.path for router in routers for route in router.routes if "{" not in route.path}
-    app.add_middleware(RequestGuard, max_body_bytes=settings.max_body_bytes, timeout_s=settings.timeout_s)
+    app.add_middleware(RequestGuard, max_body_bytes=settings.max_body_bytes, timeout_s=settings.timeout_s,
+                       budget=BodyBudget(settings.max_bodies_bytes), retry_after_s=settings.retry_after_s)
     app.add_middleware(MetricsMiddleware, metrics=metrics, routes=routes)
     app.add_middleware(RequestContext)
     return app

@@ -143,10 +143,20 @@ def _server_class(uvicorn):
               help="Megapixels of decoded pairs waiting for the model; more get 503.")
 @click.option("--max-body-mb", type=click.FloatRange(min=0, min_open=True), default=_DEFAULTS.max_body_mb,
               help="Largest request body in MiB (413 beyond it, refused while reading).")
+@click.option("--max-bodies-mb", type=click.FloatRange(min=0, min_open=True), default=_DEFAULTS.max_bodies_mb,
+              help="Memory for request bodies being read, service-wide, in MiB (a JSON body counts 3x its "
+                   "size); a body that does not fit gets 503 before it is read. At least 3 x --max-body-mb.")
 @click.option("--max-pairs", type=click.IntRange(min=1), default=_DEFAULTS.max_pairs,
-              help="Most pairs in one /v1/distance/batch request (413 beyond it).")
+              help="Most pairs in one /v1/distance/batch or v2 infer request (413 beyond it).")
 @click.option("--timeout-s", type=click.FloatRange(min=0, min_open=True), default=_DEFAULTS.timeout_s,
               help="Longest a request may take, upload included (504 beyond it).")
+@click.option("--max-connections", type=click.IntRange(min=1), default=_DEFAULTS.max_connections,
+              help="Most open connections; when full, the one idle longest is closed to make room.")
+@click.option("--header-timeout-s", type=click.FloatRange(min=0, min_open=True),
+              default=_DEFAULTS.header_timeout_s,
+              help="Longest a client may take to send a request's head (408 and closed beyond it).")
+@click.option("--keep-alive-s", type=click.FloatRange(min=0, min_open=True), default=_DEFAULTS.keep_alive_s,
+              help="Idle kept-alive connections are closed after this.")
 @click.option("--workers", type=click.IntRange(min=1), help="Decoding threads (default: up to 4).")
 @click.option("--resize", default="none", help="none (sizes must match), first, or WxH, as lpips-score --resize.")
 @click.option("--heatmap/--no-heatmap", default=True,
@@ -156,7 +166,8 @@ def _server_class(uvicorn):
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text",
               help="json: one JSON object per log line (time, level, logger, message, request_id, trace ids).")
 def main(nets, export_missing, host, port, api_key, protect_metrics, max_batch, max_wait_ms, max_queue, max_queue_mpx,
-         max_body_mb, max_pairs, timeout_s, workers, resize, heatmap, access_log, log_level, log_format, **model_opts):
+         max_body_mb, max_bodies_mb, max_pairs, timeout_s, max_connections, header_timeout_s, keep_alive_s, workers,
+         resize, heatmap, access_log, log_level, log_format, **model_opts):
     """Serve LPIPS over HTTP: POST /v1/distance, /v1/distance/batch, /v1/heatmap; the Open Inference
     Protocol (KServe v2, Triton HTTP) under /v2 (models lpips-<net>, versions 0.0/0.1); GET /healthz,
     /readyz, /metrics; API docs at /docs. Models are opened and warmed after start: /readyz says when
@@ -171,8 +182,6 @@ def main(nets, export_missing, host, port, api_key, protect_metrics, max_batch, 
     setup_logging()
     log.setLevel(logging.INFO)
     _our_logging(log_format == "json")
-    # Never export inside the server unless asked: a missing variant is one line naming lpips-export.
-    model_opts["no_export"] = model_opts.get("no_export") or not export_missing
     nets = _parse_nets(nets)
     with errors_to_click():
         uvicorn = require("uvicorn", "serve", "lpips-serve")
@@ -182,15 +191,19 @@ def main(nets, export_missing, host, port, api_key, protect_metrics, max_batch, 
         # Several models share the memory budgets: each Scorer and each batcher gets an equal part.
         settings = ServeSettings(max_batch=max_batch, max_wait_ms=max_wait_ms, max_queue=max_queue,
                                  max_queue_mpx=max_queue_mpx / count, max_body_mb=max_body_mb,
-                                 max_pairs=max_pairs, timeout_s=timeout_s, api_key=api_key,
+                                 max_bodies_mb=max_bodies_mb, max_pairs=max_pairs, timeout_s=timeout_s, api_key=api_key,
+                                 max_connections=max_connections, header_timeout_s=header_timeout_s,
+                                 keep_alive_s=keep_alive_s,
                                  metrics_need_key=protect_metrics, heatmap=heatmap, decode_workers=workers)
         if count > 1:
             model_opts["max_memory"] = max(1 << 20, model_opts["max_memory"] // count)
             log.info("lpips-serve: %d models share the budgets: --max-memory %d MiB and --max-queue-mpx %g each",
                      count, model_opts["max_memory"] >> 20, settings.max_queue_mpx)
         # Between model calls the process decodes and answers requests: ORT workers must not spin then.
+        # A server never exports on demand (minutes and ~1 GB inside the service): a missing file is an error
+        # naming the one lpips-export command (locate.missing_model_message), unless --export-missing.
         scorers = _open_scorers(model_opts, nets, batch_size=max_batch, workers=workers, resize=resize,
-                                spin_between_runs=False)
+                                spin_between_runs=False, auto_export=export_missing and not model_opts["no_export"])
         try:
             for scorer in scorers:
                 _check_model_files(scorer, heatmap)
@@ -199,6 +212,7 @@ def main(nets, export_missing, host, port, api_key, protect_metrics, max_batch, 
                 scorer.close()
             raise
     from .app import create_app
+    from .frontdoor import guarded_protocol
 
     server = None
     app = create_app(scorers, settings, on_fatal=lambda message: server.fail(message))
@@ -206,8 +220,8 @@ def main(nets, export_missing, host, port, api_key, protect_metrics, max_batch, 
                             access_log=access_log,
                             # requests are bounded by --timeout-s, so a drain cannot take longer than that
                             timeout_graceful_shutdown=timeout_s + 5,
-                            # connections beyond this get uvicorn's bare 503 (health checks keep room)
-                            limit_concurrency=max_queue + 64)
+                            # heads, connections and their timeouts are bounded there (probes always get in)
+                            http=guarded_protocol(settings), ws="none", timeout_keep_alive=settings.keep_alive_s)
     server = _server_class(uvicorn)(config)
     server.service = app.state.service
     if host not in ("127.0.0.1", "localhost", "::1") and not api_key:

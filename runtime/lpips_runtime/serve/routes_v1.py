@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 
 import numpy as np
@@ -18,7 +19,7 @@ from fastapi.responses import Response
 from ..errors import LpipsError
 from ..formatting import float32_json, float32_text
 from ..heatmap import COLORMAPS, DEFAULT_ALPHA, pair_heatmap
-from .http_errors import ServiceError, bad_request
+from .http_errors import ServiceError, bad_request, echo
 from .schemas import BATCH_BODY, HEATMAP_RESPONSES, IMAGE_PAIR_FORM, BatchResult, DistanceResult, error_responses
 from .service import Service
 from .uploads import JSON, MULTIPART, form_pair, form_pairs, json_pairs, require_media_type, uploaded_form
@@ -76,7 +77,7 @@ def v1_router(secured: list) -> APIRouter:
             async with uploaded_form(request, 2 * service.settings.max_pairs) as form:
                 pairs = await form_pairs(form)
         else:
-            pairs = await service.in_pool(json_pairs, await request.body())
+            pairs = await service.in_pool(json_pairs, await request.body(), service.settings.max_pairs)
         if not pairs:
             raise bad_request("no pairs in the request")
 
@@ -128,8 +129,8 @@ def v1_router(secured: list) -> APIRouter:
         if kind == "application/octet-stream":
             return Response(dmap.astype("<f4").tobytes(), media_type=kind, headers=headers)
         top = vmax if vmax in (None, "auto") else float(vmax)
-        if top == 0:
-            raise ServiceError(422, "bad_request", "query.vmax: the heatmap scale must be positive")
+        if top == 0 or not math.isfinite(top if isinstance(top, float) else 1.0):
+            raise ServiceError(422, "bad_request", "query.vmax: the heatmap scale must be a positive finite number")
         picture = await service.in_pool(_heatmap_png, service.scorer.spec.net, service.model, value, dmap,
                                         reference, alpha, colormap, top)
         return Response(picture, media_type="image/png", headers=headers)
@@ -145,7 +146,7 @@ def _negotiate(accept: str) -> str:
             return kind
         if kind in ("*/*", "image/*"):
             return "image/png"
-    raise ServiceError(406, "not_acceptable", f"cannot answer with {accept!r}: accept {' or '.join(MAP_TYPES)}")
+    raise ServiceError(406, "not_acceptable", f"cannot answer with '{echo(accept)}': accept {' or '.join(MAP_TYPES)}")
 
 
 def _heatmap_png(net: str, model: str, value: float, dmap: np.ndarray, reference: np.ndarray, alpha: float,

@@ -25,6 +25,7 @@ from .metrics import ServiceMetrics
 from .schemas import PairOutcome
 from .settings import ServeSettings
 from .tracing import span
+from .uploads import too_many_pairs
 
 log = logging.getLogger("lpips_runtime.serve")
 
@@ -128,9 +129,7 @@ class Service:
 
     def reserve(self, count: int) -> Reservation:
         if count > self.settings.max_pairs:
-            raise ServiceError(413, "too_many_pairs",
-                               f"{count} pairs in one request, over the limit of {self.settings.max_pairs} "
-                               "(lpips-serve --max-pairs): split the batch")
+            raise too_many_pairs(count, self.settings.max_pairs)
         try:
             return self.batcher.reserve(count)
         except QueueFull as exc:

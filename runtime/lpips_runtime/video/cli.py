@@ -97,8 +97,9 @@ def main(ref, dist, offset, step, max_frames, shortest, raw_size, pix_fmt, raw_f
         with VideoComparison(ref, dist, raw=raw, alignment=Alignment(offset, step, max_frames, shortest),
                              colorspace=colorspace, colour_range=colour_range, chroma=chroma,
                              resize=resize) as videos:
+            # No on-demand export: a missing graph is an error naming the one lpips-export command.
             scorer = open_scorer(model_opts, frames=videos.frame_layout, resize=videos.resize,
-                                 batch_size=batch_size or auto_batch_size(*videos.size))
+                                 batch_size=batch_size or auto_batch_size(*videos.size), auto_export=False)
             with scorer:
                 videos.check_scorer(scorer)
                 heatmap = _heatmap_writer(scorer, videos, heatmap_video, heatmap_alpha, colormap, heatmap_max)

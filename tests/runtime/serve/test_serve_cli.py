@@ -156,4 +156,5 @@ def test_missing_model_is_one_line_naming_lpips_export_and_never_imports_torch(t
                           env={**os.environ, "LPIPS_SERVE_HEATMAP": "false"})
     assert done.stdout.split() == ["False", "1"], done.stderr
     lines = [line for line in done.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and "lpips-export --net alex --metrics psnr,ssim" in lines[0]
+    assert len(lines) == 1 and "run `lpips-export --net alex" in lines[0]
+    assert "lpips-alex-v0.1-psnr-ssim.onnx" in lines[0] and "on-demand export is off" in lines[0]
