@@ -19,7 +19,7 @@ $(VENV)/.stamp-demo: $(DEPS) | $(PY)
 	touch $@
 
 $(VENV)/.stamp-test: $(DEPS) | $(PY)
-	$(PIP) install -q $(PIN) -e '.[cpu,export,light-export,serve,test,video,openvino,ray,trt-rtx]'
+	$(PIP) install -q $(PIN) -e '.[cpu,export,light-export,serve,test,video,openvino,ray,trt-rtx,otel]'
 	touch $@
 
 # Backbone weights: torchvision's cache or download first, else the verified offline sources.
