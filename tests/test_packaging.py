@@ -132,6 +132,8 @@ def test_wheel_holds_every_module_and_data_file(dists):
     with tarfile.open(sdist) as tf:
         sdist_names = {Path(*Path(n).parts[1:]).as_posix() for n in tf.getnames()}
     assert {"LICENSE", "NOTICE", "setup.py", "pyproject.toml", "models/nets.toml"} <= sdist_names
+    # the README (the package description) links docs/ pages: they ship in the sdist (MANIFEST.in)
+    assert {"docs/index.md", "docs/score.md", "docs/heatmap-example.png"} <= sdist_names
 
 
 def test_cpu_install_runs_from_an_empty_folder(venv, exported):
