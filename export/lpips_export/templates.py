@@ -2,7 +2,8 @@
 
 ``python -m lpips_export.templates`` (needs torch) exports each graph of ``TEMPLATE_SPECS`` with the torch
 exporter, clears the bytes of every ``features.*`` initializer (names, shapes and types stay; the official
-linear layers, a few kB, stay in), and writes ``models/templates/<file name>.tmpl``. ``template_build`` fills
+linear layers, a few kB, stay in), and writes ``models/graph-templates/<file name>.tmpl`` (a folder name Python
+cannot import: data, not a package). ``template_build`` fills
 them with the verified backbone arrays, without torch, and gets back exactly the graph the torch export writes
 (tests/export/test_template_build.py compares the graph digests). Re-run this after any change to the graph.
 """
@@ -27,7 +28,7 @@ def template_specs():
 def templates_dir() -> Path:
     from lpips_rt_models import MODELS_DIR
 
-    return MODELS_DIR / "templates"
+    return MODELS_DIR / "graph-templates"
 
 
 def strip_backbone(model) -> None:

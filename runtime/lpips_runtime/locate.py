@@ -95,7 +95,7 @@ def has_template(spec: ModelSpec) -> bool:
 
     from .bundle import in_bundle
 
-    return in_bundle(spec) and (MODELS_DIR / "templates" / (spec.filename() + ".tmpl")).is_file()
+    return in_bundle(spec) and (MODELS_DIR / "graph-templates" / (spec.filename() + ".tmpl")).is_file()
 
 
 def _light_export_available(spec: ModelSpec) -> bool:
