@@ -29,7 +29,7 @@ DEFAULT_HW = (1080, 1920)
 # DEFAULT_ACTIVATION_BUDGET, as TensorRT-RTX 1.7 reports it ("Total Activation Memory" in its build log;
 # benchmarks/trt_profiles.py measures it, docs/gpu.md tabulates it). 16x1080x1920 needed 4.2 GiB (alex)
 # to 15.1 GiB (squeeze): more than the 4 GiB workspace the builder had, and than many RTX cards hold.
-DEFAULT_MAX_BATCH = {"alex": 8, "vgg": 1, "squeeze": 2}
+DEFAULT_MAX_BATCH = {"alex": 8, "vgg": 1, "squeeze": 4}
 DEFAULT_ACTIVATION_BUDGET = 4 << 30
 
 

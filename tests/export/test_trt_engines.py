@@ -69,14 +69,15 @@ HEAD = re.compile(r"^/(lins\.\d+/|Sqrt|GlobalAveragePool|Resize|Sub_\d|Div_[2-9]
 
 
 def _check_precisions(sidecar, spec: ModelSpec) -> None:
-    """fp32 engines: float32 everywhere. fp16: the stem conv, normalisation and head float32; the backbone
-    after the stem float16 (or fused into a layer with the cast back to float32)."""
+    """fp32 engines: float32 everywhere. fp16: the normalisation and head float32, the stem conv float32 (or
+    fused with the cast to float16 after it); the backbone after the stem float16 (or fused with a cast)."""
     kinds = sidecar.layer_precisions
     assert kinds, "the build log listed no layers"
     if spec.precision == "fp32":
         assert not {k for k in kinds.values() if k in ("float16", "mixed")}, kinds
         return
-    assert kinds["/features.0/Conv"] == "float32"
+    # The stem convolution reads float32; TensorRT may fuse the cast to float16 that follows it ("mixed")
+    assert kinds["/features.0/Conv"] in ("float32", "mixed")
     head = {n: k for n, k in kinds.items() if HEAD.match(n)}
     assert head and set(head.values()) == {"float32"}, head
     trunk = {n: k for n, k in kinds.items() if re.match(r"^/features\.(\d+)/", n) and
