@@ -122,7 +122,8 @@ _MODEL_OPTIONS = (
     click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True,
                  help="fp16: the mixed-precision export (float16 backbone, float32 head), for GPUs; bf16: the "
                       "fp32 export computed in bfloat16 on OpenVINO (CPUs with native bf16; faster, "
-                      "distances within ~1e-3 of fp32). fp32 reproduces published numbers."),
+                      "distances within ~1e-3 of fp32); int8: offered only for nets whose int8 model keeps that "
+                      "accuracy (none so far: docs/performance.md). fp32 reproduces published numbers."),
     click.option("--threads", type=click.IntRange(min=1), help="CPU threads (default: physical cores)."),
     click.option("--metrics", metavar="LIST", callback=parse_metrics_option, default="",
                  help=f"Also compute these, in the same pass, on the images' 8-bit values: comma-separated from "
@@ -198,10 +199,12 @@ def heatmap_options(allow_auto: bool):
     return decorate
 
 
-def open_scorer(options: dict, quiet: bool = False, **settings):
+def open_scorer(options: dict, quiet: bool = False, auto_export: bool | None = None, **settings):
     """A ``Scorer`` from the values of ``model_options`` (``options`` may hold other keys too) and
     further Scorer keywords in ``settings`` (batch_size, workers, resize, ...). ``quiet``: do not say
-    on stderr which device ``--device auto`` chose."""
+    on stderr which device ``--device auto`` chose. ``auto_export``: False for front ends that never
+    export on demand (servers, lpips-video: a missing model is an error naming the export command);
+    None: on demand unless --no-export."""
     from .scorer import Scorer
 
     backend = options["backend"]
@@ -213,7 +216,8 @@ def open_scorer(options: dict, quiet: bool = False, **settings):
     device = resolve_device(options["device"], backend, quiet)
     return Scorer(options["model"] or options["net"], version=options["lpips_version"], baseline=options["baseline"],
                   backend=backend, device=device, precision=options["precision"],
-                  threads=options["threads"], models_dir=options["models_dir"], auto_export=not options["no_export"],
+                  threads=options["threads"], models_dir=options["models_dir"],
+                  auto_export=not options["no_export"] if auto_export is None else auto_export,
                   metrics=options["metrics"], max_pixels=options["max_pixels"], tile=options["tile"],
                   max_memory=options["max_memory"], **settings)
 
