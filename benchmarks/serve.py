@@ -50,7 +50,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import README, RESULTS, machine_info, publish, today  # noqa: E402
+from _common import README, RESULTS, add_models_dir, machine_info, publish, today  # noqa: E402
 
 TARGET_P50_EXTRA_MS = 2.0
 TARGET_THROUGHPUT_SHARE = 0.85
@@ -408,6 +408,7 @@ def main(argv=None) -> int:
                         help="only the protocol comparison (sections 6 and 7: /v1 and v2 in turns, and wrk), "
                              "written to serve-v2-<date>.json and the serve-v2-table section")
     parser.add_argument("--readme", type=Path, default=README)
+    add_models_dir(parser, "$LPIPS_RT_MODELS, ./models or the user data folder, as lpips-serve")
     parser.add_argument("--results-dir", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     os.environ.setdefault("LPIPS_RT_OFFLINE", "1")
@@ -422,7 +423,7 @@ def main(argv=None) -> int:
     per_level, seconds = (24, 10.0) if q else (2000, 60.0)
     rss_warmup, rss_count, rss_step = (32, 128, 64) if q else (2000, 20000, 2000)
     single_n, batched_n = (8, 32) if q else (300, 512)
-    models_dir = default_models_dir()
+    models_dir = args.models_dir or default_models_dir()
     report = {"date": today(), "machine": machine_info(), "threads": threads, "net": "alex", "size": 256,
               "quick": q, "targets": {"p50_extra_ms": TARGET_P50_EXTRA_MS, "throughput_share": TARGET_THROUGHPUT_SHARE,
                                       "rss_growth_mb": TARGET_RSS_GROWTH_MB}}

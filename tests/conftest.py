@@ -343,3 +343,21 @@ def exported_unchecked(tmp_path_factory):
         return cache[spec]
 
     return get
+
+
+def link_all(sources, folder: Path) -> Path:
+    """``folder`` holding a link to each of ``sources`` (export files), made if needed."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for source in sources:
+        if not (folder / source.name).exists():
+            (folder / source.name).symlink_to(source)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def bench_models(split_models, exported, tmp_path_factory) -> Path:
+    """The benchmark smoke runs' models folder (their --models-dir), so they export nothing themselves:
+    alex v0.1 fused, spatial, encoder and heads (the feature cache, lpips-serve) and the PSNR/SSIM graph
+    (benchmarks/metrics.py), as links to the session's exports."""
+    sources = [*split_models("alex").iterdir(), exported("alex", metrics=("psnr", "ssim"))]
+    return link_all(sources, tmp_path_factory.mktemp("bench-models"))

@@ -18,6 +18,7 @@ from .errors import BackendError, InputError, LpipsError, ModelFileError, error_
 from .features import Features
 from .images import (DEFAULT_MAX_PIXELS, ImageSource, ResizePolicy, check_unit_batch, describe, load_rgb,
                      rgb_to_unit_nchw)
+from .int8 import check_int8
 from .limits import (DEFAULT_WORK_MEMORY, check_batch_size, check_max_memory, check_max_pixels, check_threads,
                      check_tile, check_workers)
 from .locate import default_models_dir, locate_model
@@ -109,8 +110,9 @@ class Scorer:
     ``precision``: "fp32" (the default, equal to the official package to 1e-5), "fp16" (with a net name:
     the mixed export, float16 backbone and float32 head, meant for GPUs), or "bf16": the fp32 export
     computed in bfloat16 on ``backend="openvino"`` (CPUs with native bfloat16 only; faster than fp32,
-    distances within about 1e-3 of fp32: README, "bf16 on the CPU"). Another backend with bf16 is an error that names
-    the fix. ``self.precision`` is what the distances are computed in; ``describe()`` includes it.
+    distances within 1.2e-3 of fp32: docs/openvino.md). Another backend with bf16 is an error that names
+    the fix. "int8" is declared but offered for no net yet (``BackendError`` naming the net's precisions:
+    lpips_runtime.int8, docs/performance.md). ``self.precision`` is what the distances are computed in; ``describe()`` includes it.
 
     Frame graphs (uint8 inputs; scaling, layout and channel order inside the graph) are used:
 
@@ -210,6 +212,8 @@ class Scorer:
             # Siblings (e.g. the spatial variant) are looked for next to the given file.
             self.models_dir = Path(models_dir) if models_dir is not None else Path(model).parent
         check_precisions(backend, backend_cls, self.spec.precision, self.inference_precision)
+        if self.inference_precision == "int8":
+            check_int8(self.spec.net)  # offered per net, where its accuracy was measured to hold
         self._needs_file = backend_cls.needs_file
         if isinstance(self.tile, int) and self.metrics:
             raise LpipsError(f"tiles cannot compute {', '.join(self.metrics)}: the split encoder that tiles run sees "

@@ -63,9 +63,9 @@ def test_video_benchmark_smoke(tmp_path, exported, exported_spec):
     assert "| 640x360 | 9 |" in readme.read_text()
 
 
-def test_metrics_benchmark_quick(capsys):
+def test_metrics_benchmark_quick(capsys, bench_models):
     metrics = _script("metrics")
-    assert metrics.main(["--quick"]) == 0
+    assert metrics.main(["--quick", "--models-dir", str(bench_models)]) == 0
     out = capsys.readouterr().out
     for variant in ("lpips", "lpips+psnr+ssim (graph)", "lpips + scikit-image", "lpips + OpenCV"):
         assert f"| 128x128 (2) | {variant} |" in out and f"| 480x270 (1) | {variant} |" in out
