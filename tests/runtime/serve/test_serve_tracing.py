@@ -95,3 +95,25 @@ def test_json_log_lines_carry_request_and_trace_ids(exporter):
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
+
+
+@pytest.mark.parametrize("json_logs", [False, True])
+def test_access_log_lines_carry_the_request_id(capsys, json_logs):
+    """lpips-serve's uvicorn logging set-up (the one the CLI passes to uvicorn), text and JSON."""
+    import logging.config
+
+    from lpips_runtime.serve.cli import _uvicorn_logging
+    from lpips_runtime.serve.tracing import request_id
+
+    logging.config.dictConfig(_uvicorn_logging("info", json_logs))
+    token = request_id.set("rid-3")
+    try:
+        logging.getLogger("uvicorn.access").info('%s - "%s %s HTTP/%s" %d', "127.0.0.1:1", "GET", "/x", "1.1", 200)
+    finally:
+        request_id.reset(token)
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    if json_logs:
+        doc = json.loads(line)
+        assert doc["request_id"] == "rid-3" and doc["logger"] == "uvicorn.access" and '"GET /x' in doc["message"]
+    else:
+        assert line.endswith("request_id=rid-3") and '"GET /x HTTP/1.1" 200' in line
