@@ -19,7 +19,7 @@ $(VENV)/.stamp-demo: $(DEPS) | $(PY)
 	touch $@
 
 $(VENV)/.stamp-test: $(DEPS) | $(PY)
-	$(PIP) install -q $(PIN) -e '.[cpu,export,light-export,serve,test,video,openvino,ray,trt-rtx]'
+	$(PIP) install -q $(PIN) -e '.[cpu,export,light-export,serve,test,video,openvino,ray,trt-rtx,otel]'
 	touch $@
 
 # Backbone weights: torchvision's cache or download first, else the verified offline sources.
@@ -38,8 +38,9 @@ demo: $(VENV)/.stamp-demo models/lpips-alex-v0.1.onnx
 dist: $(VENV)/.stamp-test
 	$(PY) -m build --outdir dist .
 
+# --durations: the 25 slowest tests are listed at the end of every run (CI's log shows where time goes).
 test: $(VENV)/.stamp-test
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=25
 
 # CPU table (ORT vs torch vs the official package) and the feature-cache speedups: < 10 minutes on 2 cores.
 bench: $(VENV)/.stamp-test

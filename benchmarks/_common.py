@@ -203,6 +203,7 @@ def rerun_in_private_network(script: str, argv: list[str]) -> int:
     command = ["unshare", "--net", "--pid", "--fork", "--mount-proc", "sh", "-c", 'ip link set lo up && "$@"', "sh",
                sys.executable, str(Path(script).resolve()), *argv]
     ray_tmp = private_ray_temp_dir()  # RAY_TMPDIR: every Ray default path (/tmp/ray) moves under it
+    os.mkdir(os.path.join(ray_tmp, "ray"))  # Ray writes its address file there without making the folder
     try:
         return subprocess.run(command, env=dict(os.environ, RAY_TMPDIR=ray_tmp)).returncode
     finally:

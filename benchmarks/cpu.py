@@ -545,7 +545,8 @@ def render(report: dict) -> str:
     procs = ", ".join(f"{LABELS[r['impl']]} {r['net']} {r['process_peak_rss_mb']:.0f}" for r in report["results"])
     lines += ["", f"Peak RSS is per cell (the process's high-water mark reset before the cell); whole worker "
                   f"processes peaked at (MiB): {procs}. The ORT and OpenVINO workers import no torch: "
-                  f"{not any(r['torch_imported'] for r in report['results'] if r['impl'] not in IMPLS[1:3])}."]
+                  f"{not any(r['torch_imported'] for r in report['results'] if r['impl'] in ('ort', *IMPLS[3:5]))} "
+                  "(the int8 worker quantises with NNCF, which imports torch)."]
     if any(r["impl"].startswith("openvino") for r in report["results"]):
         lines += ["", "OpenVINO (our backend, same run, timed in turns with the columns above; bf16 = the fp32 export "
                       "computed in bfloat16 after an fp32 stem, see \"bf16 accuracy\"):", "",

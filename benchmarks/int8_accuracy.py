@@ -93,6 +93,7 @@ def main(argv=None) -> int:
     parser.add_argument("--sets", help="comma-separated set names (default: all)")
     parser.add_argument("--outside", choices=("quick", "full"), default="full",
                         help="outside_pairs.py's set: full (288 pairs up to 512x768) or quick (24 pairs, small sizes)")
+    parser.add_argument("--calibration", type=int, default=60, help="calibration pairs (224x224 crops)")
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--models-dir", type=Path)
     args = parser.parse_args(argv)
@@ -110,7 +111,7 @@ def main(argv=None) -> int:
     report_outside = "quick" if args.quick or args.outside == "quick" else "full"
     if args.sets:
         sets = {k: v for k, v in sets.items() if k in args.sets.split(",")}
-    feeds = calibration(12 if args.quick else 60)
+    feeds = calibration(12 if args.quick else args.calibration)
     core = ov.Core()
     report = {"date": today(), "machine": machine_info(), "threads": threads, "quick": args.quick,
               "openvino_caps": [str(c) for c in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")],
@@ -130,7 +131,7 @@ def main(argv=None) -> int:
             for skip in skips:
                 q, n_convs = quantize(path, skip, feeds)
                 variant = f"int8, {n_convs - skip} of {n_convs} convs"
-                variants[variant] = skip
+                variants[variant] = {"skip": skip, "calibration_pairs": len(feeds), "sets": sorted(sets)}
                 compiled = core.compile_model(q, "CPU", {"INFERENCE_NUM_THREADS": threads,
                                                          "INFERENCE_PRECISION_HINT": "f32"})
                 for name, data in sets.items():

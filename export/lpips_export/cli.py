@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from lpips_runtime.bundle import bundle_specs
+from lpips_runtime.bundle import bundle_specs, refresh_manifest_entry
 from lpips_runtime.cli_common import parse_metrics_option, setup_logging, tool_version_option
 from lpips_runtime.errors import LpipsError
 from lpips_runtime.locate import default_models_dir
@@ -115,18 +115,10 @@ def main(net, lpips_version, baseline, spatial, precision, input_type, layout, c
         if trt:  # fail before the (slow) export, in one line naming the extra
             from .trt_build import require_tensorrt
 
-<<<<<<< HEAD
-            require_tensorrt()
-=======
             require_tensorrt(trt_flavour)
             from lpips_runtime.trt_flavour import parse_sms
 
             sms = parse_sms(trt_sm)
-        require("torch", "export", "lpips-export")
-        require("onnx", "export", "lpips-export")
-        from .onnx_export import export_model
-
->>>>>>> main
         if part == "encoder" and (baseline or spatial):
             raise click.UsageError("an encoder has no linear layers and no spatial output: drop --baseline/--spatial")
         if part != "fused" and (precision == "fp16" or input_type == "uint8" or trt):
@@ -142,7 +134,7 @@ def main(net, lpips_version, baseline, spatial, precision, input_type, layout, c
             raise click.UsageError("--distance-only writes the plain distance graph: drop the variant options")
         out = Path(out_dir) if out_dir else default_models_dir()
         specs = [spec] if distance_only else bundle_specs(net, lpips_version, not baseline)
-        if not variant and (from_templates or importlib.util.find_spec("torch") is None):
+        if not variant and (from_templates or not _torch_installed()):
             _build_from_templates(specs, out, backbone_weights, opset, from_templates, quiet)
             return
         require("torch", "export", "lpips-export")
@@ -161,6 +153,7 @@ def main(net, lpips_version, baseline, spatial, precision, input_type, layout, c
         with stdout_to_stderr():  # torch/onnx chatter: stdout carries the written paths only
             path, report = export_model(spec, out, opset=opset, backbone_weights=backbone_weights,
                                         check=not no_check)
+        refresh_manifest_entry(path, spec)
         _written(path, quiet)
         if report is not None and not quiet:
             click.echo(f"checked: onnx.checker ok; {report.summary()}", err=True)
@@ -180,6 +173,13 @@ def main(net, lpips_version, baseline, spatial, precision, input_type, layout, c
         raise click.ClickException(str(exc)) from None
 
 
+def _torch_installed() -> bool:
+    try:
+        return importlib.util.find_spec("torch") is not None
+    except (ImportError, ValueError):  # ValueError: blocked with sys.modules["torch"] = None
+        return False
+
+
 def _written(path: Path, quiet: bool) -> None:
     """The stdout line of one file written: its path, and (unless quiet) its size."""
     path = Path(path)
@@ -196,12 +196,13 @@ def _build_from_templates(specs, out: Path, backbone_weights, opset: int, forced
     if backbone_weights is not None or opset != 17:
         raise click.UsageError("--backbone-weights and --opset need the torch export: pip install 'lpips-rt[export]'")
     if not quiet:
-        why = "as asked (--from-templates)" if forced else "torch is not installed"
+        why = "--from-templates" if forced else "torch is not installed"
         click.echo(f"building from graph templates ({why}): the torch export's graphs with the verified "
                    "backbone weights filled in, each checked as the runtime checks models", err=True)
     paths = []
     for spec in specs:
         paths.append(build_from_template(spec, out))
+        refresh_manifest_entry(paths[-1], spec)
         _written(paths[-1], quiet)
     if len(specs) > 1:
         _written(write_manifest(out, specs[0], paths, _exporter_label()), quiet)

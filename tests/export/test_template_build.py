@@ -52,3 +52,24 @@ def test_cli_builds_the_bundle_without_torch(tmp_path, monkeypatch):
 def test_no_template_names_the_torch_export(tmp_path):
     with pytest.raises(LpipsError, match=r"no torch-free template .* pip install 'lpips-rt\[export\]'"):
         build_from_template(ModelSpec("alex", version="0.0"), tmp_path)
+
+
+def test_a_file_written_alone_keeps_its_bundle_manifest_true(tmp_path):
+    """`--distance-only` into a folder holding a bundle rewrites that file and its manifest entry: the bundle still
+    verifies and the runtime opens the new file (a stale entry would refuse it)."""
+    import json
+
+    from lpips_export.cli import main
+    from lpips_runtime.locate import locate_model
+
+    assert CliRunner().invoke(main, ["--net", "squeeze", "--from-templates", "--out", str(tmp_path), "-q"]).exit_code == 0
+    manifest = tmp_path / "lpips-squeeze-v0.1.bundle.json"
+    data = json.loads(manifest.read_text())
+    data["files"][0]["sha256"] = "0" * 64  # as if the file had been rewritten since
+    manifest.write_text(json.dumps(data))
+    with pytest.raises(Exception, match="differs from the file its bundle manifest"):
+        locate_model(ModelSpec("squeeze"), tmp_path, auto_export=False)
+    again = CliRunner().invoke(main, ["--net", "squeeze", "--distance-only", "--from-templates", "--out", str(tmp_path)])
+    assert again.exit_code == 0, again.output
+    locate_model(ModelSpec("squeeze"), tmp_path, auto_export=False)
+    verify_bundle(tmp_path, ModelSpec("squeeze"))

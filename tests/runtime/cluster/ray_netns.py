@@ -46,7 +46,7 @@ def run_module_in_private_network(module: str, models: Path, timeout: float = 60
     # RAY_TMPDIR: Ray's every default path (/tmp/ray: session folders, ray_current_cluster, which
     # ray.cluster_utils writes and deletes) moves to a folder of this run alone, so another Ray user of
     # the machine and this run cannot disturb each other.
-    ray_tmp = tempfile.mkdtemp(prefix="lr-", dir="/tmp")
+    ray_tmp = _new_ray_tmpdir()
     env = dict(os.environ, **{MODELS_ENV: str(models), "RAY_TMPDIR": ray_tmp})
     command = [*_UNSHARE, "sh", "-c", 'ip link set lo up && "$@"', "sh",
                sys.executable, "-m", "pytest", module, "-q", "-p", "no:cacheprovider", "-o", "addopts=-ra"]
@@ -79,11 +79,18 @@ def models(split_models) -> Path:
     return Path(given) if given else split_models("alex")
 
 
+def _new_ray_tmpdir() -> str:
+    """A fresh RAY_TMPDIR with its ``ray`` folder made (Ray writes its address file there without making it)."""
+    folder = tempfile.mkdtemp(prefix="lr-", dir="/tmp")
+    os.mkdir(os.path.join(folder, "ray"))
+    return folder
+
+
 def private_ray_tmpdir() -> str:
     """The run's own RAY_TMPDIR (set by ``run_module_in_private_network``; made here when the module is
     run by hand inside a namespace): Ray's default paths lie under it, never under /tmp/ray."""
     if not os.environ.get("RAY_TMPDIR"):
-        os.environ["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="lr-", dir="/tmp")
+        os.environ["RAY_TMPDIR"] = _new_ray_tmpdir()
     return os.environ["RAY_TMPDIR"]
 
 
