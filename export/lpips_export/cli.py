@@ -195,6 +195,7 @@ def _build_from_templates(specs, out: Path, backbone_weights, opset: int, forced
 
     if backbone_weights is not None or opset != 17:
         raise click.UsageError("--backbone-weights and --opset need the torch export: pip install 'lpips-rt[export]'")
+    require("onnx", "light-export", "lpips-export without torch")  # one line, before anything is said
     if not quiet:
         why = "--from-templates" if forced else "torch is not installed"
         click.echo(f"building from graph templates ({why}): the torch export's graphs with the verified "
