@@ -179,7 +179,8 @@ def test_resource_plan_refuses_actors_that_cannot_fit():
         plan(2, 0.5, gpus_per_actor=0.5, total={"CPU": 2})
 
 
-def test_a_run_without_rows_says_why_and_stops(caplog):
+def test_a_run_without_rows_says_why_and_stops():
+    import logging
     import threading
 
     from lpips_runtime.cluster.run import _watched
@@ -191,7 +192,15 @@ def test_a_run_without_rows_says_why_and_stops(caplog):
         never.wait()
         yield from ()
 
-    with pytest.raises(ClusterError, match="stopped making progress: no rows for"):
-        list(_watched(stuck(), stall_timeout_s=1.0, warn_s=0.3))
-    assert any("pending resources" in r.getMessage() for r in caplog.records)
-    never.set()
+    said = []
+    handler = logging.Handler()
+    handler.emit = lambda record: said.append(record.getMessage())
+    logger = logging.getLogger("lpips_runtime.cluster")  # the CLI's handlers may stop propagation above it
+    logger.addHandler(handler)
+    try:
+        with pytest.raises(ClusterError, match="stopped making progress: no rows for"):
+            list(_watched(stuck(), stall_timeout_s=1.0, warn_s=0.3))
+    finally:
+        logger.removeHandler(handler)
+        never.set()
+    assert any("pending resources" in message for message in said), said
