@@ -15,7 +15,7 @@ import sys
 import click
 
 from .cli_common import (EXIT_INTERRUPTED, errors_to_click, heatmap_options, model_options, open_scorer,
-                         require_stdout, setup_logging, tool_version_option)
+                         require_stdout, scorer_option, setup_logging, tool_version_option)
 from .cluster.cli import RAY_OPTION_NAMES, ray_options
 from .cluster.cli import check_usage as check_ray_usage
 from .pairs import IMAGE_SUFFIXES
@@ -117,10 +117,9 @@ _SUFFIXES = " ".join(sorted(IMAGE_SUFFIXES))
               help="Write the spatial distance map as a picture (.png, .jpg, ...) with a colour bar.")
 @heatmap_options(allow_auto=True)
 @model_options
-@click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
-@click.option("--workers", type=click.IntRange(min=1), help="Decoding threads (default: up to 4).")
-@click.option("--resize", default="none", show_default=True,
-              help="none (sizes must match), first (resize the second to the first), or WxH (both).")
+@scorer_option("batch_size")
+@scorer_option("workers")
+@scorer_option("resize")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar, no summary line, no device notice.")
 @tool_version_option
 @ray_options
@@ -207,12 +206,9 @@ def _score_one(scorer, images, as_json, heatmap, alpha, vmax, colormap) -> None:
     else:
         values = scorer.scores(images[0], images[1])
     if as_json:
-        spec = scorer.spec
         echo_result(json.dumps(json_fields({
             "img0": images[0], "img1": images[1], "distance": float32_json(values["distance"]),
-            **{m: json_number(float32_json(values[m])) for m in scorer.metrics}, "net": spec.net,
-            "version": spec.version, "calibrated": spec.calibrated, "precision": scorer.precision,
-            "backend": scorer.backend_name, "device": scorer.device, "model": scorer.describe()})))
+            **{m: json_number(float32_json(values[m])) for m in scorer.metrics}, **scorer.identity})))
     else:
         echo_result(" ".join([human(values["distance"]),
                               *(f"{m}={format_metric(m, values[m])}" for m in scorer.metrics)]))
@@ -285,9 +281,7 @@ def _score_many(scorer, mode, how, out, row_format, resume, overwrite, summary_j
     from .summary import RunSummary
 
     pairs = _collect_pairs(mode, how)
-    spec = scorer.spec
-    summary = RunSummary({"model": scorer.describe(), "net": spec.net, "version": spec.version,
-                          "precision": scorer.precision, "backend": scorer.backend_name, "device": scorer.device})
+    summary = RunSummary(scorer.identity)
     target = None if out in (None, "-") else out
     writer = ResultWriter(target, columns=pair_columns(scorer.metrics), fmt=row_format,
                           constants={"model": scorer.describe()}, resume=resume, overwrite=overwrite,

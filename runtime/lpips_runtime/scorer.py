@@ -16,14 +16,13 @@ from .backends import (Backend, backend_class, check_graph_backend, check_precis
 from .embedding import DEFAULT_MAX_MEMORY, FeatureCache
 from .errors import BackendError, InputError, LpipsError, ModelFileError, error_text
 from .features import Features
-from .images import (DEFAULT_MAX_PIXELS, ImageSource, ResizePolicy, check_unit_batch, describe, load_rgb,
+from .images import (ImageSource, ResizePolicy, check_unit_batch, describe, load_rgb,
                      rgb_to_unit_nchw)
-from .limits import (DEFAULT_WORK_MEMORY, check_batch_size, check_max_memory, check_max_pixels, check_threads,
-                     check_tile, check_workers)
+from .limits import check_batch_size, check_workers
 from .locate import default_models_dir, locate_model
 from .modelfile import ModelInfo, ModelSpec, read_model
 from .nets import NET_NAMES, NetSpec, get_net
-from .pixel_metrics import parse_metrics
+from .options import DEFAULTS, OPTION_NAMES, ScorerOptions
 from .tiling import TilePlan, plan_tiles, tiled_lpips
 
 
@@ -154,46 +153,44 @@ class Scorer:
 
     def __init__(
         self,
-        model: str | Path = "alex",
+        model: str | Path = DEFAULTS.model,
         *,
-        version: str = "0.1",
-        baseline: bool = False,
-        backend: str = "ort",
-        device: str = "cpu",
-        precision: str = "fp32",
-        frames: str | None = "auto",
-        threads: int | None = None,
-        batch_size: int = 16,
-        workers: int | None = None,
-        resize: str | ResizePolicy = "none",
-        models_dir: str | Path | None = None,
-        auto_export: bool = True,
-        max_pixels: int | None = DEFAULT_MAX_PIXELS,
-        tile: str | int = "auto",
-        max_memory: int = DEFAULT_WORK_MEMORY,
-        metrics: str | Sequence[str] = (),
-        spin_between_runs: bool = True,
+        version: str = DEFAULTS.version,
+        baseline: bool = DEFAULTS.baseline,
+        backend: str = DEFAULTS.backend,
+        device: str = DEFAULTS.device,
+        precision: str = DEFAULTS.precision,
+        frames: str | None = DEFAULTS.frames,
+        threads: int | None = DEFAULTS.threads,
+        batch_size: int = DEFAULTS.batch_size,
+        workers: int | None = DEFAULTS.workers,
+        resize: str | ResizePolicy = DEFAULTS.resize,
+        models_dir: str | Path | None = DEFAULTS.models_dir,
+        auto_export: bool = DEFAULTS.auto_export,
+        max_pixels: int | None = DEFAULTS.max_pixels,
+        tile: str | int = DEFAULTS.tile,
+        max_memory: int = DEFAULTS.max_memory,
+        metrics: str | Sequence[str] = DEFAULTS.metrics,
+        spin_between_runs: bool = DEFAULTS.spin_between_runs,
     ):
+        # The keywords are ``ScorerOptions``' fields, one for one (tests/runtime/test_options.py holds them equal).
+        self.options = o = ScorerOptions(**{name: value for name, value in locals().items() if name in OPTION_NAMES})
+        model, version, backend, device = o.model, o.version, o.backend, o.device
         self.backend_name, self.device = backend, device
-        file_precision, self.inference_precision = split_precision(precision)
-        self.threads = check_threads(threads)
-        self.batch_size = check_batch_size(batch_size)
-        self.workers = check_workers(workers) or _default_workers()
-        self.max_pixels = check_max_pixels(max_pixels)
-        self.max_memory = check_max_memory(max_memory)
-        self.tile = check_tile(tile)
-        self.resize = resize if isinstance(resize, ResizePolicy) else ResizePolicy.parse(resize)
-        self.resize.check_limit(self.max_pixels)
-        self.auto_export = auto_export
-        self.spin_between_runs = spin_between_runs
+        file_precision, self.inference_precision = split_precision(o.precision)
+        self.threads, self.batch_size, self.max_pixels, self.max_memory, self.tile = \
+            o.threads, o.batch_size, o.max_pixels, o.max_memory, o.tile
+        self.workers = o.workers or _default_workers()
+        self.resize = o.resize
+        self.auto_export, self.spin_between_runs = o.auto_export, o.spin_between_runs
+        models_dir, metrics = o.models_dir, o.metrics
         backend_cls = backend_class(backend, device)  # unknown name: error now, not at first use
         self._models: dict[tuple[bool, str], ModelInfo] = {}  # (spatial, part) -> checked file
-        metrics = parse_metrics(metrics)
         self._map_metrics: tuple[str, ...] = ()  # of the spatial graph: maps need none, unless given such a file
         if str(model) in NET_NAMES:
             self.models_dir = Path(models_dir) if models_dir is not None else default_models_dir()
-            spec = ModelSpec(str(model), version, not baseline, False, file_precision, metrics=metrics)
-            self.spec = replace(spec, frames=self._choose_frames(spec, frames, device))
+            spec = ModelSpec(str(model), version, not o.baseline, False, file_precision, metrics=metrics)
+            self.spec = replace(spec, frames=self._choose_frames(spec, o.frames, device))
         else:
             info = read_model(model)
             if info.part != "fused":
@@ -221,6 +218,11 @@ class Scorer:
         self._backends: dict[bool, Backend] = {}
         self._cache: FeatureCache | None = None
         self._lock = threading.Lock()
+
+    @classmethod
+    def from_options(cls, options: ScorerOptions) -> "Scorer":
+        """A Scorer with ``options`` (``ScorerOptions.open``)."""
+        return cls(**options.keywords())
 
     # -- set-up ----------------------------------------------------------------------------
 
@@ -257,6 +259,32 @@ class Scorer:
             return label
         return label[:-1] + f", {self.inference_precision})" if label.endswith(")") else \
             f"{label} ({self.inference_precision})"
+
+    @property
+    def identity(self) -> dict:
+        """What computes this Scorer's results, with the same keys in every front end (result JSON, run
+        summaries, service metrics labels, cluster result folders): ``model`` (``describe()``), ``net``,
+        ``version``, ``calibrated``, ``precision`` (what the distances are computed in), ``backend``, ``device``."""
+        spec = self.spec
+        return {"model": self.describe(), "net": spec.net, "version": spec.version, "calibrated": spec.calibrated,
+                "precision": self.precision, "backend": self.backend_name, "device": self.device}
+
+    def model_parts(self, *, distances: bool = True, maps: bool = False, feature_cache: bool = False) -> tuple[str, ...]:
+        """The model files a job of this Scorer reads (``part_info`` locates each): for ``distances`` "fused"
+        (with the Scorer's metrics); for ``maps`` "spatial" (distance maps, heatmaps); for the
+        ``feature_cache`` "encoder" and "head" (``embed``, ``one_to_many``, ``score_all_pairs``). Pairs
+        past ``max_memory`` also need ``tile_parts()``."""
+        return (("fused",) if distances else ()) + (("spatial",) if maps else ()) + \
+            (("encoder", "head") if feature_cache else ())
+
+    def tile_parts(self) -> tuple[str, ...]:
+        """The split graphs that pairs too large for ``max_memory`` are scored with, tile by tile
+        ("encoder", "head"), or () when this Scorer never tiles (``tile="off"``, or ``can_tile()`` is False)."""
+        return ("encoder", "head") if self.tile != "off" and self.can_tile() else ()
+
+    def part_info(self, part: str) -> ModelInfo:
+        """The checked file of one of ``model_parts``/``tile_parts``, located or exported on first use."""
+        return self.model_info(spatial=True) if part == "spatial" else self.model_info(part=part)
 
     def __repr__(self) -> str:
         return (f"Scorer({self.describe()}, backend={self.backend_name!r}, device={self.device!r}, "

@@ -83,10 +83,10 @@ def run_batch_mode(ray_opts: dict, model_opts: dict, mode: str, how: dict, pairs
     from ..progress import Progress
     from . import uris
     from .session import cluster_errors, ray_session
-    from .settings import ScorerSettings
+    from .settings import settings_from_cli
 
     gpus = _gpus(ray_opts, model_opts["device"])
-    settings = ScorerSettings.from_cli(model_opts, gpus=gpus, **scorer_settings)
+    settings = settings_from_cli(model_opts, gpus=gpus, **scorer_settings)
     common = dict(actors=ray_opts["actors"], cpus_per_actor=ray_opts["cpus_per_actor"], gpus_per_actor=gpus)
     show = not quiet
     if mode == "all-pairs" and not how["consecutive"]:

@@ -228,9 +228,8 @@ def create_app(scorer, settings: ServeSettings | None = None, *,
     ``on_fatal(message)`` is called when the model cannot be loaded (the CLI then exits 1)."""
     settings = settings or ServeSettings()
     spec = scorer.spec
-    metrics = ServiceMetrics({"model": scorer.describe(), "net": spec.net, "version": spec.version,
-                              "calibrated": str(spec.calibrated).lower(), "precision": scorer.precision,
-                              "backend": scorer.backend_name, "device": scorer.device})
+    metrics = ServiceMetrics({key: str(value).lower() if isinstance(value, bool) else value
+                              for key, value in scorer.identity.items()})
     service = Service(scorer, settings, metrics, on_fatal)
 
     @contextlib.asynccontextmanager

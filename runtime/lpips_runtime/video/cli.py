@@ -14,7 +14,7 @@ from pathlib import Path
 
 import click
 
-from ..cli_common import errors_to_click, heatmap_options, model_options, open_scorer, setup_logging
+from ..cli_common import errors_to_click, heatmap_options, model_options, open_scorer, scorer_option, setup_logging
 from ..pooling import STAT_NAMES
 
 EXIT_FRAMES_FAILED = 3
@@ -50,8 +50,7 @@ def auto_batch_size(width: int, height: int) -> int:
               show_default=True, help="YUV range; auto: the file's tag (untagged: limited, full for yuvj*).")
 @click.option("--chroma", type=click.Choice(["bilinear", "nearest"]), default="bilinear", show_default=True,
               help="Chroma upsampling (nearest: swscale's fast path).")
-@click.option("--resize", default="none", show_default=True,
-              help="none (sizes must match), first (DIST frames to REF's size), or WxH (both).")
+@scorer_option("resize", help="none (sizes must match), first (DIST frames to REF's size), or WxH (both).")
 @click.option("--out", type=click.Path(dir_okay=False), help="Stream rows to a .csv or .jsonl file.")
 @click.option("--resume", is_flag=True, help="Skip frames already in --out and append the rest.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing --out file.")
@@ -62,7 +61,7 @@ def auto_batch_size(width: int, height: int) -> int:
               help="Write each frame's spatial distance map as a video (e.g. heat.mp4; one more inference per frame).")
 @heatmap_options(allow_auto=False)
 @model_options
-@click.option("--batch-size", type=click.IntRange(min=1), help="Frame pairs per inference (default: ~2 Mpx).")
+@scorer_option("batch_size", default=None, show_default=False, help="Frame pairs per inference (default: ~2 Mpx).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress, no summary on stderr.")
 def main(ref, dist, offset, step, max_frames, shortest, raw_size, pix_fmt, raw_fps, colorspace, colour_range, chroma, resize,
          out, resume, overwrite, as_json, summary_path, heatmap_video, heatmap_alpha, heatmap_max, colormap,
@@ -184,8 +183,7 @@ def _score(videos, scorer, out, resume, overwrite, as_json, summary_path, heatma
 def _write_summary(path, stats, label, scorer, videos, failure, metric_pooling) -> None:
     """The pooled statistics and what was compared, as one JSON object (with metrics: the same statistics
     of each under "metrics", the worst frame being the lowest, and ``identical``: frames of infinite PSNR)."""
-    summary = {"model": label, "backend": scorer.backend_name, "device": scorer.device,
-               "frames_scored": stats.n, "failures": stats.failures}
+    summary = {**scorer.identity, "model": label, "frames_scored": stats.n, "failures": stats.failures}
     summary |= {name: getattr(stats, name) for name in STAT_NAMES}
     summary |= {"worst_frame": stats.worst}
     if metric_pooling:
