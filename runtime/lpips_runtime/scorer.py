@@ -14,7 +14,7 @@ import numpy as np
 from .backends import (Backend, backend_class, check_graph_backend, check_precisions, is_cuda, open_backend,
                        split_precision)
 from .embedding import DEFAULT_MAX_MEMORY, FeatureCache
-from .errors import BackendError, InputError, LpipsError, ModelFileError, error_text
+from .errors import BackendError, InputError, LpipsError, ModelFileError, error_text, first_line
 from .features import Features
 from .images import (ImageSource, ResizePolicy, check_unit_batch, describe, load_rgb,
                      rgb_to_unit_nchw)
@@ -806,7 +806,7 @@ class Scorer:
 
     @staticmethod
     def _record_failure(done: dict, part: list, exc: Exception) -> None:
-        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__  # a backend's own words
+        message = first_line(exc)  # a backend's own words
         for index, name0, name1, *_ in part:
             done[index] = PairResult(index, name0, name1, error=message)
 

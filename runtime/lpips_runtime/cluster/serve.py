@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 from dataclasses import fields
 
-from ..errors import ClusterError, LpipsError
+from ..errors import ClusterError, LpipsError, first_line
 from .session import require_ray
 from ..options import OPTION_NAMES
 from .settings import ScorerSettings, WorkerModel
@@ -146,5 +146,4 @@ def deploy(app, *, host: str = "127.0.0.1", port: int = 8000) -> None:
     try:
         serve.run(app, name=APP_NAME, route_prefix="/", blocking=False)
     except RuntimeError as exc:  # Ray Serve says which deployment failed; the replicas' logs say why
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ClusterError(f"{first} (the replicas' logs are in the Ray session folder, logs/serve/)") from None
+        raise ClusterError(f"{first_line(exc)} (the replicas' logs are in the Ray session folder, logs/serve/)") from None

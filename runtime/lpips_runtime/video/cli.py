@@ -1,6 +1,6 @@
 """``lpips-video``: per-frame LPIPS of two videos, with VMAF-style pooled statistics.
 
-Exit codes (as ``lpips-score``): 0 every frame scored; 1 an error stopped the run, or the frame counts
+Exit codes (``batchrun``'s, as ``lpips-score``): 0 every frame scored; 1 an error stopped the run, or the frame counts
 differ without --shortest (one line on stderr; rows already written are kept); 2 bad usage; 3 the run
 finished but some frames failed to decode or score (each has a row with its error); 130 interrupted.
 """
@@ -17,8 +17,6 @@ import click
 from ..cli_common import errors_to_click, heatmap_options, model_options, open_scorer, scorer_option, setup_logging
 from ..pooling import STAT_NAMES
 
-EXIT_FRAMES_FAILED = 3
-EXIT_INTERRUPTED = 130
 # Frames per inference batch when --batch-size is not given: about 2 megapixels per batch (1 frame at
 # 1080p, 2 at 720p, 16 at 360x360 and below). Measured for alex at 1080p on the CPU: each pair in a batch
 # adds about 560 MiB of ONNX Runtime buffers (peak RSS 648 / 1208 / 2296 MiB at batch 1 / 2 / 4) and no
@@ -121,7 +119,7 @@ def _heatmap_writer(scorer, videos, path, alpha, colormap, vmax):
 def _score(videos, scorer, out, resume, overwrite, as_json, summary_path, heatmap, quiet) -> int:
     from ..errors import InputError
     from ..pooling import Pooling
-    from ..progress import Progress
+    from ..batchrun import BatchRun
     from ..results import ResultWriter, metric_columns
     from .score import FRAME_COLUMNS, FRAME_KEY
 
@@ -143,33 +141,24 @@ def _score(videos, scorer, out, resume, overwrite, as_json, summary_path, heatma
         for source, conversion in zip(videos.sources, videos.conversions):
             info = source.info
             click.echo(f"{source.name}: {info.size()} {info.pix_fmt} {info.codec}; {conversion.describe()}", err=True)
-        if done:
-            click.echo(f"resuming {out}: {len(done)} frames already there", err=True)
-    progress = Progress(videos.expected_pairs(len(done)) or 0, enabled=not quiet, unit="frames")
-    try:
-        with progress:
-            for result in videos.frames(scorer, done, keep_frames=heatmap is not None):
-                writer.write_row(result.row())
-                pooling.add(result.frame, result.distance)
-                for m, metric in metric_pooling.items():
-                    metric.add(result.frame, result.metrics[m] if result.ok else None)
-                if heatmap is not None and result.ok:
-                    heatmap.write(scorer.distance_map(result.ref, result.dist), result.ref)
-                progress.update()
-    except KeyboardInterrupt:
-        where = f"; rerun with --resume to finish {out}" if out else ""
-        click.echo(f"interrupted after {progress.count} frames{where}", err=True)
-        return EXIT_INTERRUPTED
-    finally:
-        writer.close()
-        if heatmap is not None:
-            heatmap.close()
+    run = BatchRun(out, unit="frames", quiet=quiet).start(videos.expected_pairs(len(done)), already=len(done))
+    with run.scoring(writer, *([heatmap] if heatmap is not None else [])):
+        for result in videos.frames(scorer, done, keep_frames=heatmap is not None):
+            writer.write_row(result.row())
+            pooling.add(result.frame, result.distance)
+            for m, metric in metric_pooling.items():
+                metric.add(result.frame, result.metrics[m] if result.ok else None)
+            if heatmap is not None and result.ok:
+                heatmap.write(scorer.distance_map(result.ref, result.dist), result.ref)
+            run.update()
+    if run.interrupted:
+        return run.finish()
     stats = pooling.stats()
-    if not quiet:
-        click.echo(stats.line("worst_frame"), err=True)
-        for m, metric in metric_pooling.items():
-            identical = f" identical={metric.infinite} (inf, left out)" if metric.infinite else ""
-            click.echo(f"{m}: {metric.stats().line('worst_frame')}{identical}", err=True)
+    lines = [stats.line("worst_frame")]
+    for m, metric in metric_pooling.items():
+        identical = f" identical={metric.infinite} (inf, left out)" if metric.infinite else ""
+        lines.append(f"{m}: {metric.stats().line('worst_frame')}{identical}")
+    code = run.finish(lines, stats.failures + len(videos.read_errors))
     failure = videos.failure()
     if summary_path:
         _write_summary(summary_path, stats, label, scorer, videos, failure, metric_pooling)
@@ -177,7 +166,7 @@ def _score(videos, scorer, out, resume, overwrite, as_json, summary_path, heatma
         click.echo(f"warning: {message}", err=True)
     if failure:
         raise InputError(failure + ("; rows of the common frames are kept" if stats.n or stats.failures else ""))
-    return EXIT_FRAMES_FAILED if stats.failures or videos.read_errors else 0
+    return code
 
 
 def _write_summary(path, stats, label, scorer, videos, failure, metric_pooling) -> None:
