@@ -178,7 +178,9 @@ def open_scorer(options: dict, quiet: bool = False, **settings):
             logging.getLogger("lpips_runtime").warning("--precision %s runs on the %s backend: using --backend %s",
                                                        options["precision"], backend, backend)
     device = resolve_device(options["device"], backend, quiet)
-    return ScorerOptions.from_cli(options, backend=backend, device=device, **settings).open()
+    from .scorer import Scorer
+
+    return Scorer.from_options(ScorerOptions.from_cli(options, backend=backend, device=device, **settings))
 
 
 def _print_tool_version(ctx: click.Context, _param, value: bool) -> None:

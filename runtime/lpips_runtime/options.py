@@ -4,7 +4,8 @@ Each field is one option: its name (the ``Scorer`` keyword), type and default, a
 (``option_info``) how a command line spells it, parses it and explains it, and its range or choices.
 Everything that takes Scorer options reads them from here:
 
-* ``Scorer(...)``'s keywords and their defaults (``Scorer.options`` is the validated ``ScorerOptions``);
+* ``Scorer(...)``'s keywords and their defaults (``Scorer.options`` is the validated ``ScorerOptions``;
+  ``Scorer.from_options(options)`` opens one);
 * the click options of ``lpips-score``, ``lpips-video`` and ``lpips-serve`` (``cli_common.model_options``,
   ``cli_common.scorer_option``), built from the metadata;
 * the settings a Ray worker or replica opens its Scorer with (``cluster.settings.ScorerSettings`` is
@@ -193,12 +194,6 @@ class ScorerOptions:
     def keywords(self) -> dict:
         """These options as ``Scorer`` keywords (``model`` included)."""
         return {name: getattr(self, name) for name in OPTION_NAMES}
-
-    def open(self, **overrides):
-        """A ``Scorer`` with these options (``overrides``: option values that replace them)."""
-        from .scorer import Scorer
-
-        return Scorer.from_options(replace(self, **overrides) if overrides else self)
 
     def limits(self) -> dict:
         """The options that bound memory and input (max_pixels, tile, max_memory)."""

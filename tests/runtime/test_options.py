@@ -113,4 +113,4 @@ def test_the_scorer_says_its_identity_and_the_parts_it_reads(tmp_path):
     assert scorer.tile_parts() == ("encoder", "head")  # tile="auto" on ONNX Runtime: large pairs are tiled
     assert Scorer("alex", models_dir=tmp_path, tile="off").tile_parts() == ()
     assert Scorer("alex", models_dir=tmp_path, metrics="psnr").tile_parts() == ()  # tiles cannot give PSNR
-    assert ScorerOptions(models_dir=tmp_path).open().options == ScorerOptions(models_dir=tmp_path)
+    assert Scorer.from_options(ScorerOptions(models_dir=tmp_path)).options == ScorerOptions(models_dir=tmp_path)

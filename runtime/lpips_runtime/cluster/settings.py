@@ -24,6 +24,14 @@ MODEL_CACHE_ENV = "LPIPS_RT_NODE_MODELS"  # where workers keep shipped models (d
 ScorerSettings = ScorerOptions
 
 
+def open_scorer(settings: ScorerOptions, **overrides):
+    """A Scorer with ``settings``, some replaced by ``overrides`` (on the driver: locates or exports the
+    model as usual)."""
+    from ..scorer import Scorer
+
+    return Scorer.from_options(replace(settings, **overrides) if overrides else settings)
+
+
 def settings_from_cli(options: dict, gpus: float = 0.0, **settings) -> ScorerOptions:
     """The workers' options from the values of ``cli_common.model_options`` plus batch_size/resize
     keywords. Device "auto" means the workers' device: CUDA when they get GPUs (``gpus`` > 0), else the CPU."""
@@ -55,7 +63,7 @@ class WorkerModel:
         fused graph for ``distances``; with ``maps`` the spatial one, with ``feature_cache`` the split
         graphs), and for distances or maps those of its ``tile_parts`` as far as they exist or can be
         exported (else a pair too large for one piece fails as it would in one process)."""
-        with settings.open() as scorer:
+        with open_scorer(settings) as scorer:
             files = {}
 
             def add(part: str) -> None:
@@ -92,16 +100,16 @@ class WorkerModel:
         backend, needs no model file and runs on any node."""
         from ..options import DEFAULTS
 
-        return self.settings.open(**{**self._spec_options(), "precision": self.spec.precision, "tile": "off",
-                                     "backend": DEFAULTS.backend, "device": DEFAULTS.device, "threads": None,
-                                     "workers": None, "models_dir": None})
+        return open_scorer(self.settings, **{**self._spec_options(), "precision": self.spec.precision,
+                                             "tile": "off", "backend": DEFAULTS.backend, "device": DEFAULTS.device,
+                                             "threads": None, "workers": None, "models_dir": None})
 
     def scorer(self, cpus: float = 1.0, **options):
         """The worker's Scorer over the shipped files (installed once per node), never exporting.
         ``options``: further Scorer options (e.g. ``spin_between_runs`` for a service)."""
         threads = self.settings.threads or max(1, int(round(cpus)))
-        return self.settings.open(**{**self._spec_options(), "threads": threads, "models_dir": self.install(),
-                                     **options})
+        return open_scorer(self.settings, **{**self._spec_options(), "threads": threads,
+                                             "models_dir": self.install(), **options})
 
     def install(self) -> Path:
         """Write the files into this node's model cache (a folder per content digest; each file written
