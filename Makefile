@@ -13,21 +13,22 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 
+# The demo needs no torch: lpips-export builds the graph from its template and the verified offline weights.
 $(VENV)/.stamp-demo: $(DEPS) | $(PY)
-	$(PIP) install -q $(PIN) -e '.[cpu,export]'
+	$(PIP) install -q $(PIN) -e '.[cpu,light-export]'
 	touch $@
 
 $(VENV)/.stamp-test: $(DEPS) | $(PY)
-	$(PIP) install -q $(PIN) -e '.[cpu,export,serve,test,video,openvino,ray]'
+	$(PIP) install -q $(PIN) -e '.[cpu,export,light-export,serve,test,video,openvino,ray,trt-rtx,otel]'
 	touch $@
 
 # Backbone weights: torchvision's cache or download first, else the verified offline sources.
-weights: $(VENV)/.stamp-demo
+weights: $(VENV)/.stamp-test
 	$(PY) -m lpips_export.fetch_weights
 
 # --out/--models-dir name models/ so that a set LPIPS_RT_MODELS does not send the demo elsewhere.
 models/lpips-alex-v0.1.onnx: | $(VENV)/.stamp-demo
-	$(VENV)/bin/lpips-export --net alex --out models
+	$(VENV)/bin/lpips-export --net alex --distance-only --from-templates --out models
 
 demo: $(VENV)/.stamp-demo models/lpips-alex-v0.1.onnx
 	@echo "LPIPS-alex distance, examples/ref.png vs examples/distorted.png (ONNX Runtime, CPU):"
@@ -37,8 +38,9 @@ demo: $(VENV)/.stamp-demo models/lpips-alex-v0.1.onnx
 dist: $(VENV)/.stamp-test
 	$(PY) -m build --outdir dist .
 
+# --durations: the 25 slowest tests are listed at the end of every run (CI's log shows where time goes).
 test: $(VENV)/.stamp-test
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=25
 
 # CPU table (ORT vs torch vs the official package) and the feature-cache speedups: < 10 minutes on 2 cores.
 bench: $(VENV)/.stamp-test

@@ -157,6 +157,33 @@ def cluster_parser(description: str, quick_help: str):
     return parser
 
 
+def add_models_dir(parser, default_text: str = "a temporary folder") -> None:
+    """``--models-dir DIR``: exports are taken from DIR where they are there (the test suite hands its
+    session's exports over this way, so the smoke runs export nothing) and written there otherwise."""
+    parser.add_argument("--models-dir", type=Path, default=None,
+                        help=f"exports found there, written there when missing (default: {default_text})")
+
+
+def find_or_export(spec, models_dir: Path, check: bool = True) -> Path:
+    """``models_dir/<spec.filename()>`` if that file exists, else ``spec`` exported there (checked unless
+    ``check`` is false). Portable graph form only (the natural form has the same file name)."""
+    path = Path(models_dir) / spec.filename()
+    if path.is_file():
+        return path
+    from lpips_export.onnx_export import export_model
+
+    return export_model(spec, models_dir, check=check)[0]
+
+
+def private_ray_temp_dir() -> str:
+    """A fresh folder for Ray's files (session folders, the address file), removed by the caller: Ray's
+    default is the machine-wide /tmp/ray, shared with every other Ray user. Short, as Ray's socket paths
+    must fit 107 bytes."""
+    import tempfile
+
+    return tempfile.mkdtemp(prefix="lr-", dir="/tmp")
+
+
 def only_loopback() -> bool:
     """Whether this process sees no network interface but loopback (a private network namespace)."""
     import socket
@@ -175,7 +202,12 @@ def rerun_in_private_network(script: str, argv: list[str]) -> int:
         return 1
     command = ["unshare", "--net", "--pid", "--fork", "--mount-proc", "sh", "-c", 'ip link set lo up && "$@"', "sh",
                sys.executable, str(Path(script).resolve()), *argv]
-    return subprocess.run(command).returncode
+    ray_tmp = private_ray_temp_dir()  # RAY_TMPDIR: every Ray default path (/tmp/ray) moves under it
+    os.mkdir(os.path.join(ray_tmp, "ray"))  # Ray writes its address file there without making the folder
+    try:
+        return subprocess.run(command, env=dict(os.environ, RAY_TMPDIR=ray_tmp)).returncode
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
 
 
 def today() -> str:

@@ -15,7 +15,9 @@ for comparison); "OpenVINO fp32" checks the backend's fp32 path. Sets:
 - the example pair (examples/ref.png, examples/distorted.png);
 - distortion ladders: one 256x256 photograph against 10 steps each of Gaussian noise, blur, JPEG quality and
   colour quantisation (40 images);
-- random noise (worst case): pairs of independent uniform-noise 256x256 images, no structure at all.
+- random noise (worst case): pairs of independent uniform-noise 256x256 images, no structure at all;
+- outside-style photographs (outside_pairs.py, issue 26): six photographs at four sizes (192x256 to 512x768,
+  cropped or resampled) under noise, blur, JPEG and resampling at three strengths (288 pairs; --outside quick: 24).
 
 Per set: max and mean absolute error, max relative error over distances >= 0.01, and the share of pairwise
 orderings kept (for two distorted images of the same reference: is the same one closer in bf16 as in fp32? The
@@ -37,12 +39,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import REPO, finish, machine_info, today  # noqa: E402
+from outside_pairs import outside_set  # noqa: E402
 from precision import crop, distort, photo, unit  # noqa: E402
 
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "immunohistochemistry")
 KINDS = ("blur", "noise", "jpeg", "colour")
 STRENGTHS = (0.25, 0.75)
-NATURAL = ("photos-native", "photos-256", "example", "ladders")
+NATURAL = ("photos-native", "photos-256", "example", "ladders", "outside")
 ACCEPT = {"max_abs": 1e-3, "orderings": 0.995}
 VARIANT_OPTIONS = {"bf16": {"precision": "bf16"}, "bf16, bf16 stem": {"precision": "bf16", "fp32_stem": False},
                    "OpenVINO fp32": {"precision": "fp32"}}
@@ -133,6 +136,8 @@ def main(argv=None) -> int:
     parser.add_argument("--nets", default="alex,squeeze,vgg")
     parser.add_argument("--threads", type=int, default=0, help="default: physical cores")
     parser.add_argument("--models-dir", type=Path, help="where the fp32 exports are (default: exported to a temp dir)")
+    parser.add_argument("--outside", choices=("quick", "full"), default="full",
+                        help="outside_pairs.py's set: full (288 pairs up to 512x768) or quick (24 pairs, small sizes)")
     args = parser.parse_args(argv)
     os.environ.setdefault("LPIPS_RT_OFFLINE", "1")
     import tempfile
@@ -141,10 +146,18 @@ def main(argv=None) -> int:
     from lpips_runtime.backends.openvino_backend import OpenVinoGraph
     from lpips_runtime.system import physical_cores
 
+    import openvino as ov
+
+    from lpips_runtime.backends.openvino_backend import cpu_capabilities
+
+    if "BF16" not in cpu_capabilities(ov.Core()):
+        print("this CPU has no native bfloat16 (OpenVINO lists no BF16): nothing to measure", file=sys.stderr)
+        return 1
     threads = args.threads or physical_cores()
     nets = ["alex"] if args.quick else args.nets.split(",")
     start = time.monotonic()
     sets = build_sets(args.quick)
+    sets["outside"] = outside_set(args.quick or args.outside == "quick")
     report = {"date": today(), "machine": machine_info(), "threads": threads, "quick": args.quick,
               "reference": "ONNX Runtime fp32 (= official lpips 0.1.4 to 1e-5)", "accept": ACCEPT, "nets": {}}
     with tempfile.TemporaryDirectory(prefix="lpips-bf16-") as tmp:
@@ -199,7 +212,7 @@ def render(report: dict) -> str:
                         if r["orderings"] else "-")
                 lines.append(f"| {net} | {name} | {row['pairs']} | {row['fp32_min']:.3f}-{row['fp32_max']:.3f} | "
                              f"{variant} | {r['max_abs']:.2e} | {r['mean_abs']:.2e} | {rel} | {kept} |")
-    lines += ["", "Natural images (photographs at both sizes, the example pair, the ladders), acceptance max abs <= "
+    lines += ["", "Natural images (photographs at both sizes, the example pair, the ladders, the outside-style set), acceptance max abs <= "
                   f"{ACCEPT['max_abs']:g} and >= {100 * ACCEPT['orderings']:g}% orderings kept:", ""]
     for net, rows in report["nets"].items():
         lines.append(f"- {net}: bf16 {_verdict(rows, 'bf16')}; with a bf16 stem {_verdict(rows, 'bf16, bf16 stem')}")

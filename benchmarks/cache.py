@@ -24,7 +24,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import README, RESULTS, interleaved_runs, machine_info, median, replace_section, today  # noqa: E402
+from _common import (README, RESULTS, add_models_dir, interleaved_runs, machine_info, median,  # noqa: E402
+                     replace_section, today)
 
 
 def _images(n: int, h: int, w: int, seed: int) -> np.ndarray:
@@ -44,6 +45,7 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--readme", type=Path, default=README)
     parser.add_argument("--results-dir", type=Path, default=RESULTS)
+    add_models_dir(parser)
     args = parser.parse_args(argv)
     os.environ.setdefault("LPIPS_RT_OFFLINE", "1")
     from lpips_runtime.scorer import Scorer
@@ -56,8 +58,8 @@ def main(argv=None) -> int:
     report = {"date": today(), "machine": machine_info(), "threads": threads, "net": "alex", "batch": 16}
     print(f"feature-cache benchmark (alex), {threads} threads, {today()}", flush=True)
     with tempfile.TemporaryDirectory(prefix="lpips-cache-bench-") as tmp:
-        scorer = Scorer("alex", models_dir=tmp, threads=threads, batch_size=16)
-        scorer.embed(_images(1, 64, 64, 0))  # exports (fused, encoder, head) and opens the sessions
+        scorer = Scorer("alex", models_dir=args.models_dir or tmp, threads=threads, batch_size=16)
+        scorer.embed(_images(1, 64, 64, 0))  # finds or exports (fused, encoder, head) and opens the sessions
         scorer.distance(_images(1, 64, 64, 0), _images(1, 64, 64, 1))
 
         # 1. one reference vs many

@@ -25,16 +25,22 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (README, RESULTS, Worker, interleaved_runs, machine_info, median, peak_rss_mb,  # noqa: E402
-                     replace_section, reset_peak_rss, run_worker, serve, timed_runs, today)
+from _common import (README, RESULTS, Worker, add_models_dir, find_or_export, interleaved_runs,  # noqa: E402
+                     machine_info, median, peak_rss_mb, replace_section, reset_peak_rss, run_worker, serve,
+                     timed_runs, today)
 
-IMPLS = ("ort", "torch", "official", "openvino-fp32", "openvino-bf16")
+IMPLS = ("ort", "torch", "official", "openvino-fp32", "openvino-bf16", "openvino-int8")
 LABELS = {"ort": "ORT (ours)", "torch": "torch (ours)", "official": "lpips 0.1.4", "openvino-fp32": "OpenVINO fp32 (ours)",
-          "openvino-bf16": "OpenVINO bf16 (ours)"}
+          "openvino-bf16": "OpenVINO bf16 (ours)", "openvino-int8": "OpenVINO int8 (not offered)"}
+# int8: the model benchmarks/int8_accuracy.py builds (NNCF; every backbone convolution but the stem quantised).
+# It fails the accuracy acceptance for every net (lpips_runtime.int8), so it is timed to show what int8 would
+# buy, not as a runtime path.
+INT8_SKIP = 1
 
 
 def available_impls() -> tuple[str, ...]:
-    """IMPLS, less OpenVINO's where it is not installed or (bf16) the CPU has no native bfloat16."""
+    """IMPLS, less OpenVINO's where it is not installed, bf16 where the CPU has no native bfloat16, and int8
+    where NNCF is not installed."""
     try:
         import openvino
     except ImportError:
@@ -42,10 +48,16 @@ def available_impls() -> tuple[str, ...]:
         return IMPLS[:3]
     from lpips_runtime.backends.openvino_backend import cpu_capabilities
 
+    impls = list(IMPLS)
     if "BF16" not in cpu_capabilities(openvino.Core()):
         print("  this CPU has no native bfloat16: no OpenVINO bf16 row", flush=True)
-        return IMPLS[:4]
-    return IMPLS
+        impls.remove("openvino-bf16")
+    try:
+        import nncf  # noqa: F401
+    except ImportError:
+        print("  nncf not installed: no int8 row (pip install nncf)", flush=True)
+        impls.remove("openvino-int8")
+    return tuple(impls)
 SIZES = ((64, 64), (256, 256), (384, 512), (1024, 1024))  # (H, W): 512x384 is 512 wide
 BATCHES = (1, 16)
 # Cells left out of the default run, with the reason printed in the table (--full runs them).
@@ -96,17 +108,18 @@ def layer_facts(net: str, h: int, w: int) -> dict:
             "feature_bytes": sum(4 * c * fh * fw for c, fh, fw in taps)}
 
 
-def export_models(nets, out: Path) -> dict[str, dict[str, str]]:
-    """Fused exports of each net in the portable (default) and the natural form, checked as usual."""
+def export_models(nets, out: Path, models_dir: Path | None = None, natural: bool = True) -> dict[str, dict[str, str]]:
+    """Fused exports of each net in the portable (default) form, taken from ``models_dir`` where there,
+    and (``natural``) the natural form, checked as usual."""
     from lpips_export.onnx_export import export_model
     from lpips_runtime.modelfile import ModelSpec
 
     paths = {}
     for net in nets:
         spec = ModelSpec(net)
-        portable, _ = export_model(spec, out / "portable")
-        natural, _ = export_model(spec, out / "natural", portable=False)
-        paths[net] = {"portable": str(portable), "natural": str(natural)}
+        paths[net] = {"portable": str(find_or_export(spec, models_dir or out / "portable"))}
+        if natural:
+            paths[net]["natural"] = str(export_model(spec, out / "natural", portable=False)[0])
     return paths
 
 
@@ -122,6 +135,16 @@ def _inputs(n: int, h: int, w: int, seed: int):
 
 def _runner(impl: str, net: str, model: str | None, threads: int):
     """A function (a, b) -> distances for one implementation, built once per worker."""
+    if impl == "openvino-int8":
+        import openvino as ov
+        from int8_accuracy import calibration, quantize
+
+        quantized, _ = quantize(Path(model), INT8_SKIP, calibration())
+        compiled = ov.Core().compile_model(quantized, "CPU", {"INFERENCE_NUM_THREADS": threads,
+                                                              "INFERENCE_PRECISION_HINT": "f32",
+                                                              "PERFORMANCE_HINT": "LATENCY"})
+        request = compiled.create_infer_request()
+        return lambda a, b: request.infer({"img0": a, "img1": b})[0].copy()
     if impl == "ort" or impl.startswith("openvino-"):
         from lpips_runtime.scorer import Scorer
 
@@ -243,7 +266,53 @@ def worker_gemm(args) -> dict:
     t = timed_runs(lambda: session.run(None, {"A": a, "B": b}), args.repeats, 30)
     result["onnxruntime"] = {"times_s": t, "gflops": flops / median(t) / 1e9}
     del onnx
+    result["openvino"] = openvino_gemm(a, b, args.threads, args.repeats)
     return result
+
+
+def openvino_gemm(a, b, threads: int, repeats: int) -> dict:
+    """OpenVINO's n x n GEMM rate (GFLOP/s, 2 per multiply-add) in fp32, bf16 (where the CPU has it natively)
+    and int8 (u8 activations x per-row i8 weights, FakeQuantize lowered to the integer kernels: VNNI where the
+    CPU has it), each read back from the runtime graph so that a rate is labelled by what actually ran."""
+    try:
+        import openvino as ov
+        from openvino import opset13 as ops
+    except ImportError:
+        return {}
+    import numpy as np
+
+    from lpips_runtime.backends.openvino_backend import cpu_capabilities
+
+    n = a.shape[0]
+    core = ov.Core()
+    caps = cpu_capabilities(core)
+    lo, hi = np.float32(0), np.float32(np.abs(a).max())
+    lim = np.abs(b).max(axis=1, keepdims=True).astype(np.float32)
+
+    def model(int8: bool):
+        x = param = ops.parameter([n, n], ov.Type.f32, name="A")
+        w = ops.constant(b)
+        if int8:
+            x = ops.fake_quantize(x, ops.constant(lo), ops.constant(hi), ops.constant(lo), ops.constant(hi), 256)
+            w = ops.fake_quantize(w, ops.constant(-lim), ops.constant(lim), ops.constant(-lim), ops.constant(lim), 255)
+        return ov.Model([ops.matmul(x, w, False, True)], [param], "gemm")
+
+    out = {}
+    feed = {"A": np.abs(a)}
+    for name, int8, hint in (("fp32", False, "f32"), ("bf16", False, "bf16"), ("int8", True, "f32")):
+        if name == "bf16" and "BF16" not in caps:
+            out[name] = {"gflops": None, "note": "no native bfloat16 on this CPU"}
+            continue
+        compiled = core.compile_model(model(int8), "CPU", {"INFERENCE_NUM_THREADS": threads,
+                                                          "INFERENCE_PRECISION_HINT": hint,
+                                                          "PERFORMANCE_HINT": "LATENCY"})
+        ran = sorted({op.get_rt_info()["runtimePrecision"].astype(str)
+                      for op in compiled.get_runtime_model().get_ordered_ops()
+                      if op.get_rt_info()["layerType"].astype(str) in ("FullyConnected", "MatMul")})
+        request = compiled.create_infer_request()
+        t = timed_runs(lambda: request.infer(feed), repeats, 30)
+        out[name] = {"times_s": t, "gflops": 2.0 * n ** 3 / median(t) / 1e9, "ran_in": ran}
+    return out
 
 
 def worker_forms(args) -> dict:
@@ -310,13 +379,14 @@ def main(argv=None) -> int:
     parser.add_argument("--budget", type=float, default=3.0, help="seconds of timed runs per cell (>= 1 run)")
     parser.add_argument("--readme", type=Path, default=README)
     parser.add_argument("--results-dir", type=Path, default=RESULTS)
+    add_models_dir(parser)
     # worker mode (internal)
     parser.add_argument("--worker", choices=("impl", "gemm", "forms"))
     parser.add_argument("--impl", choices=IMPLS)
     parser.add_argument("--net")
     parser.add_argument("--model")
     parser.add_argument("--cells")
-    parser.add_argument("--gemm-n", type=int, default=4096)
+    parser.add_argument("--gemm-n", type=int, default=4096, help="GEMM size for the ceiling rates (n x n)")
     parser.add_argument("--result", type=Path)
     args = parser.parse_args(argv)
     if args.worker == "impl":
@@ -344,16 +414,19 @@ def run_all(args) -> int:
     print(f"CPU benchmark, {report['machine']['cpu']}, {threads} threads, {today()}", flush=True)
 
     gemm, _ = run_worker(me + ["--worker", "gemm", "--threads", str(threads), "--repeats", str(max(repeats, 3)),
-                               "--gemm-n", "1024" if args.quick else "4096"], env)
+                               "--gemm-n", "1024" if args.quick else str(args.gemm_n)], env)
     gemm["best_gflops"] = max(gemm["numpy"]["gflops"], gemm["onnxruntime"]["gflops"])
     report["gemm"] = gemm
     print(f"  fp32 GEMM {gemm['n']}^2: numpy {gemm['numpy']['gflops']:.0f} GFLOP/s, "
-          f"ONNX Runtime {gemm['onnxruntime']['gflops']:.0f} GFLOP/s", flush=True)
+          f"ONNX Runtime {gemm['onnxruntime']['gflops']:.0f} GFLOP/s; OpenVINO " + ", ".join(
+              f"{k} {v['gflops']:.0f}" if v.get("gflops") else f"{k} -" for k, v in gemm.get("openvino", {}).items())
+          + " GFLOP/s", flush=True)
 
     with tempfile.TemporaryDirectory(prefix="lpips-bench-") as tmp:
         t0 = time.monotonic()
-        models = export_models(nets, Path(tmp))
-        print(f"  exported {len(nets)} nets x 2 forms in {time.monotonic() - t0:.0f} s", flush=True)
+        forms_wanted = not (args.quick or args.sizes or args.batches)  # the natural form serves only these
+        models = export_models(nets, Path(tmp), args.models_dir, natural=forms_wanted)
+        print(f"  exports of {len(nets)} nets ready in {time.monotonic() - t0:.0f} s", flush=True)
         cells, skipped = plan(nets, args.quick, args.full, repeats, args.budget, args.sizes, args.batches)
         facts = {net: {f"{w}x{h}": layer_facts(net, h, w)
                        for h, w in set(SIZES) | {(c["h"], c["w"]) for c in cells[net]}} for net in nets}
@@ -363,7 +436,7 @@ def run_all(args) -> int:
             for impl, data in measure_net(me, net, models[net]["portable"], cells[net], threads, env, impls).items():
                 results[(impl, net)] = data
         forms = {}
-        if not (args.quick or args.sizes or args.batches):
+        if forms_wanted:
             for net in nets:
                 form_cells = [{"h": 256, "w": 256, "batch": 1 if net == "vgg" else 16, "repeats": 5}]
                 forms[net], _ = run_worker(me + ["--worker", "forms", "--net", net, "--threads", str(threads),
@@ -372,6 +445,7 @@ def run_all(args) -> int:
     report.update(facts=facts, skipped=skipped, forms=forms,
                   results=[{"impl": impl, "net": net, **data} for (impl, net), data in results.items()])
     report["elapsed_s"] = time.monotonic() - start
+    report["load_average_at_end"] = os.getloadavg()
     tables = render(report)
     print("\n" + tables, flush=True)
     if not args.quick or args.readme != README:
@@ -391,6 +465,43 @@ def section_name(threads: int) -> str:
     return "cpu-table" if threads == physical_cores() else f"cpu-table-threads-{threads}"
 
 
+def ceiling_table(report: dict, by: dict, nets: list[str]) -> str:
+    """Per net and cell: GFLOP per pair, the GFLOP/s each precision reached (its fastest implementation) and the
+    GEMM rate of the same precision measured in the same run, so that every speed sits beside its limit."""
+    g = report["gemm"]
+    ov = g.get("openvino", {})
+    gemm = {"fp32": max([g["numpy"]["gflops"], g["onnxruntime"]["gflops"]] +
+                        ([ov["fp32"]["gflops"]] if ov.get("fp32", {}).get("gflops") else [])),
+            "bf16": ov.get("bf16", {}).get("gflops"), "int8": ov.get("int8", {}).get("gflops")}
+    impls = {"fp32": ("ort", "openvino-fp32"), "bf16": ("openvino-bf16",), "int8": ("openvino-int8",)}
+
+    def fmt(x):
+        return f"{x:.0f}" if x else "-"
+
+    head = (f"Ceiling: GEMM rates of this CPU in this run ({g['n']}x{g['n']}, GFLOP/s): fp32 {fmt(gemm['fp32'])} "
+            f"(best of numpy, ONNX Runtime, OpenVINO), bf16 {fmt(gemm['bf16'])}"
+            + (f" ({ov['bf16']['note']})" if ov.get("bf16", {}).get("note") else "")
+            + f", int8 {fmt(gemm['int8'])} (OpenVINO u8 x i8"
+            + (f", ran in {'/'.join(ov['int8']['ran_in'])}" if ov.get("int8", {}).get("ran_in") else "") + "). "
+            "Achieved = backbone conv GFLOP per pair x pairs/s of the fastest implementation of that precision "
+            "(int8: not offered, see \"int8 accuracy\").")
+    lines = [head, "", "| net | size | batch | GFLOP/pair | fp32 GFLOP/s (% fp32 GEMM) | bf16 GFLOP/s (% bf16 GEMM) | "
+                       "int8 GFLOP/s (% int8 GEMM) |", "|---|---|---|---|---|---|---|"]
+    for net in nets:
+        for key in by[("ort", net)]:
+            h, w, n = key
+            gflop = 2 * report["facts"][net][f"{w}x{h}"]["flops_per_image"] / 1e9
+            cols = []
+            for precision, names in impls.items():
+                pps = [by.get((i, net), {}).get(key, {}).get("pairs_per_s") for i in names]
+                pps = [p for p in pps if p]
+                rate = max(pps) * gflop if pps else None
+                pct = f" ({100 * rate / gemm[precision]:.0f}%)" if rate and gemm[precision] else ""
+                cols.append(f"{rate:.1f}{pct}" if rate else "-")
+            lines.append(f"| {net} | {w}x{h} | {n} | {gflop:.2f} | " + " | ".join(cols) + " |")
+    return "\n".join(lines)
+
+
 def render(report: dict) -> str:
     """The markdown tables of one run."""
     m, g = report["machine"], report["gemm"]
@@ -398,7 +509,7 @@ def render(report: dict) -> str:
     lines = [
         f"Run {report['date']} on {m['cpu']} ({m['physical_cores']} cores, {', '.join(m['isa'])}), "
         f"{report['threads']} threads, onnxruntime {m['versions']['onnxruntime']}, torch {m['versions']['torch']}, "
-        f"lpips {m['versions']['lpips']}, openvino {m['versions'].get('openvino')}; load average at start {m['load_average_at_start'][0]:.2f} "
+        f"lpips {m['versions']['lpips']}, openvino {m['versions'].get('openvino')}; load average at start {m['load_average_at_start'][0]:.2f}, at end {report.get('load_average_at_end', [0])[0]:.2f} "
         "(a shared machine: compare numbers within this table only). Inputs: float32 NCHW arrays in [-1,1], "
         "preprocessed before timing. Medians of up to 5 timed runs after a warm-up.",
         "",
@@ -434,12 +545,14 @@ def render(report: dict) -> str:
     procs = ", ".join(f"{LABELS[r['impl']]} {r['net']} {r['process_peak_rss_mb']:.0f}" for r in report["results"])
     lines += ["", f"Peak RSS is per cell (the process's high-water mark reset before the cell); whole worker "
                   f"processes peaked at (MiB): {procs}. The ORT and OpenVINO workers import no torch: "
-                  f"{not any(r['torch_imported'] for r in report['results'] if r['impl'] not in IMPLS[1:3])}."]
+                  f"{not any(r['torch_imported'] for r in report['results'] if r['impl'] in ('ort', *IMPLS[3:5]))} "
+                  "(the int8 worker quantises with NNCF, which imports torch)."]
     if any(r["impl"].startswith("openvino") for r in report["results"]):
         lines += ["", "OpenVINO (our backend, same run, timed in turns with the columns above; bf16 = the fp32 export "
                       "computed in bfloat16 after an fp32 stem, see \"bf16 accuracy\"):", "",
                   "| net | size | batch | ORT fp32 pairs/s | OpenVINO fp32 | OpenVINO bf16 | OV fp32 / ORT | "
-                  "bf16 / ORT | bf16 / lpips | peak RSS MiB OV fp32 / bf16 |", "|---|---|---|---|---|---|---|---|---|---|"]
+                  "bf16 / ORT | bf16 / lpips | int8 (not offered) | int8 / bf16 | int8 / lpips | "
+                  "peak RSS MiB OV fp32 / bf16 / int8 |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for net in nets:
             for key, ort_cell in by[("ort", net)].items():
                 h, w, n = key
@@ -454,7 +567,10 @@ def render(report: dict) -> str:
                                  for i in IMPLS[3:])
                 lines.append(f"| {net} | {w}x{h} | {n} | {fmt['ort']} | {fmt['openvino-fp32']} | "
                              f"{fmt['openvino-bf16']} | {ratio('openvino-fp32', 'ort')} | "
-                             f"{ratio('openvino-bf16', 'ort')} | {ratio('openvino-bf16', 'official')} | {rss} |")
+                             f"{ratio('openvino-bf16', 'ort')} | {ratio('openvino-bf16', 'official')} | "
+                             f"{fmt['openvino-int8']} | {ratio('openvino-int8', 'openvino-bf16')} | "
+                             f"{ratio('openvino-int8', 'official')} | {rss} |")
+    lines += ["", ceiling_table(report, by, nets)]
     if report["forms"]:
         lines += ["", "Graph form on ONNX Runtime (same run, timed in turns): portable = channel sums as 1x1 "
                       "convolutions, GlobalAveragePool, shift as a depthwise conv bias (loads in OpenCV 4.6); "

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import interleaved_runs, machine_info, median, publish, today  # noqa: E402
+from _common import add_models_dir, find_or_export, interleaved_runs, machine_info, median, publish, today  # noqa: E402
 
 METRICS = ("psnr", "ssim")
 SSIM_ARGS = dict(gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=255, channel_axis=-1)
@@ -68,11 +68,11 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="small batches, one repeat, no README (smoke test)")
     parser.add_argument("--threads", type=int, default=0, help="threads for ORT and OpenCV (default: physical cores)")
+    add_models_dir(parser)
     args = parser.parse_args(argv)
     os.environ.setdefault("LPIPS_RT_OFFLINE", "1")
     import cv2
 
-    from lpips_export.onnx_export import export_model
     from lpips_runtime.images import rgb_to_unit_nchw
     from lpips_runtime.modelfile import ModelSpec
     from lpips_runtime.scorer import Scorer
@@ -86,8 +86,9 @@ def main(argv=None) -> int:
     report = {"date": today(), "machine": machine_info(), "threads": threads, "net": "alex", "rows": []}
     print(f"metrics benchmark (alex, ORT CPU, {threads} threads), {today()}", flush=True)
     with tempfile.TemporaryDirectory(prefix="lpips-metrics-bench-") as tmp:
+        tmp = args.models_dir or tmp
         for spec in (ModelSpec("alex"), ModelSpec("alex", metrics=METRICS)):
-            export_model(spec, tmp, check=not q)
+            find_or_export(spec, tmp, check=not q)
         plain = Scorer("alex", models_dir=tmp, threads=threads, batch_size=16, auto_export=False)
         with_metrics = Scorer("alex", models_dir=tmp, threads=threads, batch_size=16, metrics=METRICS,
                               auto_export=False)

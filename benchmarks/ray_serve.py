@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import os
+import shutil
 import socket
 import sys
 import time
@@ -190,9 +191,13 @@ def main(argv=None) -> int:
     finally:
         server.stop()
     port = _free_port()
-    with ray_session(num_cpus=4, object_store_memory=256 << 20):
-        for name in ("service batcher", "@serve.batch", "no batching"):
-            record(f"Ray Serve, {name}", measure(deploy_variant(name, models, port), requests, count))
+    ray_tmp = _common.private_ray_temp_dir()  # never the machine-wide /tmp/ray
+    try:
+        with ray_session(num_cpus=4, object_store_memory=256 << 20, temp_dir=ray_tmp):
+            for name in ("service batcher", "@serve.batch", "no batching"):
+                record(f"Ray Serve, {name}", measure(deploy_variant(name, models, port), requests, count))
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
     text = render(report)
     print("\n" + text)
     if not args.quick or args.readme != _common.README:

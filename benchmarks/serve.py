@@ -15,7 +15,14 @@
    concurrent client, each level bounded in requests and seconds, every answer checked against the
    direct value;
 4. the server's RSS over 20,000 requests (64x64 pairs, concurrency 8) after a warm-up of 2,000;
-5. the direct throughput again (the two runs are pooled: load on a shared machine drifts).
+5. the direct throughput again (the two runs are pooled: load on a shared machine drifts);
+6. the Open Inference Protocol (v2) beside /v1 on one server: the same pairs as /v1 multipart, as v2 with
+   the binary tensor data extension (BYTES inputs, binary output) and as v2 JSON (base64 BYTES, JSON
+   output), at concurrency 1 in turns with the direct Scorer and at concurrency 32 in alternating
+   rounds (so drifting load hits every route alike); every answer checked against the direct float32;
+7. an independent load generator: wrk (if installed; `apt-get install wrk`) posting the /v1 multipart
+   pair and the v2 binary pair at 8 connections, bounded by a request count (its Lua script stops each
+   thread) and by time, loopback only.
 
 The client runs on the same machine and takes CPU from the server (reported as client CPU seconds):
 on 2 cores that is a real share, so the server's numbers are lower bounds. Writes
@@ -26,7 +33,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
+import json
 import os
+import shutil
+import struct
 import signal
 import socket
 import subprocess
@@ -39,11 +50,13 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import README, RESULTS, machine_info, publish, today  # noqa: E402
+from _common import README, RESULTS, add_models_dir, machine_info, publish, today  # noqa: E402
 
 TARGET_P50_EXTRA_MS = 2.0
 TARGET_THROUGHPUT_SHARE = 0.85
 TARGET_RSS_GROWTH_MB = 50.0
+TARGET_V2_P50_EXTRA_MS = 3.0  # v2 binary at concurrency 1 over the direct Scorer
+TARGET_V2_SHARE = 0.95  # v2 binary throughput at concurrency 32 / /v1 multipart's
 
 
 # -- inputs -------------------------------------------------------------------------------------
@@ -72,6 +85,48 @@ def multipart(a: bytes, b: bytes, boundary: str = "lpips-bench") -> tuple[bytes,
     return body + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
 
 
+class Req:
+    """One request of a load: its path, body and headers, and the float32 distance it must answer."""
+
+    def __init__(self, kind: str, body: bytes, headers: dict, expected: float):
+        self.kind, self.body, self.headers, self.expected = kind, body, headers, expected
+        self.path = "/v1/distance" if kind == "v1" else "/v2/models/lpips-alex/infer"
+
+    def value(self, r) -> float:
+        """The distance of a 200 answer, as the float32 it carries."""
+        if self.kind == "v1":
+            return np.float32(r.json()["distance"])
+        if self.kind == "v2-json":
+            return np.float32(r.json()["outputs"][0]["data"][0])
+        size = int(r.headers["inference-header-content-length"])
+        return np.frombuffer(r.content[size:size + 4], "<f4")[0]
+
+    def ok(self, r) -> bool:
+        return r.status_code == 200 and self.value(r) == np.float32(self.expected)
+
+
+def make_requests(kind: str, pairs, expected: list[float]) -> list[Req]:
+    out = []
+    for (a, b), value in zip(pairs, expected):
+        if kind == "v1":
+            body, content_type = multipart(a, b)
+            out.append(Req(kind, body, {"content-type": content_type}, value))
+        elif kind == "v2-binary":
+            head = json.dumps({"inputs": [{"name": n, "datatype": "BYTES", "shape": [1],
+                                           "parameters": {"binary_data_size": 4 + len(x)}}
+                                          for n, x in (("img0", a), ("img1", b))],
+                               "outputs": [{"name": "distance", "parameters": {"binary_data": True}}]}).encode()
+            body = head + struct.pack("<I", len(a)) + a + struct.pack("<I", len(b)) + b
+            out.append(Req(kind, body, {"content-type": "application/octet-stream",
+                                        "inference-header-content-length": str(len(head))}, value))
+        else:
+            body = json.dumps({"inputs": [{"name": n, "datatype": "BYTES", "shape": [1],
+                                           "data": [base64.b64encode(x).decode()]}
+                                          for n, x in (("img0", a), ("img1", b))]}).encode()
+            out.append(Req(kind, body, {"content-type": "application/json"}, value))
+    return out
+
+
 def percentiles(seconds: list[float]) -> dict:
     ms = np.asarray(seconds) * 1000
     return {f"p{q}_ms": float(np.percentile(ms, q)) for q in (50, 95, 99)}
@@ -80,34 +135,44 @@ def percentiles(seconds: list[float]) -> dict:
 # -- direct --------------------------------------------------------------------------------------
 
 
-def single_in_turns(scorer, server: "ServeProcess", pairs, requests, count: int) -> tuple[list[float], float, dict]:
-    """Latencies of ``count`` direct calls and ``count`` server requests of the same pairs, in turns; the
-    CPU seconds of the direct calls; the server's row."""
+def single_in_turns(scorer, server: "ServeProcess", pairs, requests: dict[str, list[Req]],
+                    count: int) -> tuple[list[float], float, dict[str, dict]]:
+    """Latencies of ``count`` direct calls and ``count`` server requests of each kind of the same pairs,
+    in turns (direct, then each kind); the CPU seconds of the direct calls; one row per kind. Server CPU
+    is not split by kind here (one process answers them all): it is reported for the whole turn."""
     import httpx
 
-    direct, served, direct_cpu = [], [], 0.0
+    direct, direct_cpu = [], 0.0
+    served: dict[str, list[float]] = {kind: [] for kind in requests}
     with httpx.Client(base_url=server.url, timeout=120) as client:
         cpu0 = server.cpu_s()
         for i in range(-5, count):  # five warm-up turns
-            pair, (body, content_type, expected) = pairs[i % len(pairs)], requests[i % len(requests)]
+            pair = pairs[i % len(pairs)]
             c0, t0 = time.process_time(), time.perf_counter()
             scorer.distance(*pair)
             t1 = time.perf_counter()
             c1 = time.process_time()
-            r = client.post("/v1/distance", content=body, headers={"content-type": content_type})
-            t2 = time.perf_counter()
+            times = {}
+            for kind, reqs in requests.items():
+                req = reqs[i % len(reqs)]
+                t2 = time.perf_counter()
+                r = client.post(req.path, content=req.body, headers=req.headers)
+                times[kind] = time.perf_counter() - t2
+                assert req.ok(r), r.text
             if i < 0:
                 cpu0 = server.cpu_s()
                 continue
-            assert r.status_code == 200 and r.json()["distance"] == expected, r.text
             direct.append(t1 - t0)
-            served.append(t2 - t1)
             direct_cpu += c1 - c0
-        server_cpu = server.cpu_s() - cpu0
-    row = {"concurrency": 1, "requests": count, "seconds": sum(served), "pairs_per_s": count / sum(served),
-           "errors": 0, "mean_batch": 1.0, "server_cpu_s": server_cpu, "client_cpu_s": None, **percentiles(served)}
-    print(f"  in turns: direct p50 {np.median(direct) * 1000:.1f} ms, server p50 {row['p50_ms']:.1f} ms", flush=True)
-    return direct, direct_cpu, row
+            for kind, seconds in times.items():
+                served[kind].append(seconds)
+        server_cpu = (server.cpu_s() - cpu0) / len(requests)
+    rows = {kind: {"concurrency": 1, "requests": count, "seconds": sum(lat), "pairs_per_s": count / sum(lat),
+                   "errors": 0, "mean_batch": 1.0, "server_cpu_s": server_cpu, "client_cpu_s": None,
+                   "route": kind, **percentiles(lat)} for kind, lat in served.items()}
+    print(f"  in turns: direct p50 {np.median(direct) * 1000:.1f} ms, "
+          + ", ".join(f"{kind} p50 {row['p50_ms']:.1f} ms" for kind, row in rows.items()), flush=True)
+    return direct, direct_cpu, rows
 
 
 def direct_batched(scorer, pairs, count: int) -> tuple[float, float]:
@@ -164,8 +229,10 @@ class ServeProcess:
         import httpx
         from prometheus_client.parser import text_string_to_metric_families
 
-        samples = {s.name: s.value for f in text_string_to_metric_families(httpx.get(self.url + "/metrics").text)
-                   for s in f.samples if not s.labels}
+        samples = Counter()  # summed over the models (labels model, version): this server has one
+        for family in text_string_to_metric_families(httpx.get(self.url + "/metrics").text):
+            for sample in family.samples:
+                samples[sample.name] += sample.value
         return samples["lpips_batch_size_count"], samples["lpips_batch_size_sum"]
 
     def stop(self) -> int:
@@ -173,7 +240,7 @@ class ServeProcess:
         return self.proc.wait(120)
 
 
-async def _load(url: str, requests: list[tuple[bytes, str, float]], concurrency: int, max_requests: int,
+async def _load(url: str, requests: list[Req], concurrency: int, max_requests: int,
                 max_seconds: float) -> dict:
     """``concurrency`` clients, each with its own keep-alive connection, posting until ``max_requests``
     are sent or ``max_seconds`` pass; latencies of the answers, and errors (non-200 or a wrong value)."""
@@ -189,13 +256,13 @@ async def _load(url: str, requests: list[tuple[bytes, str, float]], concurrency:
         async def worker():
             nonlocal sent, wrong
             while sent < max_requests and time.monotonic() < deadline:
-                body, content_type, expected = requests[sent % len(requests)]
+                req = requests[sent % len(requests)]
                 sent += 1
                 t0 = time.perf_counter()
-                r = await client.post("/v1/distance", content=body, headers={"content-type": content_type})
+                r = await client.post(req.path, content=req.body, headers=req.headers)
                 latencies.append(time.perf_counter() - t0)
                 statuses[r.status_code] += 1
-                if r.status_code == 200 and r.json()["distance"] != expected:
+                if r.status_code == 200 and not req.ok(r):
                     wrong += 1
 
         t0 = time.perf_counter()
@@ -220,6 +287,102 @@ def load(server: ServeProcess, requests, concurrency: int, max_requests: int, ma
     return row
 
 
+def load_in_turns(server: ServeProcess, requests: dict[str, list[Req]], concurrency: int, per_kind: int,
+                  seconds: float, rounds: int) -> dict[str, dict]:
+    """Each kind at ``concurrency`` in ``rounds`` alternating rounds of ``per_kind / rounds`` requests
+    (a drift in the machine's load then hits every kind alike); rows pooled over the rounds."""
+    for reqs in requests.values():  # warm-up
+        asyncio.run(_load(server.url, reqs, concurrency, 2 * concurrency, seconds))
+    parts: dict[str, list[dict]] = {kind: [] for kind in requests}
+    for _ in range(rounds):
+        for kind, reqs in requests.items():
+            batches0, pairs0 = server.batch_counts()
+            cpu0 = server.cpu_s()
+            row = asyncio.run(_load(server.url, reqs, concurrency, max(concurrency, per_kind // rounds),
+                                    seconds / rounds))
+            batches1, pairs1 = server.batch_counts()
+            row.update(server_cpu_s=server.cpu_s() - cpu0, batches=batches1 - batches0, pairs=pairs1 - pairs0)
+            parts[kind].append(row)
+    rows = {}
+    for kind, runs in parts.items():
+        n, wall = sum(r["requests"] for r in runs), sum(r["seconds"] for r in runs)
+        rows[kind] = {"route": kind, "concurrency": concurrency, "requests": n, "seconds": wall,
+                      "pairs_per_s": n / wall, "errors": sum(r["errors"] for r in runs),
+                      "server_cpu_s": sum(r["server_cpu_s"] for r in runs), "client_cpu_s": None,
+                      "mean_batch": sum(r["pairs"] for r in runs) / max(1.0, sum(r["batches"] for r in runs)),
+                      # percentiles of the rounds' medians etc. would mislead: the median round's values
+                      **{k: float(np.median([r[k] for r in runs])) for k in ("p50_ms", "p95_ms", "p99_ms")},
+                      "rounds_pairs_per_s": [r["pairs_per_s"] for r in runs]}
+        print(f"  {kind:>9} at {concurrency}: {rows[kind]['pairs_per_s']:.1f} pairs/s, p50 {rows[kind]['p50_ms']:.1f} ms, "
+              f"mean batch {rows[kind]['mean_batch']:.1f}, errors {rows[kind]['errors']}", flush=True)
+    return rows
+
+
+WRK_SCRIPT = r"""
+wrk.method = "POST"
+local f = io.open(os.getenv("LPIPS_BENCH_BODY"), "rb")
+wrk.body = f:read("*all")
+f:close()
+wrk.headers["Content-Type"] = os.getenv("LPIPS_BENCH_TYPE")
+if os.getenv("LPIPS_BENCH_HEADER_LENGTH") ~= "" then
+  wrk.headers["Inference-Header-Content-Length"] = os.getenv("LPIPS_BENCH_HEADER_LENGTH")
+end
+local limit = tonumber(os.getenv("LPIPS_BENCH_PER_THREAD"))
+local count = 0
+function response(status, headers, body)
+  count = count + 1
+  if count >= limit then wrk.thread:stop() end
+end
+function done(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format('LPIPS_WRK {"requests": %d, "duration_us": %d, "non2xx": %d, "socket_errors": %d, ' ..
+    '"p50_us": %d, "p99_us": %d}\n', summary.requests, summary.duration, e.status,
+    e.connect + e.read + e.write + e.timeout, latency:percentile(50), latency:percentile(99)))
+end
+"""
+
+
+def wrk_rows(server: ServeProcess, requests: dict[str, list[Req]], connections: int, max_requests: int,
+             seconds: float) -> list[dict]:
+    """wrk (an independent load generator) posting one fixed pair per kind: ``connections`` connections on
+    2 threads, at most ``max_requests`` requests (its script stops each thread) and ``seconds``."""
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        print("  wrk not installed (apt-get install wrk): no independent load-generator row", flush=True)
+        return []
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        script = Path(tmp) / "post.lua"
+        script.write_text(WRK_SCRIPT)
+        for kind, reqs in requests.items():
+            req = reqs[0]
+            body = Path(tmp) / f"{kind}.body"
+            body.write_bytes(req.body)
+            env = {**os.environ, "LPIPS_BENCH_BODY": str(body), "LPIPS_BENCH_TYPE": req.headers["content-type"],
+                   "LPIPS_BENCH_HEADER_LENGTH": req.headers.get("inference-header-content-length", ""),
+                   "LPIPS_BENCH_PER_THREAD": str(max(1, max_requests // 2))}
+            cpu0 = server.cpu_s()
+            done = subprocess.run([wrk, "-t2", f"-c{connections}", f"-d{int(seconds)}s", "--timeout", "30s",
+                                   "-s", str(script), server.url + req.path], env=env, capture_output=True,
+                                  text=True, timeout=seconds + 60)
+            line = next((ln for ln in done.stdout.splitlines() if ln.startswith("LPIPS_WRK ")), None)
+            if line is None:
+                raise RuntimeError(f"wrk failed: {done.stdout}\n{done.stderr}")
+            out = json.loads(line.split(" ", 1)[1])
+            wall = out["duration_us"] / 1e6
+            # A thread that reached its share of the requests stops, but wrk reports the whole -d duration:
+            # then the rate below is a lower bound (the row says so).
+            capped = out["requests"] >= 2 * max(1, max_requests // 2)
+            row = {"route": kind + (" (request cap hit: rate is a lower bound)" if capped else ""), "tool": "wrk", "concurrency": connections, "requests": out["requests"],
+                   "seconds": wall, "pairs_per_s": out["requests"] / wall,
+                   "errors": out["non2xx"] + out["socket_errors"], "p50_ms": out["p50_us"] / 1000,
+                   "p99_ms": out["p99_us"] / 1000, "server_cpu_s": server.cpu_s() - cpu0}
+            print(f"  wrk {kind:>9} at {connections}: {row['pairs_per_s']:.1f} pairs/s, p50 {row['p50_ms']:.1f} ms, "
+                  f"errors {row['errors']}", flush=True)
+            rows.append(row)
+    return rows
+
+
 def rss_growth(server: ServeProcess, requests, warmup: int, count: int, step: int) -> dict:
     asyncio.run(_load(server.url, requests, 8, warmup, 3600))
     samples = [server.rss_mb()]
@@ -241,7 +404,11 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="few requests per level (smoke test, < 1 minute)")
     parser.add_argument("--threads", type=int, default=0, help="ORT threads, direct and server (default: cores)")
+    parser.add_argument("--only-v2", action="store_true",
+                        help="only the protocol comparison (sections 6 and 7: /v1 and v2 in turns, and wrk), "
+                             "written to serve-v2-<date>.json and the serve-v2-table section")
     parser.add_argument("--readme", type=Path, default=README)
+    add_models_dir(parser, "$LPIPS_RT_MODELS, ./models or the user data folder, as lpips-serve")
     parser.add_argument("--results-dir", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     os.environ.setdefault("LPIPS_RT_OFFLINE", "1")
@@ -256,7 +423,7 @@ def main(argv=None) -> int:
     per_level, seconds = (24, 10.0) if q else (2000, 60.0)
     rss_warmup, rss_count, rss_step = (32, 128, 64) if q else (2000, 20000, 2000)
     single_n, batched_n = (8, 32) if q else (300, 512)
-    models_dir = default_models_dir()
+    models_dir = args.models_dir or default_models_dir()
     report = {"date": today(), "machine": machine_info(), "threads": threads, "net": "alex", "size": 256,
               "quick": q, "targets": {"p50_extra_ms": TARGET_P50_EXTRA_MS, "throughput_share": TARGET_THROUGHPUT_SHARE,
                                       "rss_growth_mb": TARGET_RSS_GROWTH_MB}}
@@ -267,13 +434,17 @@ def main(argv=None) -> int:
     warmup = (lambda c: min(2 * c, 8)) if q else (lambda c: 2 * c)
     with Scorer("alex", models_dir=models_dir, threads=threads) as scorer:
         # The server writes each distance as lpips-score --json does (float32_json): the same float32.
-        requests = [(*multipart(a, b), float32_json(scorer.distance(a, b))) for a, b in pairs]
-        small_requests = [(*multipart(a, b), float32_json(scorer.distance(a, b))) for a, b in small]
-        batched = [direct_batched(scorer, pairs, batched_n)]
-        print(f"  direct: batched {batched[0][0]:.1f} pairs/s", flush=True)
+        expected = [float32_json(scorer.distance(a, b)) for a, b in pairs]
+        requests = make_requests("v1", pairs, expected)
+        small_requests = make_requests("v1", small, [float32_json(scorer.distance(a, b)) for a, b in small])
+        batched = [] if args.only_v2 else [direct_batched(scorer, pairs, batched_n)]
+    if args.only_v2:  # (the Scorer above is closed: its threads must not compete with the server's)
+        return protocols(args, report, models_dir, threads, pairs, expected)
+    print(f"  direct: batched {batched[0][0]:.1f} pairs/s", flush=True)
     server = ServeProcess(models_dir, threads)
     with Scorer("alex", models_dir=models_dir, threads=threads, spin_between_runs=False) as scorer:
-        single, single_cpu, single_row = single_in_turns(scorer, server, pairs, requests, single_n)
+        single, single_cpu, rows = single_in_turns(scorer, server, pairs, {"v1": requests}, single_n)
+        single_row = rows["v1"]
     report["server"] = [single_row] + [load(server, requests, c, per_level, seconds, warmup(c)) for c in levels]
     report["rss"] = rss_growth(server, small_requests, rss_warmup, rss_count, rss_step)
     report["server_exit_code"] = server.stop()
@@ -291,6 +462,76 @@ def main(argv=None) -> int:
     report["verdict"] = verdict(report)
     publish("serve", "serve-table", report, render(report), readme=args.readme, results=args.results_dir)
     return 0
+
+
+def protocols(args, report: dict, models_dir: Path, threads: int, pairs, expected) -> int:
+    """Sections 6 and 7: /v1 multipart, v2 binary and v2 JSON on one server, in turns; then wrk."""
+    from lpips_runtime.scorer import Scorer
+
+    q = args.quick
+    kinds = {kind: make_requests(kind, pairs, expected) for kind in ("v1", "v2-binary", "v2-json")}
+    single_n, per_kind, seconds, rounds = (8, 48, 20.0, 2) if q else (60, 1500, 60.0, 3)
+    server = ServeProcess(models_dir, threads)
+    try:
+        with Scorer("alex", models_dir=models_dir, threads=threads, spin_between_runs=False) as direct_scorer:
+            direct, direct_cpu, single = single_in_turns(direct_scorer, server, pairs, kinds, single_n)
+        report["direct_single"] = {"count": len(direct), "cpu_s": direct_cpu, **percentiles(direct)}
+        report["single"] = single
+        report["c32"] = load_in_turns(server, kinds, 32, per_kind, seconds, rounds)
+        report["wrk"] = wrk_rows(server, {k: kinds[k] for k in ("v1", "v2-binary")}, 8, 200 if q else 1200,
+                                 20 if q else 30)
+    finally:
+        report["server_exit_code"] = server.stop()
+    d, s1, c32 = report["direct_single"], report["single"], report["c32"]
+    report["verdict_v2"] = {
+        "v2_binary_p50_extra_ms": s1["v2-binary"]["p50_ms"] - d["p50_ms"],
+        "v2_binary_p50_ok": s1["v2-binary"]["p50_ms"] - d["p50_ms"] <= TARGET_V2_P50_EXTRA_MS,
+        "v2_binary_share_c32": c32["v2-binary"]["pairs_per_s"] / c32["v1"]["pairs_per_s"],
+        "v2_binary_share_ok": c32["v2-binary"]["pairs_per_s"] / c32["v1"]["pairs_per_s"] >= TARGET_V2_SHARE,
+        "errors": sum(r["errors"] for r in [*c32.values(), *report["wrk"]]),
+    }
+    text = render_protocols(report)
+    if q:
+        print(text)
+    else:
+        publish("serve-v2", "serve-v2-table", report, text, readme=args.readme, results=args.results_dir)
+    return 0
+
+
+def render_protocols(report: dict) -> str:
+    m, d, v = report["machine"], report["direct_single"], report["verdict_v2"]
+    quick = " **--quick run: too few requests for these numbers to mean much.**" if report["quick"] else ""
+    lines = [f"Run {report['date']} on {m['cpu']} ({m['physical_cores']} cores, load average at start "
+             f"{m['load_average_at_start'][0]:.1f}), LPIPS-alex 256x256 PNG pairs, ONNX Runtime CPU, "
+             f"{report['threads']} threads, one lpips-serve process answering all three routes; clients on the "
+             "same cores. v1: multipart; v2 binary: BYTES inputs and the distance in the binary tensor data "
+             "extension; v2 JSON: base64 BYTES, JSON output. Concurrency 1: in turns with the direct "
+             "`Scorer.distance` (decoding included); 32: alternating rounds, pooled (p-values: the median "
+             "round's)." + quick, "",
+             "| route | client | concurrency | requests | p50 ms | p99 ms | pairs/s | mean batch | errors "
+             "| server CPU ms per pair |", "|---|---|---|---|---|---|---|---|---|---|",
+             f"| direct `Scorer.distance` | in process | 1 | {d['count']} | {d['p50_ms']:.1f} | {d['p99_ms']:.1f} | "
+             f"{1000 / d['p50_ms']:.1f} | 1 | 0 | {1000 * d['cpu_s'] / d['count']:.1f} (this process) |"]
+    for rows, client in ((report["single"], "httpx"), (report["c32"], "httpx async")):
+        for kind, r in rows.items():
+            lines.append(f"| {kind} | {client} | {r['concurrency']} | {r['requests']} | {r['p50_ms']:.1f} | "
+                         f"{r['p99_ms']:.1f} | {r['pairs_per_s']:.1f} | {r['mean_batch']:.1f} | {r['errors']} | "
+                         f"{1000 * r['server_cpu_s'] / r['requests']:.1f} |")
+    for r in report["wrk"]:
+        lines.append(f"| {r['route']} | wrk | {r['concurrency']} | {r['requests']} | {r['p50_ms']:.1f} | "
+                     f"{r['p99_ms']:.1f} | {r['pairs_per_s']:.1f} | | {r['errors']} | "
+                     f"{1000 * r['server_cpu_s'] / max(1, r['requests']):.1f} |")
+
+    def mark(ok):
+        return "met" if ok else "**missed**"
+
+    lines += ["", "| target | measured | |", "|---|---|---|",
+              f"| v2 binary p50 at concurrency 1 <= direct + {TARGET_V2_P50_EXTRA_MS:g} ms | direct + "
+              f"{v['v2_binary_p50_extra_ms']:.2f} ms | {mark(v['v2_binary_p50_ok'])} |",
+              f"| v2 binary throughput at concurrency 32 >= {TARGET_V2_SHARE:.0%} of /v1 multipart | "
+              f"{v['v2_binary_share_c32']:.1%} | {mark(v['v2_binary_share_ok'])} |",
+              f"| errors | {v['errors']} | {mark(v['errors'] == 0)} |"]
+    return "\n".join(lines)
 
 
 def verdict(report: dict) -> dict:

@@ -91,7 +91,8 @@ def pytest_collection_modifyitems(config, items):
     gpu = _cuda_gpu_present()
     reasons = {
         "gpu": None if gpu else "needs a CUDA GPU (none visible to cuda-python)",
-        "trt": None if gpu and importlib.util.find_spec("tensorrt") else "needs TensorRT and a CUDA GPU",
+        "trt": None if gpu and (importlib.util.find_spec("tensorrt") or importlib.util.find_spec("tensorrt_rtx"))
+        else "needs TensorRT (full or RTX) and a CUDA GPU",
         "slow": None if config.getoption("--run-slow") else "slow: run with --run-slow",
     }
     for item in need:
@@ -325,3 +326,38 @@ def photo_set():
         ref = crop(photo(name), 96, 128)
         images += [ref, distort(ref, "blur", 0.5, seed=i), distort(ref, "jpeg", 0.6, seed=i)]
     return images
+
+
+@pytest.fixture(scope="session")
+def exported_unchecked(tmp_path_factory):
+    """Factory ModelSpec -> Path of an export written without its self-check (for tests about what is built
+    from the file, e.g. TensorRT engines; the checks are ``exported_spec``'s), cached per session."""
+    from lpips_export.onnx_export import export_model
+
+    out = tmp_path_factory.mktemp("unchecked-models")
+    cache = {}
+
+    def get(spec) -> Path:
+        if spec not in cache:
+            cache[spec] = export_model(spec, out, check=False)[0]
+        return cache[spec]
+
+    return get
+
+
+def link_all(sources, folder: Path) -> Path:
+    """``folder`` holding a link to each of ``sources`` (export files), made if needed."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for source in sources:
+        if not (folder / source.name).exists():
+            (folder / source.name).symlink_to(source)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def bench_models(split_models, exported, tmp_path_factory) -> Path:
+    """The benchmark smoke runs' models folder (their --models-dir), so they export nothing themselves:
+    alex v0.1 fused, spatial, encoder and heads (the feature cache, lpips-serve) and the PSNR/SSIM graph
+    (benchmarks/metrics.py), as links to the session's exports."""
+    sources = [*split_models("alex").iterdir(), exported("alex", metrics=("psnr", "ssim"))]
+    return link_all(sources, tmp_path_factory.mktemp("bench-models"))

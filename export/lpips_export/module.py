@@ -130,6 +130,10 @@ class LPIPSModule(nn.Module):
     # Leading ``features`` layers kept in float32 when the trunk is float16 (see the class docstring);
     # 0 for a float32 trunk and for a wholesale conversion.
     stem_layers: int = 0
+    # Dropout probability applied to each layer's squared difference before its linear layer, in training
+    # mode only (the official ``use_dropout=True`` lin layers: ``lpips_runtime.torch.LPIPS`` sets 0.5).
+    # 0 everywhere else: an eval-mode module, and so every traced export, never sees it.
+    lin_dropout: float = 0.0
 
     def __init__(
         self,
@@ -242,25 +246,45 @@ class LPIPSModule(nn.Module):
         norm = torch.sqrt(self._channel_sum(x * x, layer))
         return x / (norm + NORM_EPS)
 
-    def head(self, feats0: list[torch.Tensor], feats1: list[torch.Tensor], out_hw=None) -> torch.Tensor:
-        """Two feature sets (as ``encode`` returns) -> distances [N] or, with ``out_hw``, a map [N,1,H,W]."""
-        total = None
+    def layer_terms(self, feats0: list[torch.Tensor], feats1: list[torch.Tensor], out_hw=None) -> list[torch.Tensor]:
+        """Each tap's share of the distance: [N,1,1,1] spatial means, or with ``out_hw`` maps [N,1,H,W]
+        bilinearly upsampled to that size (the official ``retPerLayer`` list)."""
+        terms = []
         for layer, (f0, f1) in enumerate(zip(feats0, feats1)):
             diff = f0 - f1
             diff = diff * diff
+            if self.lins is not None and self.lin_dropout and self.training:
+                diff = F.dropout(diff, self.lin_dropout, training=True)
             per_pixel = self.lins[layer](diff) if self.lins is not None else self._channel_sum(diff, layer)
             if out_hw is not None:
-                res = F.interpolate(per_pixel, size=out_hw, mode="bilinear", align_corners=False)
+                terms.append(F.interpolate(per_pixel, size=out_hw, mode="bilinear", align_corners=False))
             else:
-                res = self._spatial_mean(per_pixel)
-            total = res if total is None else total + res
+                terms.append(self._spatial_mean(per_pixel))
+        return terms
+
+    @staticmethod
+    def sum_terms(terms: list[torch.Tensor]) -> torch.Tensor:
+        """The layer terms added in tap order (the official ``val += res[l]`` order)."""
+        total = terms[0]
+        for term in terms[1:]:
+            total = total + term
+        return total
+
+    def head(self, feats0: list[torch.Tensor], feats1: list[torch.Tensor], out_hw=None) -> torch.Tensor:
+        """Two feature sets (as ``encode`` returns) -> distances [N] or, with ``out_hw``, a map [N,1,H,W]."""
+        total = self.sum_terms(self.layer_terms(feats0, feats1, out_hw))
         return total if out_hw is not None else total.reshape(-1)
 
     def forward(self, img0: torch.Tensor, img1: torch.Tensor):
-        both = torch.cat([img0, img1], dim=0)
-        rgb = None
-        if self.metrics:  # 8-bit values: the frames themselves, or recovered from [-1,1]
-            rgb = frames_to_rgb(both, self.frame_format) if self.frame_format is not None else unit_range_to_rgb(both)
+        if self.frame_format is not None:
+            # Each uint8 frame is cast (and laid out) before the two are joined: TensorRT's Concat takes
+            # no uint8 input (onnx-tensorrt and TensorRT-RTX both refuse the graph), and casting first
+            # computes exactly the same values.
+            rgb = torch.cat([frames_to_rgb(img0, self.frame_format), frames_to_rgb(img1, self.frame_format)], dim=0)
+            both = rgb
+        else:
+            both = torch.cat([img0, img1], dim=0)
+            rgb = unit_range_to_rgb(both) if self.metrics else None  # 8-bit values, recovered from [-1,1]
         both = self.prepare(both, rgb)
         pairs = [split_pair(f) for f in self.encode(both)]
         out_hw = both.shape[2:] if self.spatial else None

@@ -225,7 +225,7 @@ def export_onnx(module: LPIPSModule, provenance: Provenance, path: str | Path,
     onnx.helper.set_model_props(model, meta)
     onnx.save(model, str(tmp))  # < 2 GB: weights stay inside the file
     os.replace(tmp, path)
-    log.info("wrote %s (%.1f MB)", path, path.stat().st_size / 1e6)
+    log.debug("wrote %s (%.1f MB)", path, path.stat().st_size / 1e6)  # lpips-export prints the files it keeps
     return path
 
 
@@ -364,7 +364,7 @@ def _parity_error(path, session, module: LPIPSModule, part: str = "fused") -> fl
                 raise ExportCheckError(f"{path}: output shape {g.shape} != torch {e.shape} at {n}x{h}x{w}")
             diff = float(np.max(np.abs(g - e)))
             worst = max(worst, diff) if np.isfinite(diff) else float("inf")
-        log.info("  check N=%d %dx%d: max |ort - torch| = %.2e", n, h, w, worst)
+        log.debug("  check N=%d %dx%d: max |ort - torch| = %.2e", n, h, w, worst)
     return worst
 
 
@@ -395,7 +395,7 @@ def _fp16_error(session, module: LPIPSModule, reference: LPIPSModule) -> tuple[f
             expected, approx = _lpips_output(reference(a, b)).numpy(), _lpips_output(emulated(a, b)).numpy()
         got = session.run(None, {"img0": _graph_inputs(module, first), "img1": _graph_inputs(module, second)})[0]
         rel, rel_emulated = relative_error(got, expected), relative_error(approx, expected)
-        log.info("  check N=%d %dx%d: max relative error vs fp32 torch = %.2e (float16 activations, emulated: "
+        log.debug("  check N=%d %dx%d: max relative error vs fp32 torch = %.2e (float16 activations, emulated: "
                  "%.2e)", n, h, w, rel, rel_emulated)
         worst, worst_emulated = max(worst, rel), max(worst_emulated, rel_emulated)
     return worst, worst_emulated
@@ -426,7 +426,7 @@ def _metrics_error(session, module: LPIPSModule, reference: LPIPSModule | None) 
                                                  "img1": _graph_inputs(module, second)})
         for name, g, e in zip(module.metrics, got, expected):
             worst[name] = max(worst[name], _metric_gap(g, e.numpy()))
-        log.info("  check N=%d %dx%d: %s", n + 1, h, w,
+        log.debug("  check N=%d %dx%d: %s", n + 1, h, w,
                  ", ".join(f"{name} max |ort - torch| = {worst[name]:.2e}" for name in module.metrics))
     return worst
 
@@ -449,7 +449,7 @@ def _frames_vs_float_error(session, module: LPIPSModule, reference: LPIPSModule)
             got = session.run(None, {"img0": _graph_inputs(module, first), "img1": _graph_inputs(module, second)})[0]
             expected = twin.run(None, {"img0": unit_batch(first), "img1": unit_batch(second)})[0]
             diff = float(np.max(np.abs(got - expected)))
-            log.info("  check N=%d %dx%d: max |uint8 graph - float32 graph| = %.2e", n, h, w, diff)
+            log.debug("  check N=%d %dx%d: max |uint8 graph - float32 graph| = %.2e", n, h, w, diff)
             worst = max(worst, diff) if np.isfinite(diff) else float("inf")
     return worst
 

@@ -204,9 +204,11 @@ def _score_one(scorer, images, as_json, heatmap, alpha, vmax, colormap) -> None:
     else:
         values = scorer.scores(images[0], images[1])
     if as_json:
+        identity = scorer.identity
         echo_result(json.dumps(json_fields({
             "img0": images[0], "img1": images[1], "distance": float32_json(values["distance"]),
-            **{m: json_number(float32_json(values[m])) for m in scorer.metrics}, **scorer.identity})))
+            **{m: json_number(float32_json(values[m])) for m in scorer.metrics},
+            **{key: value for key, value in identity.items() if key != "model"}, "model": identity["model"]})))
     else:
         echo_result(" ".join([human(values["distance"]),
                               *(f"{m}={format_metric(m, values[m])}" for m in scorer.metrics)]))

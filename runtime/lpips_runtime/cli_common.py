@@ -24,6 +24,7 @@ from .device import AUTO, choose_device
 from .errors import LpipsError, OutputError
 from .nets import NET_NAMES
 from .options import DEFAULTS, MODEL_OPTIONS, SAME, ScorerOptions, option_info
+from .pixel_metrics import parse_metrics
 from .version import DIST_NAME, package_version
 
 EXIT_ERROR = 1
@@ -72,6 +73,14 @@ def setup_logging(quiet: bool = False, info: bool = False) -> None:
         logger.handlers[:] = [handler]
         logger.setLevel(logging.INFO if info and not quiet else logging.WARNING)
         logger.propagate = False
+
+
+def parse_metrics_option(ctx, param, value) -> tuple[str, ...]:
+    """click callback: "psnr,ssim" -> ("psnr", "ssim"); an unknown name is a usage error (exit code 2)."""
+    try:
+        return parse_metrics(value)
+    except LpipsError as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 _MODEL_CHOICE = (  # the command lines' two spellings of the ``model`` option
@@ -166,11 +175,13 @@ def heatmap_options(allow_auto: bool):
     return decorate
 
 
-def open_scorer(options: dict, quiet: bool = False, **settings):
+def open_scorer(options: dict, quiet: bool = False, auto_export: bool | None = None, **settings):
     """A ``Scorer`` from the values of ``model_options`` (``options`` may hold other keys too) and
     further option values in ``settings`` (batch_size, workers, resize, ...; ``ScorerOptions.from_cli``).
     No --backend: the default for the precision, said on stderr where it is not ort. ``quiet``: do not
-    say on stderr which device ``--device auto`` chose."""
+    say on stderr which device ``--device auto`` chose. ``auto_export``: False for front ends that never
+    export on demand (servers, lpips-video: a missing model is an error naming the export command);
+    None: on demand unless --no-export."""
     backend = options["backend"]
     if backend is None:
         backend = default_backend(options["precision"])
@@ -180,6 +191,8 @@ def open_scorer(options: dict, quiet: bool = False, **settings):
     device = resolve_device(options["device"], backend, quiet)
     from .scorer import Scorer
 
+    if auto_export is not None:
+        settings["auto_export"] = auto_export
     return Scorer.from_options(ScorerOptions.from_cli(options, backend=backend, device=device, **settings))
 
 

@@ -13,6 +13,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from .bundle import bundle_command, check_against_manifest, refresh_manifest_entry
 from .errors import ModelFileError
 from .modelfile import ModelInfo, ModelSpec, read_model
 
@@ -76,37 +77,81 @@ def export_available() -> bool:
 
 
 def missing_model_message(spec: ModelSpec, folder: ModelsFolder, auto_export: bool) -> str:
-    """One line: which file is missing, where it was looked for and why there, and the ways out."""
-    command = spec.export_command(folder.path if folder.explicit else None)
+    """One line: which file is missing, where it was looked for and why there, and the one ``lpips-export``
+    command that writes it (the bundle's, ``bundle.bundle_command``)."""
+    command = bundle_command(spec, folder.path if folder.explicit else None)
     if not export_available():
-        how = f"run `{command}` (needs pip install 'lpips-rt[export]')"
+        extra = "'lpips-rt[light-export]', no torch" if has_template(spec) else "'lpips-rt[export]'"
+        how = f"run `{command}` (needs pip install {extra})"
     else:
         how = f"run `{command}` (on-demand export is off)" if not auto_export else f"run `{command}`"
     return (f"no exported model {spec.filename()} in {folder.path} ({folder.origin}): {how}, "
             f"or name the folder that has it with --models-dir DIR or {MODELS_ENV}=DIR")
 
 
+def has_template(spec: ModelSpec) -> bool:
+    """Whether ``spec``'s bundle is built without torch (a graph template ships for it: lpips_export.template_build)."""
+    from lpips_rt_models import MODELS_DIR
+
+    from .bundle import in_bundle
+
+    return in_bundle(spec) and (MODELS_DIR / "templates" / (spec.filename() + ".tmpl")).is_file()
+
+
+def _light_export_available(spec: ModelSpec) -> bool:
+    """Whether ``spec`` can be built here without torch (onnx installed and a template ships for it)."""
+    for name in ("onnx", "lpips_export"):
+        try:
+            if importlib.util.find_spec(name) is None:
+                return False
+        except (ImportError, ValueError):
+            return False
+    return has_template(spec)
+
+
+def missing_model_error(spec: ModelSpec, models_dir: str | Path | None = None) -> ModelFileError | None:
+    """The one-line error front ends raise for a model ``spec`` missing from ``models_dir`` (None: the folder
+    ``resolve_models_dir`` picks), naming the ``lpips-export`` command that writes it; None if the file is there.
+    Servers and lpips-video call this instead of exporting (they never export on demand)."""
+    folder = _folder_of(models_dir)
+    if (folder.path / spec.filename()).is_file():
+        return None
+    return ModelFileError(missing_model_message(spec, folder, auto_export=False))
+
+
 def locate_model(spec: ModelSpec, models_dir: str | Path | None = None, auto_export: bool = True) -> ModelInfo:
     """The checked export for ``spec`` in ``models_dir`` (None: the folder ``resolve_models_dir`` picks).
 
     A missing file is exported on demand if the export extra is installed and ``auto_export`` is set
-    (a notice on stderr first; anything the export libraries print goes to stderr too); otherwise
-    ``ModelFileError`` says where it looked and what to run.
+    (one line on stderr first saying what is written where and why; anything the export libraries print
+    goes to stderr too); otherwise ``ModelFileError`` says where it looked and what to run. A file listed
+    in its bundle's manifest must still have the listed size and sha256 (``bundle.check_against_manifest``).
     """
     folder = _folder_of(models_dir)
     path = folder.path / spec.filename()
     if not path.is_file():
-        if not (auto_export and export_available()):
+        torch_free = not export_available() and _light_export_available(spec)
+        if not (auto_export and (export_available() or torch_free)):
             raise ModelFileError(missing_model_message(spec, folder, auto_export))
-        from lpips_export.onnx_export import export_model
-
         from .stdio import stdout_to_stderr
 
-        log.warning("%s is not in %s (%s): exporting %s there now, once (10-60 s, about 1 GB of RAM; "
-                    "--no-export refuses)", spec.filename(), folder.path, folder.origin, spec.describe())
+        log.warning("exporting %s to %s now, because this run needs %s and it is not there (%s); %s, once. "
+                    "`%s` writes every variant at once; --no-export refuses",
+                    spec.filename(), folder.path, spec.describe(), folder.origin,
+                    "a few seconds (from the graph template, no torch)" if torch_free else
+                    "10-60 s and about 1 GB of RAM", bundle_command(spec, folder.path if folder.explicit else None))
         with stdout_to_stderr():
-            export_model(spec, folder.path)
+            if torch_free:
+                from lpips_export.template_build import build_from_template
+
+                build_from_template(spec, folder.path)
+            else:
+                from lpips_export.onnx_export import export_model
+
+                export_model(spec, folder.path)
+        refresh_manifest_entry(path, spec)
     info = read_model(path)
     if info.spec != spec:
         raise ModelFileError(f"{path} holds {info.spec.describe()}, not {spec.describe()}: re-export it")
+    check_against_manifest(path, spec)
     return info

@@ -111,7 +111,8 @@ class ScorerOptions:
     precision: str = _option("fp32", flag="--precision", choices="precisions",
                              help="fp16: the mixed-precision export (float16 backbone, float32 head), for GPUs; bf16: "
                                   "the fp32 export computed in bfloat16 on OpenVINO (CPUs with native bf16; faster, "
-                                  "distances within ~1e-3 of fp32). fp32 reproduces published numbers.")
+                                  "distances within ~1e-3 of fp32); int8: offered only for nets whose int8 model keeps that "
+                                  "accuracy (none so far: docs/performance.md). fp32 reproduces published numbers.")
     frames: str | None = _option("auto")  # Python only: lpips-video chooses it from the videos
     threads: int | None = _option(None, flag="--threads", minimum=1, check=check_threads,
                                   help="CPU threads (default: physical cores).")

@@ -17,6 +17,7 @@ from .errors import BackendError, InputError, LpipsError, ModelFileError
 from .features import Features
 from .images import (ImageSource, ResizePolicy, check_unit_batch, describe, load_rgb,
                      rgb_to_unit_nchw)
+from .int8 import check_int8
 from .limits import check_batch_size, check_workers
 from .locate import default_models_dir, locate_model
 from .modelfile import ModelInfo, ModelSpec, read_model
@@ -46,8 +47,9 @@ class Scorer(ScorerFeatures):
     ``precision``: "fp32" (the default, equal to the official package to 1e-5), "fp16" (with a net name:
     the mixed export, float16 backbone and float32 head, meant for GPUs), or "bf16": the fp32 export
     computed in bfloat16 on ``backend="openvino"`` (CPUs with native bfloat16 only; faster than fp32,
-    distances within about 1e-3 of fp32: README, "bf16 on the CPU"). Another backend with bf16 is an error that names
-    the fix. ``self.precision`` is what the distances are computed in; ``describe()`` includes it.
+    distances within 1.2e-3 of fp32: docs/openvino.md). Another backend with bf16 is an error that names
+    the fix. "int8" is declared but offered for no net yet (``BackendError`` naming the net's precisions:
+    lpips_runtime.int8, docs/performance.md). ``self.precision`` is what the distances are computed in; ``describe()`` includes it.
 
     Frame graphs (uint8 inputs; scaling, layout and channel order inside the graph) are used:
 
@@ -145,6 +147,8 @@ class Scorer(ScorerFeatures):
             # Siblings (e.g. the spatial variant) are looked for next to the given file.
             self.models_dir = Path(models_dir) if models_dir is not None else Path(model).parent
         check_precisions(backend, backend_cls, self.spec.precision, self.inference_precision)
+        if self.inference_precision == "int8":
+            check_int8(self.spec.net)  # offered per net, where its accuracy was measured to hold
         self._needs_file = backend_cls.needs_file
         if isinstance(self.tile, int) and self.metrics:
             raise LpipsError(f"tiles cannot compute {', '.join(self.metrics)}: the split encoder that tiles run sees "
@@ -440,12 +444,13 @@ class Scorer(ScorerFeatures):
         return backend_class(self.backend_name, self.device).pipeline_depth
 
     def run_prepared(self, parts0: Sequence[np.ndarray], parts1: Sequence[np.ndarray], *,
-                     spatial: bool = False) -> np.ndarray:
+                     spatial: bool = False, every_output: bool = False):
         """Score pairs already prepared by ``load_pair`` (model-ready [1,...] arrays, all of one shape
         and dtype) in one backend batch (chunks of ``batch_size`` if longer, fewer pairs if they would need
         more than ``max_memory``; pair by pair in tiles past it, see ``tile_plan``): float32 [N] distances,
         or [N,1,H,W] maps with ``spatial``. Each value equals ``distance``/``distance_map`` of that pair
-        alone (bit for bit on ONNX Runtime's CPU backend: tests/runtime/test_scorer.py)."""
+        alone (bit for bit on ONNX Runtime's CPU backend: tests/runtime/test_scorer.py). ``every_output``:
+        a dict of every output by name instead ("distance" and this Scorer's ``metrics``, float32 [N] each)."""
         if not parts0 or len(parts0) != len(parts1):
             raise InputError(f"run_prepared takes two equally long, non-empty lists of arrays, "
                              f"got {len(parts0)} and {len(parts1)}")
@@ -454,15 +459,19 @@ class Scorer(ScorerFeatures):
             if not isinstance(part, np.ndarray) or part.shape != first.shape or part.dtype != first.dtype \
                     or part.ndim != 4 or part.shape[0] != 1:
                 raise InputError("run_prepared takes [1,...] arrays of one shape and dtype, as load_pair returns them")
-        name = self._spec_for(spatial).outputs[0]  # the distances (maps); metrics, if any, are not asked for here
+        names = self._spec_for(spatial).outputs  # the distances (maps), then the metrics if any
         if self.tile_plan(first.shape[2], first.shape[3]) is not None:  # float NCHW: only those tile
             # Too large for one piece within max_memory: pair by pair in tiles, as ``distance`` scores them.
-            return np.concatenate([self._run(spatial, a, b)[name] for a, b in zip(parts0, parts1)])
+            # Tiles never run with metrics (``can_tile``): the distances are every output.
+            values = np.concatenate([self._run(spatial, a, b)[names[0]] for a, b in zip(parts0, parts1)])
+            return {names[0]: values} if every_output else values
         backend = self._backend(spatial)
         size = self._pairs_per_batch(first.size // 3, self.batch_size)  # [1,...] arrays of 3 channels
-        outs = [backend.submit(parts0[i:i + size], parts1[i:i + size]).result()[name]
+        outs = [backend.submit(parts0[i:i + size], parts1[i:i + size]).result()
                 for i in range(0, len(parts0), size)]
-        return outs[0] if len(outs) == 1 else np.concatenate(outs)
+        merged = {name: outs[0][name] if len(outs) == 1 else np.concatenate([o[name] for o in outs])
+                  for name in (names if every_output else names[:1])}
+        return merged if every_output else merged[names[0]]
 
     # -- public API --------------------------------------------------------------------------
 

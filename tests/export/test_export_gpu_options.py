@@ -21,14 +21,18 @@ def test_help_lists_the_gpu_options():
     result = _run("--help")
     assert result.exit_code == 0
     for option in ("--precision", "--input", "--layout", "--channels", "--trt", "--min-shape", "--opt-shape",
-                   "--max-shape", "--timing-cache", "--workspace"):
+                   "--max-shape", "--timing-cache", "--workspace", "--trt-flavour", "--trt-sm"):
         assert option in result.output
 
 
 def test_trt_without_tensorrt_is_one_line_naming_the_extra(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "tensorrt", None)
+    monkeypatch.setitem(sys.modules, "tensorrt_rtx", None)
     result = _run("--trt", "--out", str(tmp_path))
     assert result.exit_code == 1
+    assert result.output.strip() == ("Error: building or running TensorRT engines (full TensorRT: lpips-rt[trt]) "
+                                     "needs the 'tensorrt_rtx' module: pip install 'lpips-rt[trt-rtx]'")
+    result = _run("--trt", "--trt-flavour", "full", "--out", str(tmp_path))
     assert result.output.strip() == ("Error: building a TensorRT engine (--trt) needs the 'tensorrt' module: "
                                      "pip install 'lpips-rt[trt]'")
     assert not list(tmp_path.iterdir())  # failed before exporting anything
@@ -39,6 +43,9 @@ def test_trt_without_tensorrt_is_one_line_naming_the_extra(monkeypatch, tmp_path
     (["--channels", "rgb"], "add --input uint8"),
     (["--max-shape", "8x256x256"], "go with --trt"),
     (["--timing-cache", "x.cache"], "go with --trt"),
+    (["--trt-sm", "86"], "go with --trt"),
+    (["--trt-flavour", "rtx"], "go with --trt"),
+    (["--workspace", "2"], "go with --trt"),
 ])
 def test_usage_errors(args, message):
     result = _run(*args)
@@ -68,4 +75,5 @@ def test_fp16_uint8_export_with_engine(monkeypatch, tmp_path):
     sidecar = read_sidecar(onnx_path.with_suffix(".engine"))
     assert sidecar.profile.max == (4, 512, 512) and sidecar.input_layout == "nhwc"
     assert (tmp_path / "lpips-rt.timing-cache").is_file()
-    assert result.output.strip().splitlines()[-2:] == [str(onnx_path.with_suffix(".engine")), str(onnx_path)]
+    written = [line.split("  ")[0] for line in result.stdout.strip().splitlines()]  # "path  size" lines
+    assert written == [str(onnx_path), str(onnx_path.with_suffix(".engine"))]

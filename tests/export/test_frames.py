@@ -60,3 +60,68 @@ def test_fp16_frame_graph_equals_fp16_float_graph(exported_spec):
         expected = floats.run(None, {"img0": np.concatenate([rgb_to_unit_nchw(x) for x in first]),
                                      "img1": np.concatenate([rgb_to_unit_nchw(x) for x in second])})[0]
         assert np.max(np.abs(got - expected)) <= EXACT
+
+
+class _ConcatFirst(torch.nn.Module):
+    """The frame graph as exported before issue 20: the two uint8 frames joined by one Concat, then cast
+    (the form TensorRT refuses). Kept here only as the reference the current graph must equal."""
+
+    def __init__(self, module):
+        super().__init__()
+        self.m = module
+
+    def forward(self, img0, img1):
+        from lpips_export.module import frames_to_rgb, split_pair
+
+        m = self.m
+        both = torch.cat([img0, img1], dim=0)
+        rgb = frames_to_rgb(both, m.frame_format)
+        pairs = [split_pair(f) for f in m.encode(m.prepare(both, rgb))]
+        out_hw = both.shape[2:] if m.spatial else None
+        lpips = m.head([p[0] for p in pairs], [p[1] for p in pairs], out_hw)
+        return (lpips, *m.pixel_metrics(*split_pair(rgb))) if m.metrics else lpips
+
+
+def _uint8_concats(path) -> list[str]:
+    """Names of the Concat nodes of an ONNX file that take a uint8 input (after shape inference)."""
+    import onnx
+
+    model = onnx.shape_inference.infer_shapes(onnx.load(str(path)))
+    graph = model.graph
+    types = {v.name: v.type.tensor_type.elem_type for v in [*graph.input, *graph.value_info, *graph.output]}
+    return [n.name for n in graph.node
+            if n.op_type == "Concat" and any(types.get(i) == onnx.TensorProto.UINT8 for i in n.input)]
+
+
+@pytest.mark.parametrize("spatial,fmt,metrics", [(False, ("nhwc", "bgr"), ("psnr", "ssim")),
+                                                 (True, ("nchw", "rgb"), ())])
+def test_frame_graph_casts_each_frame_before_concat_and_equals_the_concat_first_graph(
+        spatial, fmt, metrics, tmp_path, exported_spec):
+    """Issue 20, defect 1: no Concat of uint8 (TensorRT parses the graph), and the outputs equal the graph
+    exported before the fix (concatenate, then cast) on ORT to <= 1e-6; the IO contract is unchanged."""
+    import onnx
+
+    from lpips_export.build import build_lpips
+    from lpips_export.onnx_export import _dynamic_axes, _output_name
+
+    spec = ModelSpec("alex", spatial=spatial, frames="-".join(fmt), metrics=metrics)
+    path = exported_spec(spec)
+    assert _uint8_concats(path) == []
+    module, _ = build_lpips("alex", spatial=spatial, frame_format=FrameFormat(*fmt), metrics=metrics)
+    old = tmp_path / "concat-first.onnx"
+    shape = (1, 64, 64, 3) if fmt[0] == "nhwc" else (1, 3, 64, 64)
+    example = (torch.zeros(shape, dtype=torch.uint8), torch.zeros(shape, dtype=torch.uint8))
+    outputs = [_output_name(module), *metrics]
+    torch.onnx.export(_ConcatFirst(module), example, str(old), dynamo=False, opset_version=17,
+                      input_names=["img0", "img1"], output_names=outputs, dynamic_axes=_dynamic_axes(module))
+    assert _uint8_concats(old), "the reference graph should hold the uint8 Concat the fix removed"
+    new_model, old_model = onnx.load(str(path)), onnx.load(str(old))
+    io = lambda m: [(v.name, v.type.tensor_type.elem_type) for v in [*m.graph.input, *m.graph.output]]  # noqa: E731
+    assert io(new_model) == io(old_model)
+    new, ref = _session(path), _session(old)
+    for first, second in _photo_pairs()[:2]:
+        feed = {"img0": frame_batch(first, *fmt), "img1": frame_batch(second, *fmt)}
+        for got, expected, name in zip(new.run(None, feed), ref.run(None, feed), outputs):
+            assert got.shape == expected.shape
+            same = got == expected  # +inf PSNR of identical images compares equal
+            assert np.all(same | (np.abs(got - expected) <= EXACT)), name

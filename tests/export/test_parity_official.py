@@ -73,7 +73,12 @@ def test_real_photographs(net, build_module, sessions):
     session = sessions((net, "0.1", True, False))
     worst = 0.0
     for h, w in [(64, 64), (255, 257), (384, 512)]:
-        for ref, dist in _photo_pairs(h, w):
+        pairs = _photo_pairs(h, w)
+        if net == "vgg" and h * w > 256 * 256:
+            # vgg at 384x512 costs as much as every other case of this test together: one photograph
+            # there (its full-resolution tap is the largest map any net averages), four at the smaller sizes.
+            pairs = pairs[:1]
+        for ref, dist in pairs:
             with torch.no_grad():
                 expected = official(torch.from_numpy(ref), torch.from_numpy(dist)).reshape(-1).numpy()
             got = session.run(None, {"img0": ref, "img1": dist})[0]

@@ -1,6 +1,6 @@
-"""The TensorRT engine builder against a fake ``tensorrt`` (TensorRT cannot be installed here): the
-calls it makes, the sidecar and timing cache it writes, and its errors. ``test_real_build`` runs the
-real library where there is one (marked trt)."""
+"""The engine builder's full-TensorRT path against a fake ``tensorrt`` (full TensorRT cannot be installed
+here): the GPU query, the timing cache, the calls it makes and its errors. Real TensorRT-RTX builds are in
+test_trt_engines.py; ``test_real_build`` runs full TensorRT where there is one (marked trt)."""
 from __future__ import annotations
 
 import json
@@ -41,8 +41,10 @@ def test_build_writes_engine_sidecar_and_timing_cache(trt, onnx_copy):
     engine, sidecar = build_engine(onnx_path, workspace_gib=2)
     assert engine == onnx_path.with_suffix(".engine") and engine.read_bytes() == trt.build_result
     assert read_sidecar(engine) == sidecar
-    assert (sidecar.tensorrt_version, sidecar.gpu_name, sidecar.compute_capability) == \
-        ("10.13.0.35", "NVIDIA H100 80GB HBM3", "9.0")
+    assert (sidecar.tensorrt_flavour, sidecar.tensorrt_version, sidecar.gpu_name, sidecar.targets) == \
+        ("tensorrt", "10.13.0.35", "NVIDIA H100 80GB HBM3", ("90",))
+    assert sidecar.engine_sha256 == file_sha256(engine) and sidecar.workspace_bytes == 2 << 30
+    assert sidecar.io["img0"] == {"mode": "input", "dtype": "float", "shape": [-1, 3, -1, -1]}
     assert sidecar.source_onnx_sha256 == file_sha256(onnx_path) and sidecar.precision == "fp16"
     assert sidecar.profile == Profile.default(get_net("alex"))
     assert default_timing_cache(onnx_path.parent).is_file()
@@ -95,14 +97,28 @@ def test_profile_below_the_minimum_side_is_refused(trt, onnx_copy):
 
 def test_without_tensorrt_the_error_names_the_extra(monkeypatch, onnx_copy):
     monkeypatch.setitem(sys.modules, "tensorrt", None)
-    with pytest.raises(MissingExtraError, match=r"pip install 'lpips-rt\[trt\]'"):
+    monkeypatch.setitem(sys.modules, "tensorrt_rtx", None)
+    with pytest.raises(MissingExtraError, match=r"lpips-rt\[trt\].*pip install .lpips-rt\[trt-rtx\]."):
         build_engine(onnx_copy(ModelSpec("alex", precision="fp16")))
+    with pytest.raises(MissingExtraError, match=r"pip install 'lpips-rt\[trt\]'"):
+        build_engine(onnx_copy(ModelSpec("alex", precision="fp16")), flavour="full")
+
+
+def test_workspace_is_left_to_tensorrt_unless_given(trt, onnx_copy):
+    _, sidecar = build_engine(onnx_copy(ModelSpec("alex", precision="fp16")))
+    assert not [c for c in trt.calls if c[0] == "set_memory_pool_limit"]
+    assert sidecar.workspace_bytes == 80 << 30
+
+
+def test_full_tensorrt_takes_no_rtx_targets(trt, onnx_copy):
+    with pytest.raises(Exception, match="--trt-sm picks TensorRT-RTX targets"):
+        build_engine(onnx_copy(ModelSpec("alex", precision="fp16")), flavour="full", sms=("86",))
 
 
 def test_sidecar_is_plain_json(trt, onnx_copy):
     engine, _ = build_engine(onnx_copy(ModelSpec("alex", precision="fp16")))
     data = json.loads(engine.with_name(engine.name + ".json").read_text())
-    assert data["format"] == "lpips-rt-engine/1" and data["profile"]["max"] == [16, 1080, 1920]
+    assert data["format"] == "lpips-rt-engine/2" and data["profile"]["max"] == [8, 1080, 1920]
 
 
 @pytest.mark.trt

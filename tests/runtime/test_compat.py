@@ -43,3 +43,40 @@ def test_spatial_and_unsupported_options(models_dir):
     assert loss_fn(x, -x).shape == (1, 1, 64, 72)
     with pytest.raises(LpipsError, match="retPerLayer is not offered"):
         loss_fn(x, x, retPerLayer=True)
+
+
+def test_requires_grad_is_refused_naming_the_torch_module(models_dir):
+    loss_fn = LPIPS(net="alex", models_dir=models_dir)
+    x = torch.from_numpy(to_unit_nchw(crop(photo("coffee"), 48, 56)))
+    with pytest.raises(LpipsError) as refused:
+        loss_fn(x.clone().requires_grad_(True), x)
+    assert str(refused.value) == ("LPIPS: in0 requires grad, but this inference runtime returns no gradient: for a "
+                                  "differentiable loss use lpips_runtime.torch.LPIPS (pip install 'lpips-rt[torch]')")
+    with pytest.raises(LpipsError, match="in1 requires grad"):
+        loss_fn(x, x.clone().requires_grad_(True))
+    with torch.no_grad():  # no gradient asked for: scored as usual
+        assert float(loss_fn(x.clone().requires_grad_(True), x).max()) == 0.0
+
+
+def test_official_keywords_and_module_idioms(models_dir, capsys):
+    x = to_unit_nchw(crop(photo("coffee"), 48, 56))
+    loss_fn = LPIPS(net="alex", verbose=True, pretrained=True, eval_mode=True, use_dropout=False, pnet_rand=False,
+                    models_dir=models_dir)
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith("Setting up [LPIPS] perceptual loss: alex, v[0.1], spatial [off]")
+    assert loss_fn.eval() is loss_fn and loss_fn.to("cpu") is loss_fn and loss_fn.cpu() is loss_fn
+    assert loss_fn.to(torch.device("cpu"), torch.float32) is loss_fn and loss_fn.float() is loss_fn
+    assert loss_fn.requires_grad_(False) is loss_fn and list(loss_fn.parameters()) == []
+    assert loss_fn.train(False) is loss_fn
+    assert float(loss_fn(x, -x).max()) > 0
+    for call, match in ((loss_fn.train, r"LPIPS.train\(\): .* use lpips_runtime.torch.LPIPS"),
+                        (loss_fn.half, r"LPIPS.to\(float16\): the precision is chosen by the export"),
+                        (lambda: loss_fn.requires_grad_(True), "no trainable parameters")):
+        with pytest.raises(LpipsError, match=match):
+            call()
+    for name, value in (("pretrained", False), ("pnet_rand", True), ("pnet_tune", True), ("model_path", "x.pth"),
+                        ("eval_mode", False)):
+        with pytest.raises(LpipsError) as refused:
+            LPIPS(net="alex", models_dir=models_dir, **{name: value})
+        assert str(refused.value).startswith(f"LPIPS({name}={value!r}): ")
+        assert str(refused.value).endswith("use lpips_runtime.torch.LPIPS (pip install 'lpips-rt[torch]')")

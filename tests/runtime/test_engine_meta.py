@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 
 from lpips_runtime.engine_meta import (
+    DEFAULT_MAX_BATCH,
     EngineSidecar,
     GpuInfo,
     Profile,
@@ -12,6 +13,7 @@ from lpips_runtime.engine_meta import (
     engine_path_for,
     parse_shape,
     read_sidecar,
+    file_sha256,
     sidecar_path_for,
     write_sidecar,
 )
@@ -20,7 +22,8 @@ from lpips_runtime.nets import get_net
 
 
 def _sidecar(**changes) -> EngineSidecar:
-    fields = dict(tensorrt_version="10.13.0.35", gpu_name="NVIDIA H100 80GB HBM3", compute_capability="9.0",
+    fields = dict(tensorrt_flavour="tensorrt", tensorrt_version="10.13.0.35", gpu_name="NVIDIA H100 80GB HBM3",
+                  targets=("90",),
                   profile=Profile((1, 31, 31), (8, 256, 256), (16, 1080, 1920)), source_onnx="m.onnx",
                   source_onnx_sha256="ab" * 32, input_dtype="uint8", input_layout="nhwc", precision="fp16",
                   workspace_bytes=1 << 32)
@@ -45,7 +48,8 @@ def test_default_profile_starts_at_the_nets_minimum():
         net = get_net(name)
         profile = Profile.parse(net)
         assert profile.min == (1, net.min_side, net.min_side)
-        assert profile.contains(1, 1080, 1920) and profile.contains(8, 256, 256)
+        assert profile.contains(1, 1080, 1920) and profile.max == (DEFAULT_MAX_BATCH[name], 1080, 1920)
+        assert profile.opt == (min(4, DEFAULT_MAX_BATCH[name]), 256, 256)  # the optimum lies within the max
 
 
 def test_profile_overrides_and_validation():
@@ -91,13 +95,33 @@ def test_read_sidecar_errors(tmp_path):
         read_sidecar(engine)
 
 
-def test_check_sidecar():
+def test_check_sidecar(tmp_path):
     sidecar, gpu = _sidecar(), GpuInfo("NVIDIA H100 80GB HBM3", "9.0")
-    check_sidecar(sidecar, "m.engine", "10.13.0.35", gpu, "ab" * 32)
-    with pytest.raises(BackendError, match="built with TensorRT 10.13.0.35, this is TensorRT 11.0.0.1.*rebuild"):
-        check_sidecar(sidecar, "m.engine", "11.0.0.1", gpu)
-    with pytest.raises(BackendError, match=r"built for NVIDIA H100 80GB HBM3 \(compute capability 9.0\), this GPU is "
-                                           r"NVIDIA L4 \(8.9\)"):
-        check_sidecar(sidecar, "m.engine", "10.13.0.35", GpuInfo("NVIDIA L4", "8.9"))
+    check_sidecar(sidecar, "m.engine", "tensorrt", "10.13.0.35", gpu, "ab" * 32)
+    with pytest.raises(BackendError, match="built with tensorrt 10.13.0.35, this is 11.0.0.1.*rebuild m.engine with"):
+        check_sidecar(sidecar, "m.engine", "tensorrt", "11.0.0.1", gpu)
+    with pytest.raises(BackendError, match="built by tensorrt, this runtime uses tensorrt-rtx: rebuild"):
+        check_sidecar(sidecar, "m.engine", "tensorrt-rtx", "10.13.0.35", gpu)
+    with pytest.raises(BackendError, match=r"built for NVIDIA H100 80GB HBM3 \(9.0\), this GPU is NVIDIA L4 \(8.9\)"):
+        check_sidecar(sidecar, "m.engine", "tensorrt", "10.13.0.35", GpuInfo("NVIDIA L4", "8.9"))
     with pytest.raises(BackendError, match="another m.onnx than the one beside it"):
-        check_sidecar(sidecar, "m.engine", "10.13.0.35", gpu, "cd" * 32)
+        check_sidecar(sidecar, "m.engine", "tensorrt", "10.13.0.35", gpu, "cd" * 32)
+
+
+def test_check_sidecar_rtx_targets_and_engine_digest(tmp_path):
+    """An RTX engine runs on any GPU of its compute capabilities (no GPU name); the engine file must be the one
+    the sidecar describes."""
+    engine = tmp_path / "m.engine"
+    engine.write_bytes(b"engine bytes")
+    sidecar = _sidecar(tensorrt_flavour="tensorrt-rtx", tensorrt_version="1.7.1.116", gpu_name="",
+                       targets=("80", "86", "89", "120", "121"), engine_sha256=file_sha256(engine))
+    for gpu in (GpuInfo("NVIDIA GeForce RTX 4090", "8.9"), GpuInfo("NVIDIA RTX A6000", "8.6")):
+        check_sidecar(sidecar, engine, "tensorrt-rtx", "1.7.1.116", gpu, rebuild="lpips-export --net alex --trt")
+    with pytest.raises(BackendError, match=r"built for compute capability 8.0, 8.6, 8.9, 12.0, 12.1, this GPU is "
+                                           r"NVIDIA H100 80GB HBM3 \(9.0\); rebuild m.engine with lpips-export --net "
+                                           r"alex --trt$"):
+        check_sidecar(sidecar, engine, "tensorrt-rtx", "1.7.1.116", GpuInfo("NVIDIA H100 80GB HBM3", "9.0"),
+                      rebuild="lpips-export --net alex --trt")
+    engine.write_bytes(b"engine bytes, truncated or replaced")
+    with pytest.raises(BackendError, match="not the engine its sidecar describes"):
+        check_sidecar(sidecar, engine, "tensorrt-rtx", "1.7.1.116", None)

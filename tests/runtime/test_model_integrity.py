@@ -1,4 +1,4 @@
-"""Model integrity means what the README says: the weights are recomputed from the file's own tensors and
+"""Model integrity means what docs/limits.md says: the weights are recomputed from the file's own tensors and
 compared to the pins, and a graph that does not behave as a distance is refused. Reproduces issue 11's
 forged model first: real metadata on a different graph, graph_sha256 recomputed, accepted, negative output."""
 from __future__ import annotations

@@ -19,7 +19,7 @@ from lpips_runtime.backends.openvino_backend import OpenVinoGraph, cpu_capabilit
 from lpips_runtime.errors import BackendError  # noqa: E402
 
 FP32_TOL = 1e-5  # against the official package, as every fp32 backend
-# bf16 against fp32: the documented bound (README, "bf16"; benchmarks/bf16_accuracy.py measures it on many more
+# bf16 against fp32: the documented bound (docs/openvino.md; benchmarks/bf16_accuracy.py measures it on many more
 # images): 1e-3 on distortions of natural photographs, plus 0.2% of the distance for the large distances of
 # unrelated photographs.
 BF16_MAX_ABS = 1e-3

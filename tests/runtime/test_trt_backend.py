@@ -34,7 +34,8 @@ def model(tmp_path, exported_spec):
         dtype = "uint8" if spec.frames else "float32"
         engine = engine_path_for(onnx_path)
         engine.write_bytes(fake_tensorrt.make_engine_bytes(dtype, layout, spec.spatial, spec.metrics))
-        fields = dict(tensorrt_version="10.13.0.35", gpu_name="NVIDIA H100 80GB HBM3", compute_capability="9.0",
+        fields = dict(tensorrt_flavour="tensorrt", tensorrt_version="10.13.0.35", gpu_name="NVIDIA H100 80GB HBM3",
+                      targets=("90",),
                       profile=PROFILE, source_onnx=onnx_path.name, source_onnx_sha256=file_sha256(onnx_path),
                       input_dtype=dtype, input_layout=layout, precision=spec.precision, workspace_bytes=1 << 30)
         fields.update(changes)
@@ -106,8 +107,9 @@ def test_missing_engine_names_the_command(fakes, exported_spec, tmp_path):
 
 
 @pytest.mark.parametrize("changes,message", [
-    ({"tensorrt_version": "10.12.0.36"}, "built with TensorRT 10.12.0.36, this is TensorRT 10.13.0.35"),
-    ({"gpu_name": "NVIDIA A100-SXM4-80GB", "compute_capability": "8.0"}, "built for NVIDIA A100-SXM4-80GB"),
+    ({"tensorrt_version": "10.12.0.36"}, "built with tensorrt 10.12.0.36, this is 10.13.0.35"),
+    ({"gpu_name": "NVIDIA A100-SXM4-80GB", "targets": ("80",)}, "built for NVIDIA A100-SXM4-80GB"),
+    ({"engine_sha256": "00" * 32}, "not the engine its sidecar describes"),
     ({"source_onnx_sha256": "0" * 64}, "built from another"),
     ({"input_layout": "nchw"}, "takes uint8 nchw inputs"),
 ])
@@ -155,3 +157,48 @@ def test_scorer_with_the_trt_backend(fakes, model, photo_pair_files):
     with Scorer(path, backend="trt", device="cuda", batch_size=2) as scorer:
         results = list(scorer.score_pairs(photo_pair_files))
     assert all(r.ok for r in results) and all(r.distance > 0 for r in results)
+
+
+def test_rtx_runtime_cache_and_cuda_graph_strategy(fakes, model, monkeypatch, tmp_path):
+    """Where the engine offers TensorRT-RTX's runtime configuration: the runtime cache is loaded from and saved
+    to lpips-rt's cache folder (per engine and compute capability), and cuda_graph=True asks for whole-graph
+    capture. (The real classes have these names: test_trt_bindings_real.py checks them.)"""
+    import enum
+
+    rt, trt = fakes
+    monkeypatch.setenv("LPIPS_RT_CACHE", str(tmp_path / "cache"))
+    trt.CudaGraphStrategy = enum.IntEnum("CudaGraphStrategy", ["DISABLED", "WHOLE_GRAPH_CAPTURE"])
+    configs, loaded = [], []
+
+    class RuntimeCache:
+        def deserialize(self, data):
+            loaded.append(bytes(data))
+
+        def serialize(self):
+            return b"compiled kernels"
+
+    class RuntimeConfig:
+        cuda_graph_strategy = None
+
+        def create_runtime_cache(self):
+            return RuntimeCache()
+
+        def set_runtime_cache(self, cache):
+            self.cache = cache
+
+    engine_cls = trt.imitates["ICudaEngine"]
+    plain_context = engine_cls.create_execution_context
+    monkeypatch.setattr(engine_cls, "create_runtime_config",
+                        lambda self: configs.append(RuntimeConfig()) or configs[-1], raising=False)
+    monkeypatch.setattr(engine_cls, "create_execution_context", lambda self, config: plain_context(self))
+    onnx_path = model(SPEC)
+    a, b = _frames(2, 40, 56)
+    with TrtBackend(SPEC, onnx_path, "cuda", cuda_graph=True) as backend:
+        backend.run(a, b)
+    assert configs[0].cuda_graph_strategy == trt.CudaGraphStrategy.WHOLE_GRAPH_CAPTURE
+    (saved,) = (tmp_path / "cache" / "trt-runtime-cache").iterdir()
+    assert saved.name == "engine-sm90.bin" and saved.read_bytes() == b"compiled kernels" and loaded == []
+    monkeypatch.setenv("LPIPS_RT_TRT_CUDA_GRAPH", "0")
+    with TrtBackend(SPEC, onnx_path, "cuda"):
+        pass
+    assert loaded == [b"compiled kernels"] and configs[1].cuda_graph_strategy is None

@@ -17,8 +17,12 @@ import real_tensorrt
 ROOT = Path(__file__).resolve().parents[2]
 TRT_SOURCES = [ROOT / "export/lpips_export/trt_build.py", ROOT / "runtime/lpips_runtime/backends/trt_backend.py",
                ROOT / "runtime/lpips_runtime/trt_logger.py"]
+# Names only TensorRT for RTX has: our code reaches them only on that flavour (--trt-sm) or behind a getattr
+# guard; test_every_name_our_code_uses_exists_in_tensorrt_rtx checks them against the real library.
+RTX_ONLY = {"ComputeCapability", "CudaGraphStrategy", "EngineInvalidityDiagnostics"}
 # Attributes the stand-ins set per instance rather than define on the class.
-PROPERTIES = {"OnnxParser": ["num_errors"], "ICudaEngine": ["num_io_tensors"]}
+PROPERTIES = {"OnnxParser": ["num_errors"], "ICudaEngine": ["num_io_tensors"],
+              "INetworkDefinition": ["num_inputs", "num_outputs"]}
 
 
 @pytest.fixture(scope="module", params=sorted(real_tensorrt.WHEELS))
@@ -64,15 +68,21 @@ def test_every_stand_in_method_exists_with_the_same_parameters(api):
     assert checked >= 20  # the scan saw the stand-ins' methods
 
 
-def test_every_tensorrt_name_our_code_uses_exists(api):
+def _names_our_code_uses() -> set[str]:
     used = set()
     for source in TRT_SOURCES:
         text = source.read_text()
         used |= {m for m in re.findall(r"\btrt\.([A-Z]\w*(?:\.[A-Za-z_]\w*)*)", text)}
         used |= {f"ILogger.Severity.{m}" for m in re.findall(r"\bseverity\.([A-Z_]+)\b", text)}
     assert {"Builder", "NetworkDefinitionCreationFlag.STRONGLY_TYPED", "ILogger.Severity.ERROR"} <= used
-    for dotted in sorted(used):
+    return used
+
+
+def test_every_tensorrt_name_our_code_uses_exists(api):
+    for dotted in sorted(_names_our_code_uses()):
         head, *rest = dotted.split(".")
+        if head in RTX_ONLY:
+            continue
         assert head in api, dotted
         if head == "ILogger" and rest[:1] == ["Severity"]:
             assert not rest[1:] or rest[1] in api["ILogger"]["attributes"]["Severity"]["members"], dotted
@@ -80,3 +90,29 @@ def test_every_tensorrt_name_our_code_uses_exists(api):
             entry = api[head]
             assert rest[0] in (entry["members"] or []) or rest[0] in entry["attributes"], dotted
 
+
+
+def test_every_name_our_code_uses_exists_in_tensorrt_rtx():
+    """TensorRT for RTX, installed by make test (lpips-rt[trt-rtx]): every TensorRT name our code uses and
+    every method of the fake's stand-ins exists there too (the one code path serves both flavours)."""
+    import os
+
+    if os.environ.get("CI", "").lower() in ("1", "true"):
+        import tensorrt_rtx as trt
+    else:
+        trt = pytest.importorskip("tensorrt_rtx")
+    for dotted in sorted(_names_our_code_uses()):
+        obj = trt
+        for part in dotted.split("."):
+            assert hasattr(obj, part), f"TensorRT-RTX has no {dotted}"
+            obj = getattr(obj, part)
+    fake = fake_tensorrt.FakeTensorRT()
+    rtx_classes = {"INetworkDefinition": trt.INetworkDefinition, "ParserError": trt.ParserError}
+    for real_name, stand_in in fake.imitates.items():
+        real_class = rtx_classes.get(real_name) or getattr(trt, real_name)
+        for name in _stand_in_methods(stand_in):
+            assert name == "__init__" or hasattr(real_class, name), f"TensorRT-RTX has no {real_name}.{name}"
+    for name in ("create_runtime_config", "create_execution_context"):
+        assert hasattr(trt.ICudaEngine, name)
+    for name in ("create_runtime_cache", "set_runtime_cache", "cuda_graph_strategy"):
+        assert hasattr(trt.IRuntimeConfig, name)

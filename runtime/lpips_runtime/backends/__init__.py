@@ -30,8 +30,11 @@ BACKENDS = tuple(_REGISTRY)
 GRAPH_BACKENDS = tuple(_GRAPHS)
 DEVICES = ("cpu", "cuda")
 # What a Scorer's ``precision`` may be: the precision of an export (fp32, fp16: the mixed graph for GPUs),
-# or bf16: the fp32 export computed in bfloat16 by a backend that can (``Backend.inference_precisions``).
-PRECISIONS = ("fp32", "fp16", "bf16")
+# or bf16 / int8: the fp32 export computed in bfloat16 / int8 by a backend that can (``Backend.inference_precisions``;
+# int8 only for the nets lpips_runtime.int8 offers it for).
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+# Precisions computed from the fp32 export by the backend (not read from an export of their own).
+_COMPUTED = ("bf16", "int8")
 
 
 def is_cuda(device: str) -> bool:
@@ -42,12 +45,12 @@ def split_precision(precision: str) -> tuple[str, str]:
     """A Scorer precision -> (precision of the export to read, precision the backend computes it in)."""
     if precision not in PRECISIONS:
         raise BackendError(f"unknown precision '{precision}': choose one of {', '.join(PRECISIONS)}")
-    return ("fp32", "bf16") if precision == "bf16" else (precision, "fp32")
+    return ("fp32", precision) if precision in _COMPUTED else (precision, "fp32")
 
 
 def default_backend(precision: str) -> str:
-    """The backend a command line uses when none is named: ort, or for bf16 the backend that computes it."""
-    return "openvino" if precision == "bf16" else "ort"
+    """The backend a command line uses when none is named: ort, or for bf16/int8 the backend that computes it."""
+    return "openvino" if precision in _COMPUTED else "ort"
 
 
 def backend_class(name: str, device: str = "cpu") -> type[Backend]:

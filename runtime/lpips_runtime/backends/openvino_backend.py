@@ -274,7 +274,9 @@ class OpenVinoBackend(Backend):
     """The fused graph on OpenVINO (``lpips-rt[openvino]``), in fp32 or bf16 (``inference_precision``)."""
 
     name = "openvino"
-    inference_precisions: ClassVar[tuple[str, ...]] = ("fp32", "bf16")
+    # int8: declared so that --precision int8 reaches the per-net check (lpips_runtime.int8), which offers
+    # it for no net yet; the graph itself computes fp32 or bf16.
+    inference_precisions: ClassVar[tuple[str, ...]] = ("fp32", "bf16", "int8")
     export_precisions: ClassVar[tuple[str, ...]] = ("fp32",)  # the fp16 export is for GPUs
 
     def __init__(self, spec: ModelSpec, path: Path | None, device: str = "cpu", threads: int | None = None,

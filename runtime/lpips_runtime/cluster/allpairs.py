@@ -22,6 +22,7 @@ from ..errors import ClusterError, InputError, LpipsError
 from ..features import Features, distance_block, energies, layer_scales
 from ..summary import DistanceStats, RunSummary
 from . import uris
+from .resources import plan
 from .session import require_ray
 from .settings import ScorerSettings, WorkerModel
 
@@ -189,6 +190,7 @@ def all_pairs(images: list[str] | str, out: str | Path, settings: ScorerSettings
             (out / old).unlink(missing_ok=True)
     close = ResultFolder(out / "near-duplicates", model.label) if threshold is not None else None
 
+    plan(max(1, actors), cpus_per_actor, gpus_per_actor)  # actors that cannot all start: said now, not a hang
     # 1. Embed every image once, in chunks spread over the actors; features stay in the object store.
     actor_cls = ray.remote(Embedder).options(num_cpus=cpus_per_actor, num_gpus=gpus_per_actor or None,
                                              resources=actor_resources, max_restarts=-1, max_task_retries=-1)

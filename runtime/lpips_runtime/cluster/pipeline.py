@@ -14,6 +14,7 @@ import numpy as np
 
 from ..errors import ClusterError, LpipsError, error_text
 from . import uris
+from .resources import plan
 from .session import require_ray
 from .settings import ScorerSettings, WorkerModel
 from .table import read_pair_table
@@ -43,12 +44,16 @@ _decoders: dict = {}  # per worker process: decoding tasks reuse their Scorer (i
 
 def decode_pairs(table, model: WorkerModel):
     """Ray Data task: ``img0, img1`` rows -> decoded, validated model-ready arrays (or each pair's error)."""
-    import pyarrow as pa
-
     key = (model.spec, model.settings)
     decoder = _decoders.get(key)
     if decoder is None:
         decoder = _decoders[key] = model.decoder()
+    return _decode_with(decoder, table)
+
+
+def _decode_with(decoder, table):
+    import pyarrow as pa
+
     out = {name: [] for name in _decoded_schema().names}
     for img0, img1 in zip(table.column("img0").to_pylist(), table.column("img1").to_pylist()):
         try:
@@ -101,6 +106,18 @@ class PairScorerActor:
                          "model": pa.array([self.label] * n, pa.string())}, schema=result_schema())
 
 
+class DecodingPairScorerActor(PairScorerActor):
+    """``PairScorerActor`` that decodes its ``img0, img1`` rows itself: the pipeline's shape when the
+    actors leave no CPU for decode tasks (``resources.plan``)."""
+
+    def __init__(self, model: WorkerModel, cpus: float = 1.0):
+        super().__init__(model, cpus)
+        self.decoder = model.decoder()
+
+    def __call__(self, table):
+        return super().__call__(_decode_with(self.decoder, table))
+
+
 def actor_pool(actors: int | tuple[int, int]):
     """``ActorPoolStrategy`` of a fixed size, or autoscaling between (min, max) actors."""
     import ray.data
@@ -126,11 +143,20 @@ def score_dataset(pairs, model: WorkerModel, *, actors: int | tuple[int, int] = 
     an actor then decodes and scores in turn, which measured 1.4-1.5x slower with 2 actors on 2 cores
     and no faster with 1 (benchmarks/README.md, "Ray"); ``fuse_decode=True`` allows it.
 
+    Resources (``resources.plan``): actors that cannot all fit the cluster are a ``ClusterError``; when
+    they leave less than one CPU free, they decode their pairs themselves (decode tasks would wait for
+    a CPU forever).
+
     Worker faults: Ray Data restarts dead actors and retries their batches and dead decode tasks
     without limit (its defaults: max_restarts=-1, max_task_retries=-1, max_retries=-1), so a lost
     worker costs time, not pairs.
     """
     batch = model.settings.batch_size
+    pool = dict(batch_size=batch, batch_format="pyarrow", compute=actor_pool(actors), num_cpus=cpus_per_actor,
+                num_gpus=gpus_per_actor or None, resources=actor_resources)
+    if plan(actors, cpus_per_actor, gpus_per_actor).decode_in_actors:
+        return pairs.map_batches(DecodingPairScorerActor, fn_constructor_kwargs={"model": model, "cpus": cpus_per_actor},
+                                 **pool)
     separate = {} if fuse_decode else {"ray_remote_args_fn": _no_extra_options}
     with warnings.catch_warnings():
         # Ray 2.60 deprecates ray_remote_args_fn (for 2.64); its one effect used here, that the
@@ -139,9 +165,7 @@ def score_dataset(pairs, model: WorkerModel, *, actors: int | tuple[int, int] = 
         decoded = pairs.repartition(target_num_rows_per_block=pairs_per_task or batch).map_batches(
             decode_pairs, fn_kwargs={"model": model.without_files()}, batch_format="pyarrow", batch_size=None,
             num_cpus=1, resources=decode_resources, **separate)
-    return decoded.map_batches(PairScorerActor, fn_constructor_kwargs={"model": model, "cpus": cpus_per_actor},
-                               batch_size=batch, batch_format="pyarrow", compute=actor_pool(actors),
-                               num_cpus=cpus_per_actor, num_gpus=gpus_per_actor or None, resources=actor_resources)
+    return decoded.map_batches(PairScorerActor, fn_constructor_kwargs={"model": model, "cpus": cpus_per_actor}, **pool)
 
 
 def _no_extra_options() -> dict:

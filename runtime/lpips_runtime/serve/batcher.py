@@ -71,17 +71,19 @@ class DynamicBatcher:
     """Merges same-shape pairs of concurrent requests into backend batches (see the module docstring).
 
     ``run_batch(parts0, parts1, spatial)`` gets lists of [1,...] arrays of one shape and returns one
-    value per pair (float32 [N] distances or [N,1,H,W] maps); it runs in this batcher's worker threads.
-    ``on_batch(size, seconds)`` and ``on_depth(pairs)`` report to metrics. Use from one event loop.
+    value per pair (float32 [N] distances or [N,1,H,W] maps, or a list of one dict of values per pair);
+    it runs in this batcher's worker threads. ``on_batch(size, seconds)``, ``on_depth(pairs)`` and
+    ``on_wait(seconds)`` (each pair's time in the queue) report to metrics. Use from one event loop.
     """
 
     def __init__(self, run_batch: RunBatch, *, max_batch: int, max_wait_s: float, max_queue: int,
                  max_queue_pixels: int, workers: int = 1,
                  on_batch: Callable[[int, float], None] = lambda size, seconds: None,
-                 on_depth: Callable[[int], None] = lambda depth: None):
+                 on_depth: Callable[[int], None] = lambda depth: None,
+                 on_wait: Callable[[float], None] = lambda seconds: None):
         self._run_batch, self.max_batch, self.max_wait_s = run_batch, max_batch, max_wait_s
         self.max_queue, self.max_queue_pixels, self.workers = max_queue, max_queue_pixels, workers
-        self._on_batch, self._on_depth = on_batch, on_depth
+        self._on_batch, self._on_depth, self._on_wait = on_batch, on_depth, on_wait
         self._buckets: OrderedDict[BucketKey, deque[_Pending]] = OrderedDict()
         self._expected = 0  # reserved pairs not yet put (being read or decoded)
         self._waiting = 0  # pairs put, not yet taken into a batch (cancelled ones leave at once)
@@ -213,6 +215,9 @@ class DynamicBatcher:
     async def _run(self, key: BucketKey, batch: list[_Pending]) -> None:
         try:
             started = time.perf_counter()
+            now = time.monotonic()
+            for pending in batch:
+                self._on_wait(now - pending.since)
             parts0, parts1 = [p.a for p in batch], [p.b for p in batch]
             try:
                 values = await asyncio.get_running_loop().run_in_executor(
@@ -225,7 +230,8 @@ class DynamicBatcher:
             self._on_batch(len(batch), time.perf_counter() - started)
             for pending, value in zip(batch, values):
                 if not pending.future.done():
-                    pending.future.set_result(value[0] if key[0] else float(value))
+                    pending.future.set_result(value[0] if key[0] else
+                                              value if isinstance(value, dict) else float(value))
         finally:
             self._slots.release()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+from .admission import BodyBudget, body_cost
 from .http_errors import ServiceError, send_error
 
 CLIENT_GONE = "lpips.client_gone"  # scope key set when the client disconnected before its answer
@@ -20,19 +21,23 @@ class RequestGuard:
 
     * is refused with 413 when its ``Content-Length`` passes ``max_body_bytes`` (before any of it is
       read), or as soon as the bytes read pass it (chunked bodies): the app's read raises ``ServiceError``;
+    * has the memory its body will cost (``admission.body_cost``) reserved in ``budget`` before any of it
+      is read, until its answer is sent: 503 with ``Retry-After`` (connection closed) when it does not fit;
     * is answered 504 when it has no answer after ``timeout_s`` (the app's work is cancelled);
     * is cancelled when the client disconnects before its answer (queued pairs are then dropped by the
       batcher), and recorded with ``scope["lpips.client_gone"] = True``.
     """
 
-    def __init__(self, app, max_body_bytes: int, timeout_s: float):
+    def __init__(self, app, max_body_bytes: int, timeout_s: float, budget: BodyBudget, retry_after_s: int = 1):
         self.app, self.max_body_bytes, self.timeout_s = app, max_body_bytes, timeout_s
+        self.budget, self.retry_after_s = budget, retry_after_s
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = dict(scope["headers"]).get(b"content-length")
+        headers = dict(scope["headers"])
+        declared = headers.get(b"content-length")
         if declared is not None:
             if not declared.isdigit():
                 await send_error(send, ServiceError(400, "bad_request", "invalid Content-Length header"), close=True)
@@ -40,7 +45,16 @@ class RequestGuard:
             if int(declared) > self.max_body_bytes:
                 await send_error(send, body_too_large(self.max_body_bytes))
                 return
-        await _GuardedRequest(self, scope, receive, send).run()
+        cost = body_cost(headers, self.max_body_bytes)
+        if not self.budget.reserve(cost):
+            await send_error(send, ServiceError(
+                503, "overloaded", "the service is reading as many request bodies as its memory allows: retry "
+                "later (lpips-serve --max-bodies-mb)", {"Retry-After": str(self.retry_after_s)}), close=True)
+            return
+        try:
+            await _GuardedRequest(self, scope, receive, send).run()
+        finally:
+            self.budget.release(cost)
 
 
 class _GuardedRequest:

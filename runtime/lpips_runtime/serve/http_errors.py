@@ -5,10 +5,23 @@ from __future__ import annotations
 from ..errors import ImageTooLargeError, InputError, LpipsError, first_line
 
 
+MAX_MESSAGE = 500  # characters of an error message: what it echoes of a request is bounded too
+MAX_ECHO = 80  # characters of one value from the request quoted in a message
+
+
+def echo(value) -> str:
+    """A value from the request, as quoted in an error message: its repr, cut to ``MAX_ECHO`` characters."""
+    text = repr(value) if not isinstance(value, str) else value
+    return text if len(text) <= MAX_ECHO else text[:MAX_ECHO] + f"... ({len(text)} characters)"
+
+
 class ServiceError(Exception):
-    """A request that gets an error response ``{"error": message, "code": code}`` with ``status``."""
+    """A request that gets an error response ``{"error": message, "code": code}`` with ``status``.
+    ``message`` is cut to ``MAX_MESSAGE`` characters (values quoted from the request: ``echo``)."""
 
     def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None):
+        if len(message) > MAX_MESSAGE:
+            message = message[:MAX_MESSAGE] + "..."
         super().__init__(message)
         self.status, self.code, self.message, self.headers = status, code, message, headers or {}
 

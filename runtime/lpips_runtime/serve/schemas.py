@@ -7,7 +7,7 @@ from ..optional import require
 # Without the [serve] extra: one MissingExtraError naming it, not a bare ModuleNotFoundError.
 require("pydantic", "serve", "lpips-serve")
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 _MODEL = Field(description="The served model.", examples=["LPIPS-alex v0.1"])
 _PRECISION = Field(description="fp32, or fp16 (the mixed-precision export).", examples=["fp32"])
@@ -26,6 +26,10 @@ class ErrorBody(BaseModel):
 
 
 class DistanceResult(BaseModel):
+    """The distance, and each metric the server computes (``lpips-serve --metrics psnr,ssim``: ``psnr``,
+    ``ssim`` as float32 values; PSNR of identical images is null, JSON having no infinity)."""
+
+    model_config = ConfigDict(extra="allow")
     distance: float = Field(description="LPIPS distance (0: identical): the float32 that Scorer.distance gives on "
                             "the same files, written as the shortest decimal that reads back as that float32 "
                             "(as lpips-score --json).", examples=[0.14583078])
@@ -35,7 +39,10 @@ class DistanceResult(BaseModel):
 
 
 class PairOutcome(BaseModel):
-    """One pair of a batch: ``distance`` is null exactly when ``error`` says why (and ``code`` its kind)."""
+    """One pair of a batch: ``distance`` is null exactly when ``error`` says why (and ``code`` its kind);
+    a server with ``--metrics`` adds them as in ``DistanceResult``."""
+
+    model_config = ConfigDict(extra="allow")
 
     index: int = Field(description="Position of the pair in the request, from 0.", examples=[0])
     distance: float | None = Field(default=None, examples=[0.14583078])
@@ -61,6 +68,8 @@ class Readiness(BaseModel):
     model: str = _MODEL
     backend: str = Field(examples=["ort"])
     device: str = Field(examples=["cpu"])
+    models: dict[str, str] = Field(default_factory=dict, description="Each served model (name/version) and its "
+                                   "status.", examples=[{"lpips-alex/0.1": "ready"}])
 
 
 def error_responses(*statuses: int) -> dict:
@@ -68,6 +77,7 @@ def error_responses(*statuses: int) -> dict:
     meaning = {
         400: "Malformed request (missing part, bad JSON or multipart).",
         401: "Missing or wrong `Authorization: Bearer <key>` (only when the server has an API key).",
+        404: "No such model or version (GET /v2/repository/index lists them).",
         406: "The `Accept` header asks for nothing this endpoint gives.",
         413: "Body over --max-body-mb, an image header over --max-pixels, or more than --max-pairs pairs.",
         415: "Body or image part of a media type this endpoint does not take.",

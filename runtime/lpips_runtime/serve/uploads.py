@@ -18,7 +18,7 @@ from starlette.datastructures import FormData, UploadFile
 from starlette.requests import Request
 
 from ..images import EncodedImage
-from .http_errors import ServiceError, bad_request
+from .http_errors import ServiceError, bad_request, echo
 
 MULTIPART = "multipart/form-data"
 JSON = "application/json"
@@ -38,7 +38,7 @@ def require_media_type(request: Request, allowed: tuple[str, ...]) -> str:
     kind = media_type(request)
     if kind not in allowed:
         raise ServiceError(415, "unsupported_media_type",
-                           f"unsupported media type '{kind or 'none'}': send {' or '.join(allowed)} ({_CURL_HINT})")
+                           f"unsupported media type '{echo(kind) or 'none'}': send {' or '.join(allowed)} ({_CURL_HINT})")
     return kind
 
 
@@ -61,10 +61,10 @@ def _part_type_ok(upload: UploadFile) -> bool:
 async def _named_image(upload, field: str) -> EncodedImage:
     if not isinstance(upload, UploadFile):
         raise bad_request(f"part '{field}' is a text field: send it as a file ({_CURL_HINT})")
-    name = f"{field} ({upload.filename})" if upload.filename else field
+    name = f"{field} ({echo(upload.filename)})" if upload.filename else field
     if not _part_type_ok(upload):
         raise ServiceError(415, "unsupported_media_type",
-                           f"{name}: unsupported media type '{upload.content_type}': send an image file")
+                           f"{name}: unsupported media type '{echo(upload.content_type)}': send an image file")
     return EncodedImage(await upload.read(), name)
 
 
@@ -94,15 +94,21 @@ async def form_pairs(form: FormData) -> list[Pair]:
     return pairs
 
 
-def json_pairs(body: bytes) -> list[Pair]:
+def json_pairs(body: bytes, max_pairs: int) -> list[Pair]:
     """The pairs of a JSON batch ``{"pairs": [{"img0": base64, "img1": base64}, ...]}``. A pair with
-    bad base64 gets its own error; a body of the wrong shape fails the request (400)."""
+    bad base64 gets its own error; a body of the wrong shape fails the request (400); more than
+    ``max_pairs`` pairs, 413 (before parsing: see ``_prescan``)."""
+    _prescan(body, max_pairs)
     try:
         doc = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise bad_request(f"body is not JSON: {exc}") from None
+    except RecursionError:
+        raise bad_request("body is not a batch: JSON nested too deeply") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("pairs"), list):
         raise bad_request('JSON body must be {"pairs": [{"img0": "<base64>", "img1": "<base64>"}, ...]}')
+    if len(doc["pairs"]) > max_pairs:
+        raise too_many_pairs(len(doc["pairs"]), max_pairs)
     pairs: list[Pair] = []
     for i, item in enumerate(doc["pairs"]):
         if not isinstance(item, dict) or not all(isinstance(item.get(f), str) for f in FIELDS):
@@ -112,3 +118,21 @@ def json_pairs(body: bytes) -> list[Pair]:
         except (binascii.Error, ValueError):
             pairs.append(bad_request(f"pairs[{i}]: img0/img1 must be base64 strings of encoded image files"))
     return pairs
+
+
+def _prescan(body: bytes, max_pairs: int) -> None:
+    """Refuse, before parsing, a body that cannot be a batch of at most ``max_pairs`` pairs: each pair
+    is one JSON object and the batch has one array (base64 has neither brace nor bracket), so a body
+    with more than ``max_pairs + 1`` objects has too many pairs (413) and one with more than a few
+    arrays is not a batch (400; this also bounds nesting). Counting bytes runs at memory speed, where
+    parsing millions of small objects would cost seconds and gigabytes."""
+    objects, arrays = body.count(b"{"), body.count(b"[")
+    if objects > max_pairs + 1:
+        raise too_many_pairs(f"over {objects - 1}", max_pairs)
+    if arrays > max_pairs + 2:
+        raise bad_request("body is not a batch: JSON nested too deeply or full of arrays")
+
+
+def too_many_pairs(count, max_pairs: int) -> ServiceError:
+    return ServiceError(413, "too_many_pairs", f"{count} pairs in one request, over the limit of {max_pairs} "
+                        "(lpips-serve --max-pairs): split the batch")

@@ -1,7 +1,8 @@
 """``lpips-video``: per-frame LPIPS of two videos, with VMAF-style pooled statistics.
 
-Exit codes (``batchrun``'s, as ``lpips-score``): 0 every frame scored; 1 an error stopped the run, or the frame counts
-differ without --shortest (one line on stderr; rows already written are kept); 2 bad usage; 3 the run
+Exit codes (``batchrun``'s, as ``lpips-score``): 0 every frame scored; 1 an error stopped the run, the frame
+counts differ without --shortest, or there was no frame pair to score (one line on stderr; rows already written
+are kept); 2 bad usage; 3 the run
 finished but some frames failed to decode or score (each has a row with its error); 130 interrupted.
 """
 from __future__ import annotations
@@ -94,8 +95,9 @@ def main(ref, dist, offset, step, max_frames, shortest, raw_size, pix_fmt, raw_f
         with VideoComparison(ref, dist, raw=raw, alignment=Alignment(offset, step, max_frames, shortest),
                              colorspace=colorspace, colour_range=colour_range, chroma=chroma,
                              resize=resize) as videos:
+            # No on-demand export: a missing graph is an error naming the one lpips-export command.
             scorer = open_scorer(model_opts, frames=videos.frame_layout, resize=videos.resize,
-                                 batch_size=batch_size or auto_batch_size(*videos.size))
+                                 batch_size=batch_size or auto_batch_size(*videos.size), auto_export=False)
             with scorer:
                 videos.check_scorer(scorer)
                 heatmap = _heatmap_writer(scorer, videos, heatmap_video, heatmap_alpha, colormap, heatmap_max)
@@ -152,6 +154,8 @@ def _score(videos, scorer, out, resume, overwrite, as_json, summary_path, heatma
                 heatmap.write(scorer.distance_map(result.ref, result.dist), result.ref)
             run.update()
     if run.interrupted:
+        if summary_path:  # what was scored so far, marked incomplete (as lpips-score --summary-json)
+            _write_summary(summary_path, pooling.stats(), label, scorer, videos, None, metric_pooling, complete=False)
         return run.finish()
     stats = pooling.stats()
     lines = [stats.line("worst_frame")]
@@ -166,13 +170,19 @@ def _score(videos, scorer, out, resume, overwrite, as_json, summary_path, heatma
         click.echo(f"warning: {message}", err=True)
     if failure:
         raise InputError(failure + ("; rows of the common frames are kept" if stats.n or stats.failures else ""))
+    if not stats.n and not stats.failures:  # e.g. an --offset past the end with --shortest
+        raise InputError("no frame pairs to score: " + ", ".join(
+            f"{s.name} has {r.count} frames" for s, r in zip(videos.sources, videos.readers))
+            + f" (--offset {videos.alignment.offset}{' --shortest' if videos.alignment.shortest else ''})")
     return code
 
 
-def _write_summary(path, stats, label, scorer, videos, failure, metric_pooling) -> None:
+def _write_summary(path, stats, label, scorer, videos, failure, metric_pooling, complete: bool = True) -> None:
     """The pooled statistics and what was compared, as one JSON object (with metrics: the same statistics
-    of each under "metrics", the worst frame being the lowest, and ``identical``: frames of infinite PSNR)."""
-    summary = {**scorer.identity, "model": label, "frames_scored": stats.n, "failures": stats.failures}
+    of each under "metrics", the worst frame being the lowest, and ``identical``: frames of infinite PSNR;
+    ``complete``: false when the run was interrupted)."""
+    summary = {**scorer.identity, "model": label, "frames_scored": stats.n, "failures": stats.failures,
+               "complete": complete}
     summary |= {name: getattr(stats, name) for name in STAT_NAMES}
     summary |= {"worst_frame": stats.worst}
     if metric_pooling:

@@ -13,7 +13,7 @@
   RGB order), scored as the Scorer's 16-bit images: ``x / 32767.5 - 1``. Not packed ``rgb48le``:
   swscale (FFmpeg 8.0, as bundled with PyAV 18.1) writes a wrong green channel to rgb48le when full
   chroma interpolation is on with the bilinear filter (mean error 150/255 on a photograph, measured).
-  swscale's 16-bit output of 10-bit input is not exactly ``v / 1023`` (see README "Video":
+  swscale's 16-bit output of 10-bit input is not exactly ``v / 1023`` (see docs/video.md:
   full-range code 1023 becomes 65472, limited-range white 940 becomes 65283).
 * No transfer-function or gamut conversion: HDR (PQ, HLG) is scored on its coded values.
 """

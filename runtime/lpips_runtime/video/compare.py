@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-from ..errors import InputError
+from ..errors import ImageTooLargeError, InputError
 from ..images import ResizePolicy
 from .align import Alignment, FramePair, PairingOutcome, counts_message, pair_frames
 from .colour import ColourConversion, FrameConverter
@@ -65,12 +65,34 @@ class VideoComparison:
         return FRAME_LAYOUT if self.bits <= 8 else None
 
     def check_scorer(self, scorer) -> None:
-        """Model problems before any decoding: too small for the net, or a frame graph for deep video."""
+        """Model problems and the Scorer's limits before any decoding: too small for the net, a frame graph
+        for deep video, streams whose declared frame size passes ``scorer.max_pixels`` (``ImageTooLargeError``,
+        as an image whose header declares too much), and frame pairs that need more working memory than
+        ``scorer.max_memory`` at once where the Scorer cannot split them into tiles (``InputError``: the
+        uint8 frame graphs of 8-bit video have no split export; larger pairs are batched by pixels or tiled
+        by the Scorer itself)."""
+        self.check_limits(scorer)
         scorer.net.check_size(self.size[1], self.size[0])
         if self.bits > 8 and scorer.spec.frames is not None:
             raise InputError(f"{scorer.model_info().path.name} takes 8-bit frames, but the video has "
                              f"{self.bits}-bit samples: use a float32 model")
         scorer.model_info()
+
+    def check_limits(self, scorer) -> None:
+        limit = scorer.max_pixels
+        sizes = [(f"{s.name} ({s.path.name})", s.info.width, s.info.height) for s in self.sources]
+        sizes.append(("scored frames (--resize)", *self.size))
+        for name, width, height in sizes:
+            if limit is not None and width * height > limit:
+                raise ImageTooLargeError(name, width, height, limit)
+        width, height = self.size
+        need = scorer.net.work_bytes_per_pixel * width * height
+        if need > scorer.max_memory and scorer.tile_plan(height, width) is None:
+            why = ("8-bit video is scored by the uint8 frame graph, which has no tiles" if scorer.spec.frames
+                   else "this Scorer cannot score in tiles (--tile off, or a model without split graphs)")
+            raise InputError(f"a {width}x{height} frame pair needs about {need / 2**20:,.0f} MiB of working memory "
+                             f"at once, over --max-memory {scorer.max_memory / 2**20:,.0f} MiB, and {why}: raise "
+                             "--max-memory or score smaller frames (--resize WxH)")
 
     def expected_pairs(self, already_done: int = 0) -> int | None:
         """Pairs left to score where the containers declare their lengths (else ``max_frames`` or None)."""

@@ -43,7 +43,11 @@ def run_module_in_private_network(module: str, models: Path, timeout: float = 60
     problem = unshare_problem()
     if problem:
         pytest.skip(problem)
-    env = dict(os.environ, **{MODELS_ENV: str(models)})
+    # RAY_TMPDIR: Ray's every default path (/tmp/ray: session folders, ray_current_cluster, which
+    # ray.cluster_utils writes and deletes) moves to a folder of this run alone, so another Ray user of
+    # the machine and this run cannot disturb each other.
+    ray_tmp = _new_ray_tmpdir()
+    env = dict(os.environ, **{MODELS_ENV: str(models), "RAY_TMPDIR": ray_tmp})
     command = [*_UNSHARE, "sh", "-c", 'ip link set lo up && "$@"', "sh",
                sys.executable, "-m", "pytest", module, "-q", "-p", "no:cacheprovider", "-o", "addopts=-ra"]
     started = time.monotonic()
@@ -51,6 +55,8 @@ def run_module_in_private_network(module: str, models: Path, timeout: float = 60
         done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired as exc:
         pytest.fail(f"the namespace run of {module} passed {timeout:.0f} s:\n{(exc.stdout or '')[-6000:]}")
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
     output = (done.stdout + done.stderr)[-12000:]
     if done.returncode != 0:
         pytest.fail(f"the namespace run of {Path(module).name} failed (exit {done.returncode}):\n{output}")
@@ -73,9 +79,34 @@ def models(split_models) -> Path:
     return Path(given) if given else split_models("alex")
 
 
+def _new_ray_tmpdir() -> str:
+    """A fresh RAY_TMPDIR with its ``ray`` folder made (Ray writes its address file there without making it)."""
+    folder = tempfile.mkdtemp(prefix="lr-", dir="/tmp")
+    os.mkdir(os.path.join(folder, "ray"))
+    return folder
+
+
+def private_ray_tmpdir() -> str:
+    """The run's own RAY_TMPDIR (set by ``run_module_in_private_network``; made here when the module is
+    run by hand inside a namespace): Ray's default paths lie under it, never under /tmp/ray."""
+    if not os.environ.get("RAY_TMPDIR"):
+        os.environ["RAY_TMPDIR"] = _new_ray_tmpdir()
+    return os.environ["RAY_TMPDIR"]
+
+
 def short_temp_dir() -> str:
     """Ray's session folder: short (its socket paths must fit 107 bytes) and ours alone."""
-    return tempfile.mkdtemp(prefix="lr-", dir="/tmp")
+    return tempfile.mkdtemp(prefix="s-", dir=private_ray_tmpdir())
+
+
+def assert_ray_paths_private() -> None:
+    """Ray's default temp folder and cluster address file (what ``ray.cluster_utils`` and ``ray start``
+    write, and ``address="auto"`` reads) are this run's own, not the machine-wide /tmp/ray."""
+    from ray._common.utils import get_default_ray_temp_dir, get_ray_address_file
+
+    private = Path(private_ray_tmpdir()).resolve()
+    for path in (get_default_ray_temp_dir(), get_ray_address_file(None)):
+        assert private in Path(path).resolve().parents, f"{path} is not under {private}"
 
 
 def other_processes() -> list[str]:

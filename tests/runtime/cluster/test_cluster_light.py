@@ -155,3 +155,52 @@ def test_settings_from_the_command_line_keep_the_limits():
     settings = ScorerSettings.from_cli(ctx.params, batch_size=4)
     assert (settings.max_pixels, settings.tile, settings.max_memory) == (5_000_000, "off", 256 << 20)
     assert settings.backend == "openvino" and settings.batch_size == 4  # the command line's default for bf16
+
+
+# -- resources (issue 25, defect 3): the plan and the stall watchdog, without a cluster -------------
+
+
+@pytest.mark.parametrize("actors, cpus, total, decode_in_actors", [
+    (1, 1.0, 4, False), (2, 1.0, 4, False), (2, 1.0, 2, True), (1, 2.0, 2, True), (1, 1.5, 2, True),
+    ((1, 3), 1.0, 4, False), ((1, 4), 1.0, 4, True)])
+def test_resource_plan_leaves_a_cpu_for_decode_tasks_or_decodes_in_actors(actors, cpus, total, decode_in_actors):
+    from lpips_runtime.cluster.resources import plan
+
+    assert plan(actors, cpus, total={"CPU": total}).decode_in_actors is decode_in_actors
+
+
+def test_resource_plan_refuses_actors_that_cannot_fit():
+    from lpips_runtime.cluster.resources import plan
+    from lpips_runtime.errors import ClusterError
+
+    with pytest.raises(ClusterError, match="need 3 CPUs; the cluster has 2"):
+        plan(3, 1.0, total={"CPU": 2})
+    with pytest.raises(ClusterError, match="need 1 GPUs; the cluster has 0"):
+        plan(2, 0.5, gpus_per_actor=0.5, total={"CPU": 2})
+
+
+def test_a_run_without_rows_says_why_and_stops():
+    import logging
+    import threading
+
+    from lpips_runtime.cluster.run import _watched
+    from lpips_runtime.errors import ClusterError
+
+    never = threading.Event()
+
+    def stuck():
+        never.wait()
+        yield from ()
+
+    said = []
+    handler = logging.Handler()
+    handler.emit = lambda record: said.append(record.getMessage())
+    logger = logging.getLogger("lpips_runtime.cluster")  # the CLI's handlers may stop propagation above it
+    logger.addHandler(handler)
+    try:
+        with pytest.raises(ClusterError, match="stopped making progress: no rows for"):
+            list(_watched(stuck(), stall_timeout_s=1.0, warn_s=0.3))
+    finally:
+        logger.removeHandler(handler)
+        never.set()
+    assert any("pending resources" in message for message in said), said

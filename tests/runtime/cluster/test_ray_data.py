@@ -16,8 +16,9 @@ import numpy as np
 import pytest
 
 from conftest import crop, distort, photo
-from ray_netns import (OBJECT_STORE, assert_no_ray_processes_left, loopback_only_connections, models,  # noqa: F401
-                       models_for_namespace, run_module_in_private_network, short_temp_dir)
+from ray_netns import (OBJECT_STORE, assert_no_ray_processes_left, assert_ray_paths_private,  # noqa: F401
+                       loopback_only_connections, models, models_for_namespace, run_module_in_private_network,
+                       short_temp_dir)
 
 pytestmark = pytest.mark.ray
 SCRIPT = str(Path(sys.executable).with_name("lpips-score"))
@@ -39,6 +40,7 @@ def cluster():
     from lpips_runtime.cluster import ray_session
 
     with ray_session(num_cpus=4, object_store_memory=OBJECT_STORE, temp_dir=short_temp_dir()) as ray:
+        assert_ray_paths_private()  # lpips-score --ray runs below inherit RAY_TMPDIR too
         yield ray
     assert_no_ray_processes_left()
 

@@ -3,12 +3,14 @@ private network namespace. Custom resources pin decoding to the head and scoring
 so every decoded pair and every embedded chunk provably crosses from one node to the other."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from conftest import crop, distort, photo
-from ray_netns import (OBJECT_STORE, assert_no_ray_processes_left, models, models_for_namespace,  # noqa: F401
-                       run_module_in_private_network, short_temp_dir)
+from ray_netns import (OBJECT_STORE, assert_no_ray_processes_left, assert_ray_paths_private, models,  # noqa: F401
+                       models_for_namespace, run_module_in_private_network, short_temp_dir)
 
 pytestmark = pytest.mark.ray
 HEAD, WORKER = "lpips_test_head", "lpips_test_worker"  # custom resources: one per node
@@ -31,6 +33,10 @@ def two_nodes():
         temp_dir=short_temp_dir()))
     cluster.add_node(num_cpus=2, resources={WORKER: 100}, object_store_memory=OBJECT_STORE)
     cluster.wait_for_nodes()
+    assert_ray_paths_private()
+    from ray._common.utils import get_ray_address_file
+
+    assert Path(get_ray_address_file(None)).is_file()  # Cluster wrote its address: in our folder, not /tmp/ray
     try:
         with ray_session(cluster.address):
             yield ray

@@ -164,8 +164,9 @@ def start_server(serve_model):
     """Factory: start ``lpips-serve --model <alex> *args`` and wait until ready (stopped after the module)."""
     servers: list[Server] = []
 
-    def start(*args: str, env: dict | None = None, ready: bool = True) -> Server:
-        server = Server(["--model", str(serve_model), "--no-access-log", *args], env)
+    def start(*args: str, env: dict | None = None, ready: bool = True, model: bool = True) -> Server:
+        """``model=False``: without ``--model <alex>`` (the arguments name the models)."""
+        server = Server([*(["--model", str(serve_model)] if model else []), "--no-access-log", *args], env)
         servers.append(server)
         return server.wait_ready() if ready else server
 

@@ -3,6 +3,7 @@ every request in flight finish before the process exits 0."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -40,6 +41,15 @@ def test_missing_model_is_one_line_and_exit_1(tmp_path):
     done = _run("--model", str(tmp_path / "nope.onnx"), "--port", "1")
     assert done.returncode == 1 and done.stdout == ""
     assert done.stderr.count("\n") == 1 and done.stderr.startswith("Error: ") and "nope.onnx" in done.stderr
+
+
+def test_never_exports_on_demand_and_names_the_one_command(tmp_path):
+    """Issue 21: no model files and no --no-export: the server still exports nothing (minutes and ~1 GB inside a
+    service) and says, in one line, the one command that writes every graph it needs."""
+    done = _run("--models-dir", str(tmp_path), "--port", "1")
+    assert done.returncode == 1 and done.stderr.count("\n") == 1, done.stderr
+    assert f"run `lpips-export --net alex --out {tmp_path}` (on-demand export is off)" in done.stderr
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_missing_spatial_model_names_no_heatmap(serve_model, tmp_path):
@@ -145,6 +155,15 @@ def test_stop_signal_drains_requests_in_flight(start_server, serve_model, sig, c
     assert "Shutting down" in server.stderr()
 
 
-def test_metrics_option_is_refused_until_served():
-    result = CliRunner().invoke(main, ["--metrics", "psnr,ssim"])
-    assert result.exit_code == 2 and "lpips-serve answers LPIPS distances only" in result.output
+def test_missing_model_is_one_line_naming_lpips_export_and_never_imports_torch(tmp_path):
+    """The server never exports inside itself unless --export-missing: a missing variant (here the one
+    with metrics) stops the start with the command to run, and torch is never imported."""
+    script = ("import sys\nfrom lpips_runtime.serve.cli import main\ntry:\n    main()\nexcept SystemExit as exc:\n"
+              "    print('torch' in sys.modules, exc.code, flush=True)\n")
+    done = subprocess.run([sys.executable, "-c", script, "--models-dir", str(tmp_path), "--metrics", "psnr,ssim",
+                           "--port", "0"], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "LPIPS_SERVE_HEATMAP": "false"})
+    assert done.stdout.split() == ["False", "1"], done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "run `lpips-export --net alex" in lines[0]
+    assert "lpips-alex-v0.1-psnr-ssim.onnx" in lines[0] and "on-demand export is off" in lines[0]

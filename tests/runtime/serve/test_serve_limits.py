@@ -21,6 +21,8 @@ from serve_helpers import (StalledUpload, metric_samples, multipart, pair_files,
 MAX_QUEUE = 3
 TIMEOUT_S = 3
 
+ALEX = (("model", "lpips-alex"), ("version", "0.1"))  # the labels of the served model's metrics
+
 
 @pytest.fixture(scope="module")
 def tight(start_server):
@@ -52,7 +54,7 @@ def _samples(server) -> dict:
 
 def _wait_for_depth(server, depth: int, timeout: float = 10) -> None:
     deadline = time.monotonic() + timeout
-    while _samples(server)[("lpips_queue_depth", ())] != depth:
+    while _samples(server)[("lpips_queue_depth", ALEX)] != depth:
         assert time.monotonic() < deadline, f"queue depth never reached {depth}"
         time.sleep(0.05)
 
@@ -127,7 +129,7 @@ def test_client_that_disconnects_costs_no_model_call(tight, scorer):
         key = (name, tuple(sorted(labels.items())))
         return after.get(key, 0) - before.get(key, 0)
 
-    assert delta("lpips_batch_size_sum") == 1  # only the pair whose client stayed was run
+    assert delta("lpips_batch_size_sum", **dict(ALEX)) == 1  # only the pair whose client stayed was run
     assert delta("lpips_requests_total", route="/v1/distance", status="499") == 1
     assert delta("lpips_requests_total", route="/v1/distance", status="200") == 1
 

@@ -21,9 +21,9 @@ class GatedScorer(Scorer):
 
     gate = threading.Event()
 
-    def run_prepared(self, parts0, parts1, *, spatial=False):
+    def run_prepared(self, parts0, parts1, **options):
         self.gate.wait(60)
-        return super().run_prepared(parts0, parts1, spatial=spatial)
+        return super().run_prepared(parts0, parts1, **options)
 
 
 def test_not_ready_until_warm(serve_model):

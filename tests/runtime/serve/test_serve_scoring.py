@@ -17,6 +17,7 @@ from lpips_runtime.formatting import float32_json
 from serve_helpers import metric_samples, pair_files, png, serve_model, start_server  # noqa: F401 (fixtures)
 
 MAX_BODY_MB = 1
+ALEX = (("model", "lpips-alex"), ("version", "0.1"))  # the labels of the served model's metrics
 MAX_PAIRS = 8
 
 
@@ -66,8 +67,8 @@ def test_concurrent_requests_are_batched_and_stay_bit_for_bit(server, client, sc
         got = list(pool.map(post, pairs))
     assert got == expected
     after = metric_samples(client.get("/metrics").text)
-    batches = after[("lpips_batch_size_count", ())] - before[("lpips_batch_size_count", ())]
-    pairs_run = after[("lpips_batch_size_sum", ())] - before[("lpips_batch_size_sum", ())]
+    batches = after[("lpips_batch_size_count", ALEX)] - before[("lpips_batch_size_count", ALEX)]
+    pairs_run = after[("lpips_batch_size_sum", ALEX)] - before[("lpips_batch_size_sum", ALEX)]
     assert pairs_run == 16 and batches < 16  # some calls carried several requests' pairs
 
 
@@ -217,8 +218,11 @@ def test_framework_errors_use_the_error_schema(client):
 def test_health_readiness_and_openapi(client):
     assert client.get("/healthz").json() == {"status": "alive"}
     assert client.get("/readyz").json() == {"status": "ready", "model": "LPIPS-alex v0.1", "backend": "ort",
-                                            "device": "cpu"}
-    assert client.get("/docs").status_code == 200
+                                            "device": "cpu", "models": {"lpips-alex/0.1": "ready"}}
+    docs = client.get("/docs")
+    assert docs.status_code == 200 and "cdn." not in docs.text  # Swagger UI from local files: works offline
+    script = next(part.split('"')[0] for part in docs.text.split('src="')[1:] if "swagger-ui-bundle" in part)
+    assert client.get(script).status_code == 200
     spec = client.get("/openapi.json").json()
     distance = spec["paths"]["/v1/distance"]["post"]
     assert distance["requestBody"]["content"]["multipart/form-data"]["schema"]["required"] == ["img0", "img1"]
@@ -250,9 +254,11 @@ def test_metrics_parse_and_count_what_was_sent(client):
     assert delta("lpips_requests_total", route="/v1/distance", status="422") == 2
     assert delta("lpips_requests_total", route="other", status="404") == 1
     assert delta("lpips_request_duration_seconds_count", route="/v1/distance") == 5
-    assert delta("lpips_batch_size_sum") == 3  # the failed pairs never reached the model
-    assert delta("lpips_pairs_total", outcome="scored") == 3 and delta("lpips_pairs_total", outcome="failed") == 2
+    model = dict(ALEX)  # model metrics are labelled with the protocol's model name and version
+    assert delta("lpips_batch_size_sum", **model) == 3  # the failed pairs never reached the model
+    assert delta("lpips_pairs_total", outcome="scored", **model) == 3
+    assert delta("lpips_pairs_total", outcome="failed", **model) == 2
     assert after[("lpips_requests_in_flight", ())] == 1  # this scrape
-    assert after[("lpips_queue_depth", ())] == 0 and after[("lpips_ready", ())] == 1
+    assert after[("lpips_queue_depth", ALEX)] == 0 and after[("lpips_ready", ALEX)] == 1
     info = {labels: v for (name, labels), v in after.items() if name == "lpips_model_info"}
     assert list(info.values()) == [1.0] and dict(next(iter(info)))["net"] == "alex"

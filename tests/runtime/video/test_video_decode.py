@@ -82,7 +82,7 @@ def test_raw_yuv_equals_y4m(tmp_path):
 
 
 def test_ten_bit_scaling(tmp_path):
-    """What swscale makes of 10-bit code values (documented in README "Video"): within 0.5% of v/1023
+    """What swscale makes of 10-bit code values (documented in docs/video.md): within 0.5% of v/1023
     (full range) and (v-64)/876 (limited), with black at 0 and 16-bit output."""
     import av
 

@@ -1,0 +1,171 @@
+"""LPIPS as a training loss on the CPU: forward+backward pairs/s and peak memory, lpips_runtime.torch.LPIPS
+against the official lpips.LPIPS (0.1.4, same backbone tensors) in the same run.
+
+    nice python benchmarks/loss.py [--nets alex,vgg] [--shapes 16x256x256,4x512x512] [--repeats 3] [--quick]
+
+One step is what a training loop does: ``loss = lpips(output, target).mean(); loss.backward()`` with ``output``
+requiring grad and ``target`` not (the backbone frozen, as the official freezes it). Variants, timed in turns
+(A B C A B C ...) in one process so that load changes on a shared machine hit all alike:
+
+* ``official``: lpips.LPIPS built offline with our verified backbone tensors (lpips_export.reference);
+* ``ours``: lpips_runtime.torch.LPIPS as constructed by default (NCHW);
+* ``ours channels_last``: the backbone's weights and activations in channels_last (``channels_last=True``);
+* ``ours bf16 autocast``: under ``torch.autocast("cpu", bfloat16)`` (not an equal result: its error is shown).
+
+"Equal results": each variant's loss and d(loss)/d(output) on real photographs (the benchmark batch) against
+the official's, as the largest error relative to the official's largest magnitude. Peak memory: each variant
+runs one step in a fresh child process, which reports its peak RSS (VmHWM) above its RSS just before the step.
+Writes benchmarks/results/loss-<date>.json and the loss section of benchmarks/README.md (not with --quick).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent / "tests"))  # conftest's photographs and distortions
+os.environ.setdefault("LPIPS_RT_OFFLINE", "1")
+
+from _common import finish, interleaved_runs, machine_info, median, peak_rss_mb, reset_peak_rss  # noqa: E402
+
+VARIANTS = ("official", "ours", "ours channels_last", "ours bf16 autocast")
+TARGET = 1.3  # issue 22: >= 1.3x the official's pairs/s at equal results
+
+
+def _models(net: str, variant: str):
+    from lpips_export.reference import official_lpips
+    from lpips_runtime.torch import LPIPS
+
+    if variant == "official":
+        ours = LPIPS(net=net, verbose=False)
+        official = official_lpips(net, backbone_state=ours.core.features_state_for_official())
+        # as a user constructs it: linear layers trainable, backbone frozen
+        for lin in official.lins:
+            lin.requires_grad_(True)
+        return official
+    return LPIPS(net=net, verbose=False, channels_last=variant == "ours channels_last")
+
+
+def _batch(n: int, h: int, w: int):
+    """n real (output, target) pairs at h x w in [-1,1]: photographs against blurred/JPEG'd/noisy copies."""
+    import torch
+    from conftest import distort, scene, to_unit_nchw
+
+    kinds = ("blur", "jpeg", "noise", "colour")
+    refs = [scene(h, w, i) for i in range(n)]
+    outs = [distort(r, kinds[i % 4], 0.6, seed=i) for i, r in enumerate(refs)]
+    as_batch = lambda imgs: torch.from_numpy(np.concatenate([to_unit_nchw(x) for x in imgs]))  # noqa: E731
+    return as_batch(outs), as_batch(refs)
+
+
+def _step(model, output, target, variant: str):
+    """One training step's LPIPS work: the loss and its gradient with respect to ``output``."""
+    import torch
+
+    x = output.detach().requires_grad_(True)
+    if variant == "ours bf16 autocast":
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = model(x, target).mean()
+    else:
+        loss = model(x, target).mean()
+    loss.backward()
+    return float(loss.detach()), x.grad
+
+
+def _memory_worker(net: str, shape: str, variant: str) -> dict:
+    import torch
+
+    n, h, w = (int(v) for v in shape.split("x"))
+    model = _models(net, variant)
+    output, target = _batch(n, h, w)
+    _step(model, output[:1], target[:1], variant)  # allocator and kernel caches, like a loop's first step
+    reset_peak_rss()
+    before = peak_rss_mb()
+    _step(model, output, target, variant)
+    torch.set_num_threads(torch.get_num_threads())
+    return {"peak_step_mb": peak_rss_mb() - before}
+
+
+def run_cell(net: str, shape: str, repeats: int, variants) -> list[dict]:
+    import torch
+
+    n, h, w = (int(v) for v in shape.split("x"))
+    output, target = _batch(n, h, w)
+    models = {v: _models(net, v) for v in variants}
+    results = {v: _step(models[v], output, target, v) for v in variants}
+    ref_loss, ref_grad = results["official"]
+    fns = {v: (lambda v=v: _step(models[v], output, target, v)) for v in variants}
+    times = interleaved_runs(fns, repeats, warmup=0)  # the accuracy step above was the warm-up
+    rows = []
+    for v in variants:
+        loss, grad = results[v]
+        memory = json.loads(subprocess.run(
+            [sys.executable, __file__, "--memory-worker", net, shape, v], capture_output=True, text=True,
+            check=True).stdout.strip().splitlines()[-1])
+        rows.append({
+            "net": net, "shape": shape, "variant": v, "times_s": times[v],
+            "pairs_per_s": n / median(times[v]),
+            "loss_rel_err": abs(loss - ref_loss) / abs(ref_loss),
+            "grad_rel_err": float((grad - ref_grad).abs().max() / ref_grad.abs().max()),
+            "threads": torch.get_num_threads(), **memory,
+        })
+        print(f"  {net} {shape} {v}: {rows[-1]['pairs_per_s']:.2f} pairs/s, peak {memory['peak_step_mb']:.0f} MiB, "
+              f"grad err {rows[-1]['grad_rel_err']:.1e}", file=sys.stderr, flush=True)
+    base = next(r for r in rows if r["variant"] == "official")["pairs_per_s"]
+    for r in rows:
+        r["speedup"] = r["pairs_per_s"] / base
+    return rows
+
+
+def table(rows: list[dict], machine: dict, load_end) -> str:
+    lines = ["| net | batch x H x W | variant | pairs/s | vs official | peak step memory (MiB) | loss error | "
+             "grad error |", "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['net']} | {r['shape']} | {r['variant']} | {r['pairs_per_s']:.2f} | {r['speedup']:.2f}x | "
+                     f"{r['peak_step_mb']:.0f} | {r['loss_rel_err']:.1e} | {r['grad_rel_err']:.1e} |")
+    load = machine["load_average_at_start"]
+    lines.append("")
+    lines.append(f"{machine['cpu']}, {rows[0]['threads']} torch threads, torch {machine['versions']['torch']}; "
+                 f"load average {load[0]:.1f} at the start, {load_end[0]:.1f} at the end (shared machine). "
+                 "Errors: largest absolute difference from the official's loss / d(loss)/d(output), relative "
+                 "to the official's largest magnitude.")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--nets", default="alex,vgg")
+    parser.add_argument("--shapes", default="16x256x256,4x512x512", help="NxHxW, comma-separated")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--quick", action="store_true", help="print the table only (no results file, no README)")
+    parser.add_argument("--memory-worker", nargs=3, metavar=("NET", "SHAPE", "VARIANT"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.memory_worker:
+        print(json.dumps(_memory_worker(*args.memory_worker)))
+        return 0
+    start = time.monotonic()
+    variants = args.variants.split(",")
+    if "official" not in variants:
+        variants.insert(0, "official")
+    machine = machine_info()
+    rows = []
+    for net in args.nets.split(","):
+        for shape in args.shapes.split(","):
+            rows += run_cell(net, shape, args.repeats, variants)
+    text = table(rows, machine, os.getloadavg())
+    report = {"machine": machine, "rows": rows, "target_speedup": TARGET, "load_average_at_end": os.getloadavg()}
+    finish("loss", "loss", report, text, args.quick, start)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
