@@ -70,7 +70,7 @@ def main() -> None:
     import tensorrt_rtx
 
     RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / f"trt-profiles-{datetime.date.today().isoformat()}.json"
+    out = RESULTS / f"trt-profiles-{datetime.date.today().isoformat()}-{args.batches.replace(',', '-')}.json"
     out.write_text(json.dumps({"machine": f"{platform.machine()} {os.cpu_count()} cores, no GPU",
                                "tensorrt_rtx": tensorrt_rtx.__version__, "rows": rows}, indent=1) + "\n")
     print(f"wrote {out}")

@@ -118,11 +118,11 @@ class FakeTensorRT(types.ModuleType):
                 self._outputs = [Tensor("distance", "DataType.FLOAT", (-1,))]
                 self.num_inputs, self.num_outputs = len(self._inputs), len(self._outputs)
 
-            def get_input(self, i):
-                return self._inputs[i]
+            def get_input(self, index):
+                return self._inputs[index]
 
-            def get_output(self, i):
-                return self._outputs[i]
+            def get_output(self, index):
+                return self._outputs[index]
 
         class ParserError:
             def __init__(self, text):
@@ -159,7 +159,7 @@ class FakeTensorRT(types.ModuleType):
                 fake.calls.append(("set_memory_pool_limit", pool, pool_size))
                 self._workspace = pool_size
 
-            def get_memory_pool_limit(self, pool):
+            def get_memory_pool_limit(self, pool):  # noqa: D102
                 return getattr(self, "_workspace", 80 << 30)  # TensorRT's default: the GPU's memory
 
             def set_flag(self, flag):

@@ -51,7 +51,7 @@ from lpips_runtime.stdio import stdout_to_stderr
 @click.option("--min-shape", metavar="NxHxW", help="--trt profile minimum. [default: 1 x min side^2]")
 @click.option("--opt-shape", metavar="NxHxW", help="--trt profile optimum. [default: 4x256x256, within the max]")
 @click.option("--max-shape", metavar="NxHxW",
-              help="--trt profile maximum. [default: 8 (alex), 2 (squeeze), 1 (vgg) x 1080x1920: under 4 GiB of "
+              help="--trt profile maximum. [default: 8 (alex), 4 (squeeze), 1 (vgg) x 1080x1920: under 4 GiB of "
                    "GPU memory, see docs/gpu.md]")
 @click.option("--timing-cache", type=click.Path(dir_okay=False),
               help="--trt timing cache, reused across builds. [default: <out>/lpips-rt.timing-cache]")
@@ -195,6 +195,7 @@ def _build_from_templates(specs, out: Path, backbone_weights, opset: int, forced
 
     if backbone_weights is not None or opset != 17:
         raise click.UsageError("--backbone-weights and --opset need the torch export: pip install 'lpips-rt[export]'")
+    require("onnx", "light-export", "lpips-export without torch")  # one line, before anything is said
     if not quiet:
         why = "--from-templates" if forced else "torch is not installed"
         click.echo(f"building from graph templates ({why}): the torch export's graphs with the verified "

@@ -6,9 +6,9 @@ backend are unchanged), then ``<bundle>.bundle.json``: the manifest naming each 
 The runtime checks a file against the manifest when it opens it (``check_against_manifest``), and
 ``verify_bundle`` checks the whole bundle (every file present, unchanged, and a sound lpips-rt export).
 
-Why separate files and not one multi-output graph: benchmarks/export_layout.py measured it (the numbers are in
-benchmarks/README.md): the inputs differ between variants (float32 images, uint8 frames, feature sets), so no
-single graph can serve them all, and ONNX Runtime does not skip the nodes of outputs nobody asked for.
+Why separate files and not one multi-output graph: the inputs differ between variants (float32 images, uint8
+frames, feature sets), so no single graph can serve them all; and where they share inputs, a merged graph loaded
+and ran the plain distance call about 1.4x slower (benchmarks/export_layout.py; table in docs/export.md).
 """
 from __future__ import annotations
 

@@ -25,11 +25,13 @@ TIMING_CACHE_NAME = "lpips-rt.timing-cache"  # one per models folder, shared by 
 DEFAULT_OPT = (4, 256, 256)
 DEFAULT_HW = (1080, 1920)
 # The default profile's largest batch of 1080x1920 frames, per net: the largest power of two whose engine
-# needs (activations, every variant: fp32/fp16, float/uint8 input, distance/spatial, metrics) at most
-# DEFAULT_ACTIVATION_BUDGET, as TensorRT-RTX 1.7 reports it ("Total Activation Memory" in its build log;
-# benchmarks/trt_profiles.py measures it, docs/gpu.md tabulates it). 16x1080x1920 needed 4.2 GiB (alex)
-# to 15.1 GiB (squeeze): more than the 4 GiB workspace the builder had, and than many RTX cards hold.
-DEFAULT_MAX_BATCH = {"alex": 8, "vgg": 1, "squeeze": 2}
+# needs at most DEFAULT_ACTIVATION_BUDGET of activations in every variant (fp32/fp16, float/uint8 input,
+# distance/spatial), as TensorRT-RTX 1.7 reports it ("Total Activation Memory" in its build log;
+# benchmarks/trt_profiles.py, docs/gpu.md). Measured at these maxima: alex 2.00-2.29 GiB, squeeze 3.64-3.79,
+# vgg 2.89-3.36; at the next power of two, from the per-pair cost, alex 3.7-4.0 (issue 20 measured 4.0), squeeze
+# 7.2-7.5, vgg 5.8-6.7. The old 16x1080x1920 needed
+# 4.0 GiB (alex) to 15.1 GiB (squeeze): more than the 4 GiB workspace the builder had, and many RTX cards.
+DEFAULT_MAX_BATCH = {"alex": 8, "vgg": 1, "squeeze": 4}
 DEFAULT_ACTIVATION_BUDGET = 4 << 30
 
 

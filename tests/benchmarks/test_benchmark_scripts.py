@@ -69,3 +69,15 @@ def test_metrics_benchmark_quick(capsys, bench_models):
     out = capsys.readouterr().out
     for variant in ("lpips", "lpips+psnr+ssim (graph)", "lpips + scikit-image", "lpips + OpenCV"):
         assert f"| 128x128 (2) | {variant} |" in out and f"| 480x270 (1) | {variant} |" in out
+
+
+def test_loss_benchmark_smoke(capsys):
+    """benchmarks/loss.py on one tiny batch, ours against the official: a row each, equal results."""
+    loss = _script("loss")
+    assert loss.main(["--quick", "--nets", "alex", "--shapes", "2x40x48", "--repeats", "1",
+                      "--variants", "official,ours"]) == 0
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.startswith("| alex | 2x40x48 |")]
+    assert [row.split(" | ")[2] for row in rows] == ["official", "ours"]
+    grad_error = float(rows[1].split(" | ")[-1].rstrip(" |"))
+    assert grad_error <= 1e-4

@@ -75,4 +75,5 @@ def test_fp16_uint8_export_with_engine(monkeypatch, tmp_path):
     sidecar = read_sidecar(onnx_path.with_suffix(".engine"))
     assert sidecar.profile.max == (4, 512, 512) and sidecar.input_layout == "nhwc"
     assert (tmp_path / "lpips-rt.timing-cache").is_file()
-    assert result.output.strip().splitlines()[-2:] == [str(onnx_path.with_suffix(".engine")), str(onnx_path)]
+    written = [line.split("  ")[0] for line in result.stdout.strip().splitlines()]  # "path  size" lines
+    assert written == [str(onnx_path), str(onnx_path.with_suffix(".engine"))]

@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 
 from lpips_runtime.engine_meta import (
+    DEFAULT_MAX_BATCH,
     EngineSidecar,
     GpuInfo,
     Profile,
@@ -47,7 +48,8 @@ def test_default_profile_starts_at_the_nets_minimum():
         net = get_net(name)
         profile = Profile.parse(net)
         assert profile.min == (1, net.min_side, net.min_side)
-        assert profile.contains(1, 1080, 1920) and profile.contains(8, 256, 256)
+        assert profile.contains(1, 1080, 1920) and profile.max == (DEFAULT_MAX_BATCH[name], 1080, 1920)
+        assert profile.opt == (min(4, DEFAULT_MAX_BATCH[name]), 256, 256)  # the optimum lies within the max
 
 
 def test_profile_overrides_and_validation():

@@ -37,5 +37,5 @@ def test_missing_model_without_export_extra_names_the_command(tmp_path):
                            "a.png", "b.png", "--models-dir", str(tmp_path)], capture_output=True, text=True)
     assert done.returncode == 1
     assert done.stderr.strip() == (f"Error: no exported model lpips-alex-v0.1.onnx in {tmp_path} (the folder given): "
-                                   f"run `lpips-export --net alex --out {tmp_path}` (needs pip install 'lpips-rt[export]'), "
+                                   f"run `lpips-export --net alex --out {tmp_path}` (needs pip install 'lpips-rt[light-export]', no torch), "
                                    "or name the folder that has it with --models-dir DIR or LPIPS_RT_MODELS=DIR")

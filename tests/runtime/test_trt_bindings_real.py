@@ -21,7 +21,8 @@ TRT_SOURCES = [ROOT / "export/lpips_export/trt_build.py", ROOT / "runtime/lpips_
 # guard; test_every_name_our_code_uses_exists_in_tensorrt_rtx checks them against the real library.
 RTX_ONLY = {"ComputeCapability", "CudaGraphStrategy", "EngineInvalidityDiagnostics"}
 # Attributes the stand-ins set per instance rather than define on the class.
-PROPERTIES = {"OnnxParser": ["num_errors"], "ICudaEngine": ["num_io_tensors"]}
+PROPERTIES = {"OnnxParser": ["num_errors"], "ICudaEngine": ["num_io_tensors"],
+              "INetworkDefinition": ["num_inputs", "num_outputs"]}
 
 
 @pytest.fixture(scope="module", params=sorted(real_tensorrt.WHEELS))

@@ -134,7 +134,7 @@ def create_app(scorers, settings: ServeSettings | None = None, *,
 
     app = _new_app(lifespan)
     app.state.models, app.state.metrics, app.state.settings = models, metrics, settings
-    app.state.service = models  # what the CLI tells when a drain starts (every model)
+    app.state.service = models.default  # the /v1 model (Ray Serve's health check reads its status)
     _install_error_handlers(app)
     secured = [Depends(_key_check(settings.api_key))] if settings.api_key else []
     routers = [ops_router(secured if settings.metrics_need_key else []), v1_router(secured), v2_router(secured)]

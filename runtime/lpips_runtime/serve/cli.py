@@ -253,7 +253,7 @@ def main(nets, export_missing, host, port, api_key, protect_metrics, max_batch, 
                             # heads, connections and their timeouts are bounded there (probes always get in)
                             http=guarded_protocol(settings), ws="none", timeout_keep_alive=settings.keep_alive_s)
     server = _server_class(uvicorn)(config)
-    server.service = app.state.service
+    server.service = app.state.models  # told when a drain starts: every model turns not ready
     if host not in ("127.0.0.1", "localhost", "::1") and not api_key:
         log.warning("lpips-serve: listening on %s without an API key: anyone who can reach it can use it", host)
     # uvicorn re-raises the stop signal once it has drained; these handlers receive it instead, so a

@@ -43,6 +43,15 @@ def test_missing_model_is_one_line_and_exit_1(tmp_path):
     assert done.stderr.count("\n") == 1 and done.stderr.startswith("Error: ") and "nope.onnx" in done.stderr
 
 
+def test_never_exports_on_demand_and_names_the_one_command(tmp_path):
+    """Issue 21: no model files and no --no-export: the server still exports nothing (minutes and ~1 GB inside a
+    service) and says, in one line, the one command that writes every graph it needs."""
+    done = _run("--models-dir", str(tmp_path), "--port", "1")
+    assert done.returncode == 1 and done.stderr.count("\n") == 1, done.stderr
+    assert f"run `lpips-export --net alex --out {tmp_path}` (on-demand export is off)" in done.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_missing_spatial_model_names_no_heatmap(serve_model, tmp_path):
     """Only the distance export at hand (what a user copies first): the error says how to serve it anyway."""
     alone = tmp_path / serve_model.name

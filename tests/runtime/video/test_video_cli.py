@@ -356,3 +356,13 @@ def test_raw_frame_rate_sets_the_raw_inputs_pts(clips, models_dir):
         result = _invoke(*args, *bad, models_dir=models_dir)
         assert result.exit_code == 2, result.output
     assert _invoke(clips["ref.mkv"], clips["dist.mkv"], "--raw-fps", "50", models_dir=models_dir).exit_code == 2
+
+
+def test_never_exports_on_demand_and_names_the_one_command(clips, tmp_path):
+    """Issue 21: a missing frame graph is a one-line error naming the bundle command; nothing is exported."""
+    result = CliRunner().invoke(main, [str(clips["ref.mkv"]), str(clips["dist.mkv"]), "--models-dir", str(tmp_path)])
+    assert result.exit_code == 1
+    (line,) = result.output.strip().splitlines()
+    assert line.startswith("Error: no exported model lpips-alex-v0.1-u8nhwcrgb.onnx")
+    assert f"run `lpips-export --net alex --out {tmp_path}` (on-demand export is off)" in line
+    assert list(tmp_path.iterdir()) == []
