@@ -147,6 +147,7 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--quick", action="store_true", help="print the table only (no results file, no README)")
+    parser.add_argument("--tag", default="", help="results/loss-<tag>-<date>.json and README section loss-<tag>")
     parser.add_argument("--memory-worker", nargs=3, metavar=("NET", "SHAPE", "VARIANT"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.memory_worker:
@@ -163,7 +164,8 @@ def main(argv=None) -> int:
             rows += run_cell(net, shape, args.repeats, variants)
     text = table(rows, machine, os.getloadavg())
     report = {"machine": machine, "rows": rows, "target_speedup": TARGET, "load_average_at_end": os.getloadavg()}
-    finish("loss", "loss", report, text, args.quick, start)
+    name = f"loss-{args.tag}" if args.tag else "loss"
+    finish(name, name, report, text, args.quick, start)
     return 0
 
 

@@ -44,8 +44,9 @@ class LPIPS(torch.nn.Module):
     (``torch.autocast`` or ``.half()``: the official ``x / (sqrt(sum x^2) + 1e-10)`` loses its eps in float16).
 
     Keyword-only extras: ``backbone_weights`` (a torchvision ``features`` state dict file, checked against the
-    pinned digest) and ``channels_last`` (the backbone's memory layout: measured faster for forward+backward
-    on the CPU, benchmarks/loss.py; the gradient is the same).
+    pinned digest) and ``channels_last`` (the backbone's memory layout; off by default: not reliably faster
+    for forward+backward on the CPU measured (benchmarks/loss.py), lower peak memory, and its vgg gradient
+    at odd sizes is 1.5e-3 from a float64 reference where NCHW's is 2e-6: docs/loss.md).
     """
 
     def __init__(self, pretrained: bool = True, net: str = "alex", version: str = "0.1", lpips: bool = True,

@@ -87,7 +87,7 @@ def _check_precisions(sidecar, spec: ModelSpec) -> None:
 
 
 # vgg's exports and builds cost 5-20x alex's (a 58 MB graph): in the default run it is built as fp32 distance,
-# fp16 uint8-frame spatial (here) and fp16 distance at its default profile (below); its other five variants
+# fp16 uint8-frame spatial (here) and fp16 distance at its default profile (below); its other six variants
 # (the same input and output layers as alex's and squeeze's, which all run) are marked slow (--run-slow).
 VGG_IN_DEFAULT_RUN = {("fp32", None, False), ("fp16", "nhwc-bgr", True)}
 MATRIX = [pytest.param(spec, marks=[pytest.mark.slow] if spec.net == "vgg" and

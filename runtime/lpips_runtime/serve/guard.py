@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from .admission import BodyBudget, body_cost
+from .admission import CHARGE_KEY, BodyBudget, Charge, body_cost
 from .http_errors import ServiceError, send_error
 
 CLIENT_GONE = "lpips.client_gone"  # scope key set when the client disconnected before its answer
@@ -51,10 +51,11 @@ class RequestGuard:
                 503, "overloaded", "the service is reading as many request bodies as its memory allows: retry "
                 "later (lpips-serve --max-bodies-mb)", {"Retry-After": str(self.retry_after_s)}), close=True)
             return
+        charge = scope[CHARGE_KEY] = Charge(self.budget, cost)  # routes parsing JSON may raise it
         try:
             await _GuardedRequest(self, scope, receive, send).run()
         finally:
-            self.budget.release(cost)
+            charge.release()
 
 
 class _GuardedRequest:

@@ -23,12 +23,13 @@ require("fastapi", "serve", "lpips-serve")
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
+from .admission import charge_parse
 from .http_errors import ServiceError
 from .schemas import error_responses
 from .service import ModelRepository, Service, server_version
 from .tracing import span
 from .uploads import JSON
-from .v2_tensors import HEADER_LENGTH, encode_response, pair_images, parse_infer
+from .v2_tensors import HEADER_LENGTH, encode_response, json_part, pair_images, parse_infer
 
 EXTENSIONS = ["binary_tensor_data", "model_repository"]
 _MEDIA_TYPES = (JSON, "application/octet-stream", "")  # tritonclient sends no Content-Type
@@ -94,6 +95,7 @@ def v2_router(secured: list) -> APIRouter:
             raise ServiceError(415, "unsupported_media_type", "compressed request bodies (Content-Encoding) "
                                "are not accepted: send the body uncompressed")
         body = await request.body()  # bounded by --max-body-mb while read (guard.RequestGuard)
+        charge_parse(request.scope, json_part(body, request.headers.get(HEADER_LENGTH)))  # memory, before parsing
         parsed = await service.in_pool(parse_infer, body, request.headers.get(HEADER_LENGTH))
         del body
         pairs = pair_images(parsed, service.scorer.max_pixels)

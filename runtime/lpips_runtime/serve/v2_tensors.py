@@ -58,6 +58,12 @@ def _header_length(value: str | None, body_size: int) -> int | None:
     return int(value)
 
 
+def json_part(body: bytes, header_length: str | None) -> bytes:
+    """The JSON head of an inference request body (all of it without binary tensor data)."""
+    json_size = _header_length(header_length, len(body))
+    return body if json_size is None else body[:json_size]
+
+
 def _shape(doc: dict, where: str) -> tuple[int, ...]:
     shape = doc.get("shape")
     if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0
@@ -129,6 +135,8 @@ def parse_infer(body: bytes, header_length: str | None) -> InferRequest:
         doc = json.loads(head)
     except (ValueError, UnicodeDecodeError) as exc:
         raise bad_request(f"the inference request is not JSON: {exc}") from None
+    except RecursionError:
+        raise bad_request("the inference request is JSON nested too deeply") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("inputs"), list):
         raise bad_request("an inference request is a JSON object with an 'inputs' list")
     binary = memoryview(body)[json_size:] if json_size is not None else memoryview(b"")

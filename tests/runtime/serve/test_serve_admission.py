@@ -99,3 +99,29 @@ def test_json_nested_past_the_recursion_limit_is_a_400_however_many_pairs_are_al
     with pytest.raises(ServiceError) as info:
         json_pairs(b'{"pairs": ' + b"[" * 200_000 + b"]" * 200_000 + b"}", max_pairs=1_000_000)
     assert info.value.status == 400 and "nested too deeply" in info.value.message
+
+
+def _v2_infer(server, body: bytes):
+    with server.client(timeout=60) as c:
+        return c.post("/v2/models/lpips-alex/infer", content=body, headers={"content-type": "application/json"})
+
+
+def test_v2_json_tensors_are_charged_what_parsing_them_costs(lean):
+    """Nested JSON lists cost Python objects of 24-80 bytes per token (about 15x the body measured):
+    charged before parsing, an 8 MiB body of them is refused (413: more than the whole budget) instead
+    of being parsed past the bound."""
+    triples = (MAX_BODY_MB * MiB - 256) // 8
+    data = b"[" + b",".join([b"[7,7,7]"] * triples) + b"]"
+    body = (b'{"inputs": [{"name": "img0", "datatype": "UINT8", "shape": [1, 1, %d, 3], "data": ' % triples
+            + data + b"}]}")
+    assert len(body) <= MAX_BODY_MB * MiB
+    base = _baseline(lean)
+    r = _v2_infer(lean, body)
+    peak = _status_kb(lean.proc.pid, "VmHWM")
+    assert peak - base <= BOUND + SLACK, f"peak {(peak - base) / MiB:.0f} MiB over the baseline"
+    assert r.status_code == 413 and "binary data" in r.json()["error"], r.text[:300]
+
+
+def test_v2_deeply_nested_json_is_a_400(lean):
+    r = _v2_infer(lean, b'{"inputs": ' + b"[" * 100_000 + b"]" * 100_000 + b"}")
+    assert r.status_code == 400, r.text[:300]

@@ -117,3 +117,28 @@ def test_access_log_lines_carry_the_request_id(capsys, json_logs):
         assert doc["request_id"] == "rid-3" and doc["logger"] == "uvicorn.access" and '"GET /x' in doc["message"]
     else:
         assert line.endswith("request_id=rid-3") and '"GET /x HTTP/1.1" 200' in line
+
+
+def test_request_context_makes_the_server_span_where_no_framework_does(exporter):
+    """Installs whose FastAPI has no telemetry of its own: ``RequestContext`` starts the server span from the
+    caller's traceparent (here around a bare ASGI app) and names it by the matched route when there is one."""
+    from lpips_runtime.serve.tracing import RequestContext
+
+    async def bare(scope, receive, send):
+        with trace.get_tracer("test").start_as_current_span("inner"):
+            await send({"type": "http.response.start", "status": 204, "headers": []})
+            await send({"type": "http.response.body", "body": b""})
+
+    async def main():
+        transport = httpx.ASGITransport(app=RequestContext(bare))
+        async with httpx.AsyncClient(transport=transport, base_url="http://lpips") as client:
+            return await client.get("/v2/health/live", headers={"traceparent": f"00-{TRACE_ID}-{PARENT_ID}-01"})
+
+    exporter.clear()
+    r = asyncio.run(main())
+    assert r.status_code == 204 and len(r.headers["x-request-id"]) == 32
+    spans = {s.name: s for s in exporter.get_finished_spans()}
+    server, inner = spans["GET /v2/health/live"], spans["inner"]
+    assert server.kind == trace.SpanKind.SERVER and f"{server.parent.span_id:016x}" == PARENT_ID
+    assert f"{server.context.trace_id:032x}" == TRACE_ID and inner.parent.span_id == server.context.span_id
+    assert server.attributes["http.response.status_code"] == 204
