@@ -92,6 +92,35 @@ def _open_scorers(model_opts: dict, nets: list, **settings) -> list:
     return scorers
 
 
+_SPARE_FILES = 128  # descriptors beyond the connections: models, logs, spooled uploads, the loop's own
+
+
+def _room_for_connections(wanted: int) -> int:
+    """``wanted`` connections, with the process's open-file limit raised to fit them where the hard limit
+    allows; else fewer, said once. A cap above what the process can open would never be reached: accept()
+    would fail first, and the idle connections could no longer be closed to make room for probes."""
+    try:
+        import resource
+    except ImportError:  # not POSIX
+        return wanted
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    need = wanted + _SPARE_FILES
+    if soft == resource.RLIM_INFINITY or soft >= need:
+        return wanted
+    target = need if hard == resource.RLIM_INFINITY else min(need, hard)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        soft = target
+    except (ValueError, OSError):
+        pass
+    if soft >= need:
+        return wanted
+    fitted = max(1, soft - _SPARE_FILES)
+    log.warning("lpips-serve: --max-connections %d lowered to %d: the open-file limit is %d (raise it with "
+                "ulimit -n)", wanted, fitted, soft)
+    return fitted
+
+
 def _server_class(uvicorn):
     class DrainingServer(uvicorn.Server):
         """uvicorn's server, telling the service when a shutdown signal arrives (so that /readyz turns
@@ -189,6 +218,7 @@ def main(nets, export_missing, host, port, api_key, protect_metrics, max_batch, 
             require(module, "serve", "lpips-serve")
         count = max(1, len(nets))
         # Several models share the memory budgets: each Scorer and each batcher gets an equal part.
+        max_connections = _room_for_connections(max_connections)
         settings = ServeSettings(max_batch=max_batch, max_wait_ms=max_wait_ms, max_queue=max_queue,
                                  max_queue_mpx=max_queue_mpx / count, max_body_mb=max_body_mb,
                                  max_bodies_mb=max_bodies_mb, max_pairs=max_pairs, timeout_s=timeout_s, api_key=api_key,

@@ -164,3 +164,19 @@ def test_ordinary_keep_alive_requests_still_work(door):
         for _ in range(3):
             assert c.get("/healthz").status_code == 200
         assert c.post("/v1/distance", files=pair_files(*_pair_bytes())).status_code == 200
+
+
+def test_connection_cap_fits_the_open_file_limit():
+    """A cap the process cannot open would never be reached (accept() fails first): the limit is raised
+    to fit where the hard limit allows, else the cap is lowered and the server says so (in a subprocess:
+    limits are per process)."""
+    import subprocess
+    import sys
+
+    code = ("import resource, logging; logging.basicConfig(format='%(message)s'); "
+            "resource.setrlimit(resource.RLIMIT_NOFILE, (300, 400)); "
+            "from lpips_runtime.serve.cli import _room_for_connections as room; "
+            "print(room(100), room(250), resource.getrlimit(resource.RLIMIT_NOFILE)[0], room(1024))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.stdout.split() == ["100", "250", "378", "272"], done.stdout + done.stderr
+    assert "--max-connections 1024 lowered to 272: the open-file limit is 400" in done.stderr
