@@ -12,7 +12,7 @@ __all__ = ["Scorer", "PairResult", "LPIPS", "LpipsError", "InputError", "ModelFi
            "BackendError", "MissingExtraError", "ImageTooLargeError", "ResizePolicy", "read_model", "NET_NAMES"]
 
 _LAZY = {
-    "Scorer": "scorer", "PairResult": "scorer", "LPIPS": "compat", "ResizePolicy": "images",
+    "Scorer": "scorer", "PairResult": "pair_result", "LPIPS": "compat", "ResizePolicy": "images",
     "read_model": "modelfile", "NET_NAMES": "nets",
     "LpipsError": "errors", "InputError": "errors", "ModelFileError": "errors", "WeightsError": "errors",
     "BackendError": "errors", "MissingExtraError": "errors", "ImageTooLargeError": "errors",

@@ -8,21 +8,19 @@ traceback), including a run that finds nothing to score, a full disk and a close
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import sys
 
 import click
 
-from .cli_common import (EXIT_INTERRUPTED, errors_to_click, heatmap_options, model_options, open_scorer,
-                         require_stdout, setup_logging, tool_version_option)
+from .cli_common import (errors_to_click, heatmap_options, model_options, open_scorer,
+                         require_stdout, scorer_option, setup_logging, tool_version_option)
 from .cluster.cli import RAY_OPTION_NAMES, ray_options
 from .cluster.cli import check_usage as check_ray_usage
 from .pairs import IMAGE_SUFFIXES
 from .pixel_metrics import format_metric, json_number
 from .results import FORMATS
 
-EXIT_PAIRS_FAILED = 3
 _LIST_LIMIT = 20  # names shown per side for unpaired or skipped files; the rest are counted
 _BATCH_ONLY = ("out", "resume", "overwrite", "summary_json", "fmt", "recursive", "header")
 
@@ -117,10 +115,9 @@ _SUFFIXES = " ".join(sorted(IMAGE_SUFFIXES))
               help="Write the spatial distance map as a picture (.png, .jpg, ...) with a colour bar.")
 @heatmap_options(allow_auto=True)
 @model_options
-@click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
-@click.option("--workers", type=click.IntRange(min=1), help="Decoding threads (default: up to 4).")
-@click.option("--resize", default="none", show_default=True,
-              help="none (sizes must match), first (resize the second to the first), or WxH (both).")
+@scorer_option("batch_size")
+@scorer_option("workers")
+@scorer_option("resize")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar, no summary line, no device notice.")
 @tool_version_option
 @ray_options
@@ -207,12 +204,11 @@ def _score_one(scorer, images, as_json, heatmap, alpha, vmax, colormap) -> None:
     else:
         values = scorer.scores(images[0], images[1])
     if as_json:
-        spec = scorer.spec
+        identity = scorer.identity
         echo_result(json.dumps(json_fields({
             "img0": images[0], "img1": images[1], "distance": float32_json(values["distance"]),
-            **{m: json_number(float32_json(values[m])) for m in scorer.metrics}, "net": spec.net,
-            "version": spec.version, "calibrated": spec.calibrated, "precision": scorer.precision,
-            "backend": scorer.backend_name, "device": scorer.device, "model": scorer.describe()})))
+            **{m: json_number(float32_json(values[m])) for m in scorer.metrics},
+            **{key: value for key, value in identity.items() if key != "model"}, "model": identity["model"]})))
     else:
         echo_result(" ".join([human(values["distance"]),
                               *(f"{m}={format_metric(m, values[m])}" for m in scorer.metrics)]))
@@ -278,24 +274,19 @@ def _collect_pairs(mode: str, how: dict) -> list:
 def _score_many(scorer, mode, how, out, row_format, resume, overwrite, summary_json, quiet) -> int:
     from pathlib import Path
 
-    from .errors import LpipsError
+    from .batchrun import BatchRun
     from .pairs import list_images
-    from .progress import Progress
     from .results import ResultWriter, pair_columns
     from .summary import RunSummary
 
     pairs = _collect_pairs(mode, how)
-    spec = scorer.spec
-    summary = RunSummary({"model": scorer.describe(), "net": spec.net, "version": spec.version,
-                          "precision": scorer.precision, "backend": scorer.backend_name, "device": scorer.device})
+    summary = RunSummary(scorer.identity)
     target = None if out in (None, "-") else out
     writer = ResultWriter(target, columns=pair_columns(scorer.metrics), fmt=row_format,
                           constants={"model": scorer.describe()}, resume=resume, overwrite=overwrite,
                           stream=sys.stdout, summary=summary)
     keys = [writer.key_of({"img0": a, "img1": b}) for a, b in pairs]
     todo = [p for p, key in zip(pairs, keys) if key not in writer.done]
-    if writer.done and not quiet:
-        click.echo(f"resuming {out}: {len(pairs) - len(todo)} pairs already there, {len(todo)} to go", err=True)
     cached = _uses_cache(scorer, mode, how["consecutive"])
     scorer.prepare(feature_cache=cached)  # the model is ready before the clock starts
     if not cached:
@@ -306,32 +297,21 @@ def _score_many(scorer, mode, how, out, row_format, resume, overwrite, summary_j
         skip = {(str(a), str(b)) for (a, b), key in zip(pairs, keys) if key in writer.done}
         results = scorer.score_all_pairs(list_images(how["all_pairs"], how["recursive"]), skip=skip)
     summary.start()
-    interrupted = False
+    run = BatchRun(target, quiet=quiet).start(len(todo), already=len(pairs) - len(todo))
     try:
-        with Progress(len(todo), enabled=not quiet) as progress:
+        with run.scoring(writer):
             for result in results:
                 writer.write(result)
-                progress.update()
-    except KeyboardInterrupt:
-        interrupted = True
+                run.update()
     except Exception:  # a full disk, a closed pipe, a failing backend: what was written stays, the summary says so
-        with contextlib.suppress(LpipsError):
-            writer.close()
         if summary_json:
             summary.write_json(summary_json, complete=False)
         raise
     finally:
         getattr(results, "close", lambda: None)()  # a generator stopped early releases what it holds now
-    writer.close()
     if summary_json:
-        summary.write_json(summary_json, complete=not interrupted)
-    if interrupted:
-        where = f"; rerun with --resume to finish {out}" if target else ""
-        click.echo(f"interrupted after {summary.this_run} of {len(todo)} pairs{where}", err=True)
-        return EXIT_INTERRUPTED
-    if not quiet:
-        click.echo(summary.line(), err=True)
-    return EXIT_PAIRS_FAILED if summary.stats.failures else 0
+        summary.write_json(summary_json, complete=not run.interrupted)
+    return run.finish([summary.line()], summary.stats.failures)
 
 
 if __name__ == "__main__":

@@ -19,24 +19,21 @@ import sys
 
 import click
 
-from .backends import BACKENDS, PRECISIONS, default_backend
+from .backends import default_backend
 from .device import AUTO, choose_device
 from .errors import LpipsError, OutputError
-from .nets import DEFAULT_VERSION, NET_NAMES, VERSIONS
-from .pixel_metrics import METRICS, parse_metrics
+from .nets import NET_NAMES
+from .options import DEFAULTS, MODEL_OPTIONS, SAME, ScorerOptions, option_info
+from .pixel_metrics import parse_metrics
 from .version import DIST_NAME, package_version
 
 EXIT_ERROR = 1
 EXIT_INTERRUPTED = 130  # 128 + SIGINT
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE
 
-# Keyword names of the model options below, in the order they are declared.
-MODEL_OPTION_NAMES = ("net", "lpips_version", "baseline", "model", "models_dir", "no_export", "backend", "device",
-                      "precision", "threads", "metrics", "max_pixels", "tile", "max_memory")
-
 
 class _Setting(click.ParamType):
-    """A click type over one of ``lpips_runtime.limits``' parsers: a bad value is a usage error (exit 2)."""
+    """A click type over a declared option's parser (``OptionInfo.parse``): a bad value is a usage error (exit 2)."""
 
     def __init__(self, name: str, parse):
         self.name, self._parse = name, parse
@@ -48,24 +45,6 @@ class _Setting(click.ParamType):
             return self._parse(value)
         except LpipsError as exc:
             self.fail(str(exc), param, ctx)
-
-
-def _pixels(text: str):
-    from .limits import check_max_pixels, parse_size
-
-    return None if text.strip().lower() == "none" else check_max_pixels(parse_size(text, "--max-pixels", pixels=True))
-
-
-def _memory(text: str) -> int:
-    from .limits import check_max_memory, parse_size
-
-    return check_max_memory(parse_size(text, "--max-memory"))
-
-
-def _tile(text: str):
-    from .limits import check_tile
-
-    return check_tile(text)
 
 
 def quiet_opencv() -> None:
@@ -104,45 +83,42 @@ def parse_metrics_option(ctx, param, value) -> tuple[str, ...]:
         raise click.BadParameter(str(exc)) from None
 
 
-_MODEL_OPTIONS = (
-    click.option("--net", type=click.Choice(NET_NAMES), default="alex", show_default=True),
-    click.option("--version", "lpips_version", type=click.Choice(VERSIONS), default=DEFAULT_VERSION,
-                 show_default=True),
-    click.option("--baseline", is_flag=True, help="Uncalibrated baseline (no linear layers)."),
+_MODEL_CHOICE = (  # the command lines' two spellings of the ``model`` option
+    click.option("--net", type=click.Choice(NET_NAMES), default=DEFAULTS.model, show_default=True),
     click.option("--model", type=click.Path(dir_okay=False), help="An exported .onnx (overrides --net/--version)."),
-    click.option("--models-dir", type=click.Path(file_okay=False),
-                 help="Where exports are looked up and written. [default: $LPIPS_RT_MODELS, else ./models if the "
-                      "working folder has one, else the user data folder (~/.local/share/lpips-rt/models)]"),
-    click.option("--no-export", is_flag=True,
-                 help="Never export a missing model on demand (an error names the lpips-export command instead)."),
-    click.option("--backend", type=click.Choice(BACKENDS),
-                 help="Default: ort; openvino with --precision bf16 (the backend that computes bf16)."),
-    click.option("--device", default="cpu", show_default=True,
-                 help="cpu, cuda, cuda:<index>, or auto (CUDA when usable here, else the CPU; says which)."),
-    click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True,
-                 help="fp16: the mixed-precision export (float16 backbone, float32 head), for GPUs; bf16: the "
-                      "fp32 export computed in bfloat16 on OpenVINO (CPUs with native bf16; faster, "
-                      "distances within ~1e-3 of fp32); int8: offered only for nets whose int8 model keeps that "
-                      "accuracy (none so far: docs/performance.md). fp32 reproduces published numbers."),
-    click.option("--threads", type=click.IntRange(min=1), help="CPU threads (default: physical cores)."),
-    click.option("--metrics", metavar="LIST", callback=parse_metrics_option, default="",
-                 help=f"Also compute these, in the same pass, on the images' 8-bit values: comma-separated from "
-                      f"{', '.join(METRICS)} (psnr_y/ssim_y: BT.601 luma), e.g. psnr,ssim."),
-    click.option("--max-pixels", type=_Setting("pixels", _pixels), default="100M", show_default=True,
-                 help="Refuse images whose header declares more pixels, before decoding (K/M/G = 10^3/6/9; "
-                      "none: OpenCV's own limit, 2^30)."),
-    click.option("--tile", type=_Setting("tile", _tile), default="auto", show_default=True,
-                 help="auto: score a pair in tiles when it would need more than --max-memory at once (exact); "
-                      "off; or a tile side in pixels."),
-    click.option("--max-memory", type=_Setting("bytes", _memory), default="1G", show_default=True,
-                 help="Working memory of scoring: one batch or tile, and the pairs decoded ahead (K/M/G = 2^10/20/30)."),
 )
+
+
+def scorer_option(name: str, **overrides):
+    """Decorate a click command with Scorer option ``name`` as ``options.ScorerOptions`` declares it
+    (flag, type, range, default, help); ``overrides``: click keywords where a command differs (its
+    default or help). The value reaches the command under ``OptionInfo.dest`` or the flag's name."""
+    info = option_info(name)
+    default = getattr(DEFAULTS, name) if info.cli_default is SAME else info.cli_default
+    settings: dict = {"help": info.help or None}
+    if info.negated or isinstance(default, bool):
+        settings["is_flag"] = True
+    else:
+        if info.choices:
+            settings["type"] = click.Choice(info.choices)
+        elif info.parse is not None:
+            settings["type"] = _Setting((info.metavar or name).lower(), info.parse)
+        elif info.minimum is not None:
+            settings["type"] = click.IntRange(min=info.minimum)
+        elif info.folder:
+            settings["type"] = click.Path(file_okay=False)
+        settings["default"] = info.shown or default
+        settings["show_default"] = default not in (None, "")
+        if info.metavar:
+            settings["metavar"] = info.metavar
+    settings.update(overrides)
+    return click.option(info.flag, *((info.dest,) if info.dest else ()), **settings)
 
 
 def model_options(command):
     """Decorate a click command with the options that choose the model and where it runs
-    (their keyword names: ``MODEL_OPTION_NAMES``)."""
-    for option in reversed(_MODEL_OPTIONS):
+    (``options.MODEL_OPTIONS``, ``model`` as --net/--model); ``ScorerOptions.from_cli`` reads their values."""
+    for option in reversed((*_MODEL_CHOICE, *(scorer_option(name) for name in MODEL_OPTIONS[1:]))):
         command = option(command)
     return command
 
@@ -201,12 +177,11 @@ def heatmap_options(allow_auto: bool):
 
 def open_scorer(options: dict, quiet: bool = False, auto_export: bool | None = None, **settings):
     """A ``Scorer`` from the values of ``model_options`` (``options`` may hold other keys too) and
-    further Scorer keywords in ``settings`` (batch_size, workers, resize, ...). ``quiet``: do not say
-    on stderr which device ``--device auto`` chose. ``auto_export``: False for front ends that never
+    further option values in ``settings`` (batch_size, workers, resize, ...; ``ScorerOptions.from_cli``).
+    No --backend: the default for the precision, said on stderr where it is not ort. ``quiet``: do not
+    say on stderr which device ``--device auto`` chose. ``auto_export``: False for front ends that never
     export on demand (servers, lpips-video: a missing model is an error naming the export command);
     None: on demand unless --no-export."""
-    from .scorer import Scorer
-
     backend = options["backend"]
     if backend is None:
         backend = default_backend(options["precision"])
@@ -214,12 +189,11 @@ def open_scorer(options: dict, quiet: bool = False, auto_export: bool | None = N
             logging.getLogger("lpips_runtime").warning("--precision %s runs on the %s backend: using --backend %s",
                                                        options["precision"], backend, backend)
     device = resolve_device(options["device"], backend, quiet)
-    return Scorer(options["model"] or options["net"], version=options["lpips_version"], baseline=options["baseline"],
-                  backend=backend, device=device, precision=options["precision"],
-                  threads=options["threads"], models_dir=options["models_dir"],
-                  auto_export=not options["no_export"] if auto_export is None else auto_export,
-                  metrics=options["metrics"], max_pixels=options["max_pixels"], tile=options["tile"],
-                  max_memory=options["max_memory"], **settings)
+    from .scorer import Scorer
+
+    if auto_export is not None:
+        settings["auto_export"] = auto_export
+    return Scorer.from_options(ScorerOptions.from_cli(options, backend=backend, device=device, **settings))
 
 
 def _print_tool_version(ctx: click.Context, _param, value: bool) -> None:

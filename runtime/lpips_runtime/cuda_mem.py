@@ -6,7 +6,7 @@ Ownership: each object owns its allocation or handle and releases it in ``close(
 Arrays returned by ``PinnedBuffer.view`` borrow its memory: they are valid until ``close()``.
 
 Written to the documented cuda-python 12/13 API; exercised in CI against a fake of it
-(tests/runtime/fake_cuda.py), on a GPU only by the tests marked ``gpu``.
+(tests/fake_cuda.py), on a GPU only by the tests marked ``gpu``.
 """
 from __future__ import annotations
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 
@@ -20,12 +20,10 @@ from .errors import InputError, ModelFileError, error_text
 from .features import FeatureStore, Features, check_comparable, distance_block, energies, layer_scales
 from .gram import GramProduct
 from .images import ImageSource, check_unit_batch, describe
-
-if TYPE_CHECKING:
-    from .scorer import PairResult, Scorer
+from .pair_result import PairResult
 
 SIZE_INPUT = "image_size"  # the spatial head's shape-only input (see lpips_export.parts)
-DEFAULT_MAX_MEMORY = 1 << 30  # features held in RAM by an all-pairs run before it spills to disk
+DEFAULT_FEATURE_MEMORY = 1 << 30  # features held in RAM by an all-pairs run before it spills to disk
 _SCRATCH = 256 << 20  # float64 scratch of one block product (rows + columns), bytes
 # Scorer backend -> the backend that runs its (float32) heads, where not the same one. OpenVINO's head took
 # 1.6-3x ONNX Runtime's time (one reference against 32 images at 256x256, 1 thread: alex 269 vs 87 ms,
@@ -33,10 +31,30 @@ _SCRATCH = 256 << 20  # float64 scratch of one block product (rows + columns), b
 _HEAD_BACKEND = {"openvino": "ort"}
 
 
+class ImageModel(Protocol):
+    """What a ``FeatureCache`` uses of its ``Scorer``: public attributes and methods only."""
+
+    backend_name: str
+    device: str
+    threads: int | None
+    batch_size: int
+    workers: int
+    inference_precision: str
+    spec: object  # modelfile.ModelSpec: its ``frames`` say the input layout
+    net: object  # nets.NetSpec: its ``channels`` size the head's probes
+    resize: object  # images.ResizePolicy
+
+    def model_info(self, spatial: bool = False, part: str = "fused"): ...
+
+    def check_size(self, height: int, width: int) -> None: ...
+
+    def load_one(self, src: ImageSource, like: tuple[int, int] | None = None) -> np.ndarray: ...
+
+
 class FeatureCache:
     """Encoder and head sessions of one ``Scorer`` (created on first use, shared by its threads)."""
 
-    def __init__(self, scorer: "Scorer"):
+    def __init__(self, scorer: ImageModel):
         self.scorer = scorer
         encoder_info = scorer.model_info(part="encoder")
         # Features of the same encoder computed in another precision are not comparable either.
@@ -131,7 +149,7 @@ class FeatureCache:
             if scorer.spec.frames is not None:
                 raise InputError("this model takes uint8 frames: pass images, not float NCHW batches")
             batch = check_unit_batch(images, "images")
-            scorer._check_size(batch.shape[2], batch.shape[3])
+            scorer.check_size(batch.shape[2], batch.shape[3])
             return self.encode(batch)
         if isinstance(images, (list, tuple)):
             if not images:
@@ -209,10 +227,8 @@ class FeatureCache:
 
     # -- one against many ---------------------------------------------------------------------------
 
-    def iter_one_to_many(self, ref, sources: Sequence[ImageSource]) -> Iterator["PairResult"]:
+    def iter_one_to_many(self, ref, sources: Sequence[ImageSource]) -> Iterator[PairResult]:
         """One ``PairResult`` per source, in order: the distance of ``ref`` (image or Features) to it."""
-        from .scorer import PairResult
-
         ref_name = "<features>" if isinstance(ref, Features) else describe(ref)
         ref_feats = self.embed(ref)
         if len(ref_feats) != 1:
@@ -239,18 +255,16 @@ class FeatureCache:
     # -- all pairs ----------------------------------------------------------------------------------
 
     def iter_all_pairs(self, sources: Sequence[ImageSource], skip: frozenset = frozenset(),
-                       max_memory: int = DEFAULT_MAX_MEMORY, spill_dir=None,
-                       block: int | None = None) -> Iterator["PairResult"]:
+                       feature_memory: int = DEFAULT_FEATURE_MEMORY, spill_dir=None,
+                       block: int | None = None) -> Iterator[PairResult]:
         """Every pair i<j of ``sources`` in ``itertools.combinations`` order, as ``PairResult`` rows.
 
-        Each image is encoded once (into a ``FeatureStore`` per image size: RAM up to ``max_memory``,
+        Each image is encoded once (into a ``FeatureStore`` per image size: RAM up to ``feature_memory`` bytes,
         else a file in ``spill_dir``); distances are then computed in strips of ``block`` rows against
         column blocks of ``block`` images, so RAM holds the store (or nothing of it, when spilled) plus
         about 4 x block x bytes_per_image of float64 scratch and a block x N float32 strip. Pairs whose
         (name0, name1) is in ``skip`` are not yielded (and images only they need are not encoded).
         """
-        from .scorer import PairResult
-
         names = [describe(s) for s in sources]
         n = len(names)
         # An image is encoded unless every one of its n-1 pairs is skipped (a resumed run).
@@ -274,7 +288,7 @@ class FeatureCache:
                         continue
                     sizes[index] = feats.image_size
                     if feats.image_size not in stores:
-                        stores[feats.image_size] = (FeatureStore(n, feats, max_memory, spill_dir), [], [])
+                        stores[feats.image_size] = (FeatureStore(n, feats, feature_memory, spill_dir), [], [])
                     store, members, energy = stores[feats.image_size]
                     slot[index] = len(members)
                     store.put(len(members), feats)

@@ -8,12 +8,18 @@ class LpipsError(Exception):
     """Base class of every error this project raises on purpose."""
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (a library's own words, e.g. a backend's), or its type's
+    name when it has none."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def error_text(exc: BaseException) -> str:
     """One line for a pair's recorded error: our typed errors say it all; others get their type name."""
     if isinstance(exc, LpipsError):
         return str(exc)
-    lines = str(exc).splitlines()
-    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+    return f"{type(exc).__name__}: {first_line(exc)}" if str(exc).strip() else type(exc).__name__
 
 
 class MissingExtraError(LpipsError, ImportError):

@@ -23,6 +23,7 @@ import numpy as np
 from .errors import ImageTooLargeError, InputError
 from .fileio import UnreadableFile, read_regular_file
 from .headers import SIZED_FORMATS, image_size, sniff
+from .limits import DEFAULT_MAX_PIXELS
 
 __all__ = ["DEFAULT_MAX_PIXELS", "OPENCV_MAX_PIXELS", "EncodedImage", "image_size", "decode_image", "read_image_file", "load_rgb",
            "rgb_to_unit_nchw", "check_unit_batch", "ResizePolicy", "describe", "check_pixels", "max_file_bytes"]
@@ -39,9 +40,6 @@ class EncodedImage:
 
 ImageSource = Union[str, Path, bytes, EncodedImage, np.ndarray]
 
-# The default pixel limit of decoding (100 megapixels: a 12000x8000 photograph; larger ones need
-# --max-pixels). Checked from the header, before any pixel is decoded.
-DEFAULT_MAX_PIXELS = 100_000_000
 # OpenCV's own limit (OPENCV_IO_MAX_IMAGE_PIXELS default): what max_pixels=None leaves.
 OPENCV_MAX_PIXELS = 1 << 30
 

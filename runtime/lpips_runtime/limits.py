@@ -7,6 +7,9 @@ import re
 
 from .errors import LpipsError
 
+# The default pixel limit of decoding (100 megapixels: a 12000x8000 photograph; larger ones need
+# --max-pixels). Checked from the header, before any pixel is decoded.
+DEFAULT_MAX_PIXELS = 100_000_000
 DEFAULT_WORK_MEMORY = 1 << 30  # Scorer(max_memory=): working memory of one batch or tile, and of the pairs decoded ahead
 MIN_TILE = 16  # the deepest stride of every net: tile sides are multiples of it
 WORKERS_PER_CPU = 4  # decoding threads wait on files as much as they compute; more than this only queue
@@ -97,3 +100,12 @@ def parse_size(text: str, name: str, *, pixels: bool = False) -> int:
         unit = "e.g. 100M (pixels)" if pixels else "e.g. 1G, 512M (bytes)"
         raise LpipsError(f"{name} '{text}': give a number with an optional K/M/G suffix, {unit}")
     return int(float(match[1]) * suffixes[match[2]])
+
+
+def format_size(value: int, *, pixels: bool = False) -> str:
+    """The shortest text ``parse_size`` reads back as ``value``: 1 << 30 -> "1G", 50_000_000 (pixels) -> "50M"."""
+    suffixes = _PIXEL_SUFFIXES if pixels else _SUFFIXES
+    for suffix, scale in sorted(suffixes.items(), key=lambda item: -item[1]):
+        if value >= scale and value % scale == 0:
+            return f"{value // scale}{suffix.upper()}"
+    return str(value)

@@ -1,105 +1,42 @@
-"""``Scorer``: the runtime's Python API. Validates inputs once, batches, and hands arrays to a backend."""
+"""``Scorer``: the runtime's Python API. Chooses and opens the model, validates and prepares inputs once
+(decoding, sizes, tiles), and hands arrays to a backend. Its other jobs live in their own modules: the
+options (``options``), the streaming pipeline of batch runs (``stream``), the feature-cache methods
+(``scorer_features`` over ``embedding``) and tiling arithmetic (``tiling``)."""
 from __future__ import annotations
 
 import os
 import threading
-from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
-from .backends import (Backend, backend_class, check_graph_backend, check_precisions, is_cuda, open_backend,
-                       split_precision)
-from .embedding import DEFAULT_MAX_MEMORY, FeatureCache
-from .errors import BackendError, InputError, LpipsError, ModelFileError, error_text
+from .backends import Backend, backend_class, check_precisions, is_cuda, open_backend, split_precision
+from .errors import BackendError, InputError, LpipsError, ModelFileError
 from .features import Features
-from .images import (DEFAULT_MAX_PIXELS, ImageSource, ResizePolicy, check_unit_batch, describe, load_rgb,
+from .images import (ImageSource, ResizePolicy, check_unit_batch, describe, load_rgb,
                      rgb_to_unit_nchw)
 from .int8 import check_int8
-from .limits import (DEFAULT_WORK_MEMORY, check_batch_size, check_max_memory, check_max_pixels, check_threads,
-                     check_tile, check_workers)
+from .limits import check_batch_size, check_workers
 from .locate import default_models_dir, locate_model
 from .modelfile import ModelInfo, ModelSpec, read_model
 from .nets import NET_NAMES, NetSpec, get_net
-from .pixel_metrics import parse_metrics
+from .options import DEFAULTS, OPTION_NAMES, ScorerOptions
+from .pair_result import PairResult
+from .scorer_features import ScorerFeatures, is_float_batch
+from .stream import PairStream, TiledPair
 from .tiling import TilePlan, plan_tiles, tiled_lpips
-
-
-@dataclass(frozen=True)
-class PairResult:
-    """One scored pair of a batch run: ``distance`` is None exactly when ``error`` says why.
-    ``metrics``: the Scorer's metrics for this pair by name (e.g. {"psnr": 27.1, "ssim": 0.87}; PSNR
-    +inf for identical images), None when it computes none or the pair failed."""
-
-    index: int
-    img0: str
-    img1: str
-    distance: float | None = None
-    error: str | None = None
-    metrics: dict[str, float] | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
-
-
-def _pair_indices(k: int, n: int) -> tuple[int, int]:
-    """(i, j) of the k-th pair i<j in ``itertools.combinations(range(n), 2)`` order."""
-    i = int(n - 2 - int(np.floor(np.sqrt(-8 * k + 4 * n * (n - 1) - 7) / 2.0 - 0.5)))
-    j = int(k + i + 1 - n * (n - 1) // 2 + (n - i) * ((n - i) - 1) // 2)
-    return i, j
 
 
 def _default_workers() -> int:
     return max(1, min(4, os.cpu_count() or 1))
 
 
-def _is_float_batch(x) -> bool:
-    return isinstance(x, np.ndarray) and x.dtype.kind == "f"
-
-
-@dataclass
-class _Tiled:
-    """A decoded pair to be scored in tiles: kept as decoded (8/16-bit RGB), cropped and converted per tile."""
-
-    rgb0: np.ndarray
-    rgb1: np.ndarray
-    plan: TilePlan
-
-    @property
-    def nbytes(self) -> int:
-        return self.rgb0.nbytes + self.rgb1.nbytes
-
-
-def _pair_bytes(prepared) -> int:
-    return prepared.nbytes if isinstance(prepared, _Tiled) else prepared[0].nbytes + prepared[1].nbytes
-
-
-class _DecodeAhead:
-    """How many pairs to decode ahead of inference. Two chunks are alive at once (one being scored, the
-    next decoding), each within half of ``budget`` bytes at the largest decoded pair seen so far; before
-    any pair is seen, ``first`` pairs."""
-
-    def __init__(self, budget: int, most: int, first: int):
-        self.budget, self.most, self.first = budget, most, first
-        self.largest = 0
-
-    def size(self) -> int:
-        if not self.largest:
-            return max(1, min(self.first, self.most))
-        return max(1, min(self.most, self.budget // 2 // self.largest))
-
-    def saw(self, nbytes: int) -> None:
-        self.largest = max(self.largest, nbytes)
-
-
 FRAMES_FOR_CUDA = "nhwc-bgr"  # the frame layout preferred on a GPU: what cv2.imread gives, batched
 
 
-class Scorer:
+class Scorer(ScorerFeatures):
     """LPIPS distances through an exported graph.
 
     ``model``: a net name ("alex", "vgg", "squeeze": the export is looked up in ``models_dir`` and
@@ -156,46 +93,44 @@ class Scorer:
 
     def __init__(
         self,
-        model: str | Path = "alex",
+        model: str | Path = DEFAULTS.model,
         *,
-        version: str = "0.1",
-        baseline: bool = False,
-        backend: str = "ort",
-        device: str = "cpu",
-        precision: str = "fp32",
-        frames: str | None = "auto",
-        threads: int | None = None,
-        batch_size: int = 16,
-        workers: int | None = None,
-        resize: str | ResizePolicy = "none",
-        models_dir: str | Path | None = None,
-        auto_export: bool = True,
-        max_pixels: int | None = DEFAULT_MAX_PIXELS,
-        tile: str | int = "auto",
-        max_memory: int = DEFAULT_WORK_MEMORY,
-        metrics: str | Sequence[str] = (),
-        spin_between_runs: bool = True,
+        version: str = DEFAULTS.version,
+        baseline: bool = DEFAULTS.baseline,
+        backend: str = DEFAULTS.backend,
+        device: str = DEFAULTS.device,
+        precision: str = DEFAULTS.precision,
+        frames: str | None = DEFAULTS.frames,
+        threads: int | None = DEFAULTS.threads,
+        batch_size: int = DEFAULTS.batch_size,
+        workers: int | None = DEFAULTS.workers,
+        resize: str | ResizePolicy = DEFAULTS.resize,
+        models_dir: str | Path | None = DEFAULTS.models_dir,
+        auto_export: bool = DEFAULTS.auto_export,
+        max_pixels: int | None = DEFAULTS.max_pixels,
+        tile: str | int = DEFAULTS.tile,
+        max_memory: int = DEFAULTS.max_memory,
+        metrics: str | Sequence[str] = DEFAULTS.metrics,
+        spin_between_runs: bool = DEFAULTS.spin_between_runs,
     ):
+        # The keywords are ``ScorerOptions``' fields, one for one (tests/runtime/test_options.py holds them equal).
+        self.options = o = ScorerOptions(**{name: value for name, value in locals().items() if name in OPTION_NAMES})
+        model, version, backend, device = o.model, o.version, o.backend, o.device
         self.backend_name, self.device = backend, device
-        file_precision, self.inference_precision = split_precision(precision)
-        self.threads = check_threads(threads)
-        self.batch_size = check_batch_size(batch_size)
-        self.workers = check_workers(workers) or _default_workers()
-        self.max_pixels = check_max_pixels(max_pixels)
-        self.max_memory = check_max_memory(max_memory)
-        self.tile = check_tile(tile)
-        self.resize = resize if isinstance(resize, ResizePolicy) else ResizePolicy.parse(resize)
-        self.resize.check_limit(self.max_pixels)
-        self.auto_export = auto_export
-        self.spin_between_runs = spin_between_runs
+        file_precision, self.inference_precision = split_precision(o.precision)
+        self.threads, self.batch_size, self.max_pixels, self.max_memory, self.tile = \
+            o.threads, o.batch_size, o.max_pixels, o.max_memory, o.tile
+        self.workers = o.workers or _default_workers()
+        self.resize = o.resize
+        self.auto_export, self.spin_between_runs = o.auto_export, o.spin_between_runs
+        models_dir, metrics = o.models_dir, o.metrics
         backend_cls = backend_class(backend, device)  # unknown name: error now, not at first use
         self._models: dict[tuple[bool, str], ModelInfo] = {}  # (spatial, part) -> checked file
-        metrics = parse_metrics(metrics)
         self._map_metrics: tuple[str, ...] = ()  # of the spatial graph: maps need none, unless given such a file
         if str(model) in NET_NAMES:
             self.models_dir = Path(models_dir) if models_dir is not None else default_models_dir()
-            spec = ModelSpec(str(model), version, not baseline, False, file_precision, metrics=metrics)
-            self.spec = replace(spec, frames=self._choose_frames(spec, frames, device))
+            spec = ModelSpec(str(model), version, not o.baseline, False, file_precision, metrics=metrics)
+            self.spec = replace(spec, frames=self._choose_frames(spec, o.frames, device))
         else:
             info = read_model(model)
             if info.part != "fused":
@@ -225,6 +160,11 @@ class Scorer:
         self._backends: dict[bool, Backend] = {}
         self._cache: FeatureCache | None = None
         self._lock = threading.Lock()
+
+    @classmethod
+    def from_options(cls, options: ScorerOptions) -> "Scorer":
+        """A Scorer with ``options`` (``ScorerOptions.open``)."""
+        return cls(**options.keywords())
 
     # -- set-up ----------------------------------------------------------------------------
 
@@ -261,6 +201,32 @@ class Scorer:
             return label
         return label[:-1] + f", {self.inference_precision})" if label.endswith(")") else \
             f"{label} ({self.inference_precision})"
+
+    @property
+    def identity(self) -> dict:
+        """What computes this Scorer's results, with the same keys in every front end (result JSON, run
+        summaries, service metrics labels, cluster result folders): ``model`` (``describe()``), ``net``,
+        ``version``, ``calibrated``, ``precision`` (what the distances are computed in), ``backend``, ``device``."""
+        spec = self.spec
+        return {"model": self.describe(), "net": spec.net, "version": spec.version, "calibrated": spec.calibrated,
+                "precision": self.precision, "backend": self.backend_name, "device": self.device}
+
+    def model_parts(self, *, distances: bool = True, maps: bool = False, feature_cache: bool = False) -> tuple[str, ...]:
+        """The model files a job of this Scorer reads (``part_info`` locates each): for ``distances`` "fused"
+        (with the Scorer's metrics); for ``maps`` "spatial" (distance maps, heatmaps); for the
+        ``feature_cache`` "encoder" and "head" (``embed``, ``one_to_many``, ``score_all_pairs``). Pairs
+        past ``max_memory`` also need ``tile_parts()``."""
+        return (("fused",) if distances else ()) + (("spatial",) if maps else ()) + \
+            (("encoder", "head") if feature_cache else ())
+
+    def tile_parts(self) -> tuple[str, ...]:
+        """The split graphs that pairs too large for ``max_memory`` are scored with, tile by tile
+        ("encoder", "head"), or () when this Scorer never tiles (``tile="off"``, or ``can_tile()`` is False)."""
+        return ("encoder", "head") if self.tile != "off" and self.can_tile() else ()
+
+    def part_info(self, part: str) -> ModelInfo:
+        """The checked file of one of ``model_parts``/``tile_parts``, located or exported on first use."""
+        return self.model_info(spatial=True) if part == "spatial" else self.model_info(part=part)
 
     def __repr__(self) -> str:
         return (f"Scorer({self.describe()}, backend={self.backend_name!r}, device={self.device!r}, "
@@ -322,15 +288,6 @@ class Scorer:
                                  f"{float(other.min()):.3g}..{float(other.max()):.3g} against its negative "
                                  "(want 0 and > 0, never negative): re-export it")
 
-    def _feature_cache(self) -> FeatureCache:
-        if self._cache is None:
-            check_graph_backend(self.backend_name)  # before locating (or exporting) the split models
-            cache = FeatureCache(self)  # outside the lock: it locates its models through model_info
-            with self._lock:
-                if self._cache is None:
-                    self._cache = cache
-        return self._cache
-
     def prepare(self, feature_cache: bool = False) -> "Scorer":
         """Locate (or export) the model and open the backend now instead of on first use, e.g. so that a
         run's clock starts at its first pair. ``feature_cache``: the split graphs (encoder and head) that
@@ -359,15 +316,16 @@ class Scorer:
 
     # -- input preparation (the one place inputs are validated) -----------------------------
 
-    def _check_size(self, h: int, w: int) -> None:
-        self.net.check_size(h, w)
+    def check_size(self, height: int, width: int) -> None:
+        """``InputError`` unless the net can score images of this size (``NetSpec.check_size``)."""
+        self.net.check_size(height, width)
 
     def decode_pair(self, src0: ImageSource, src1: ImageSource) -> tuple[np.ndarray, np.ndarray]:
         """Decode (under ``max_pixels``), reconcile sizes and check them -> two HxWx3 RGB uint8/uint16 arrays
         (what ``load_pair`` converts; front ends that also draw the pair, e.g. heatmaps, start here)."""
         rgb0, rgb1 = load_rgb(src0, max_pixels=self.max_pixels), load_rgb(src1, max_pixels=self.max_pixels)
         rgb0, rgb1 = self.resize.apply(rgb0, rgb1, (describe(src0), describe(src1)))
-        self._check_size(*rgb0.shape[:2])
+        self.check_size(*rgb0.shape[:2])
         return rgb0, rgb1
 
     def load_pair(self, src0: ImageSource, src1: ImageSource) -> tuple[np.ndarray, np.ndarray]:
@@ -376,14 +334,14 @@ class Scorer:
         return self._model_input(rgb0), self._model_input(rgb1)
 
     def _prepare_pair(self, src0: ImageSource, src1: ImageSource):
-        """A pair ready to score: model-ready (a, b) arrays, or a ``_Tiled`` pair (kept as decoded, converted
+        """A pair ready to score: model-ready (a, b) arrays, or a ``TiledPair`` pair (kept as decoded, converted
         tile by tile) when its size calls for tiles (``tile_plan``)."""
         rgb0, rgb1 = self.decode_pair(src0, src1)
         plan = self.tile_plan(*rgb0.shape[:2])
         if plan is None:
             return self._model_input(rgb0), self._model_input(rgb1)
         self._model_input(rgb0[:1, :1])  # the model's input checks (e.g. 8-bit frames) now, not tile by tile
-        return _Tiled(rgb0, rgb1, plan)
+        return TiledPair(rgb0, rgb1, plan)
 
     def tile_plan(self, height: int, width: int) -> TilePlan | None:
         """The tiles a pair of ``height`` x ``width`` is scored in, or None for one piece: per ``tile``,
@@ -413,7 +371,7 @@ class Scorer:
         than ``max_memory`` (at least one)."""
         return max(1, min(batch_size, self.max_memory // max(1, self.net.work_bytes_per_pixel * pixels)))
 
-    def _score_tiled(self, pair: _Tiled, spatial: bool):
+    def _score_tiled(self, pair: TiledPair, spatial: bool):
         """Distance (float) or map (float32 [H,W]) of a pair scored tile by tile (``lpips_runtime.tiling``)."""
         def crops(rgb):
             return lambda rows, cols: self._model_input(rgb[rows[0]:rows[1], cols[0]:cols[1]])
@@ -439,7 +397,7 @@ class Scorer:
             rgb = self.resize.apply(rgb, rgb)[0]
         elif like is not None and rgb.shape[:2] != tuple(like):
             rgb = ResizePolicy("fixed", (like[1], like[0])).apply(rgb, rgb)[0]
-        self._check_size(*rgb.shape[:2])
+        self.check_size(*rgb.shape[:2])
         return self._model_input(rgb)
 
     def _model_input(self, rgb: np.ndarray) -> np.ndarray:
@@ -460,7 +418,7 @@ class Scorer:
         a, b = check_unit_batch(img0, "img0"), check_unit_batch(img1, "img1")
         if a.shape != b.shape:
             raise InputError(f"batch shapes differ: img0 {list(a.shape)} vs img1 {list(b.shape)}")
-        self._check_size(a.shape[2], a.shape[3])
+        self.check_size(a.shape[2], a.shape[3])
         return a, b
 
     def _run(self, spatial: bool, a: np.ndarray, b: np.ndarray) -> dict[str, np.ndarray]:
@@ -549,7 +507,7 @@ class Scorer:
             return out
         backend = self._backend(spatial)  # model problems first: they are set-up errors, not input errors
         first = backend.outputs[0]
-        if _is_float_batch(img0) and img0.ndim == 4 or _is_float_batch(img1) and img1.ndim == 4:
+        if is_float_batch(img0) and img0.ndim == 4 or is_float_batch(img1) and img1.ndim == 4:
             out = self._run(spatial, *self._check_batches(img0, img1))
             return out if every_output else out[first]
         if isinstance(img0, (list, tuple)) or isinstance(img1, (list, tuple)):
@@ -566,74 +524,13 @@ class Scorer:
             out = [r.distance for r in results]
             return out if spatial else np.asarray(out, dtype=np.float32)
         prepared = self._prepare_pair(img0, img1)
-        if isinstance(prepared, _Tiled):  # never with metrics (``can_tile``): the distance alone
+        if isinstance(prepared, TiledPair):  # never with metrics (``can_tile``): the distance alone
             value = self._score_tiled(prepared, spatial)
             return {first: value} if every_output else value
         out = self._run(spatial, *prepared)
         if every_output:
             return {name: float(value[0]) for name, value in out.items()}
         return out[first][0, 0] if spatial else float(out[first][0])
-
-    # -- feature cache: embed once, compare many ------------------------------------------------
-
-    def embed(self, images) -> Features:
-        """Features of one image (N=1), a float NCHW batch [N,3,H,W] in [-1,1], or a list of same-size
-        images, to pass to ``distance``/``one_to_many`` instead of images. Memory: ``Features.nbytes``
-        (LPIPS-alex 256x256: about 2.6 MB per image; benchmarks/README.md lists every net and size)."""
-        return self._feature_cache().embed(images)
-
-    def one_to_many(self, ref, images) -> np.ndarray:
-        """float32 [N]: distance of ``ref`` (an image or 1-image ``Features``) to each of ``images``
-        (a list of images, a float NCHW batch, or ``Features``), embedding ``ref`` once.
-        ``InputError`` on the first image that cannot be scored (``score_one_to_many`` goes on instead)."""
-        cache = self._feature_cache()
-        if isinstance(images, Features) or _is_float_batch(images):
-            ref_feats = cache.embed(ref)
-            if len(ref_feats) != 1:
-                raise InputError(f"the reference must be one image, got {len(ref_feats)}")
-            if not isinstance(images, Features):  # encode chunk by chunk, straight into the head
-                batch = check_unit_batch(images, "images")
-                self._check_size(batch.shape[2], batch.shape[3])
-                return cache.one_to_many_batch(ref_feats, batch)
-            size = self.batch_size
-            return np.concatenate([cache.head(ref_feats, images[i:i + size]) for i in range(0, len(images), size)])
-        out = []
-        for result in cache.iter_one_to_many(ref, list(images)):
-            if not result.ok:
-                raise InputError(f"image {result.index}: {result.error}")
-            out.append(result.distance)
-        return np.asarray(out, dtype=np.float32)
-
-    def distance_matrix(self, images, *, max_memory: int = DEFAULT_MAX_MEMORY, spill_dir: str | Path | None = None,
-                        block: int | None = None) -> np.ndarray:
-        """float32 [N,N] symmetric matrix of LPIPS distances between same-size ``images`` (a list of
-        images, a float NCHW batch, or ``Features``; zero diagonal).
-
-        Each image is encoded once (N encoder runs, not N(N-1)/2 pair runs); the distances come from
-        block matrix products over the cached features. Memory: the [N,N] result, plus the features
-        (N x bytes per image) in RAM up to ``max_memory``, beyond that in a temporary file in
-        ``spill_dir`` (RAM then stays at a few blocks of ``block`` images). For very large N use
-        ``score_all_pairs``, which streams rows without the matrix. A resize policy of "first" does not
-        apply here (no image is "first" of every pair): use a fixed "WxH" to compare different sizes.
-        """
-        cache = self._feature_cache()
-        if _is_float_batch(images):
-            images = cache.embed(images)
-        if isinstance(images, Features):  # already embedded: straight to the block products
-            return cache.matrix_of(images, block)
-        images = list(images)
-        n = len(images)
-        matrix = np.zeros((n, n), np.float32)
-        results = cache.iter_all_pairs(images, max_memory=max_memory, spill_dir=spill_dir, block=block)
-        try:
-            for result in results:
-                if not result.ok:
-                    raise InputError(f"pair {result.img0} / {result.img1}: {result.error}")
-                i, j = _pair_indices(result.index, n)
-                matrix[i, j] = matrix[j, i] = result.distance
-        finally:
-            results.close()  # releases the feature store now, not at garbage collection
-        return matrix
 
     # -- prepared inputs: for front ends that decode in other processes (lpips_runtime.cluster) ---------
 
@@ -645,38 +542,6 @@ class Scorer:
             raise InputError(f"prepared batches must be two non-empty [N,...] arrays of one shape and dtype, got "
                              f"{list(img0.shape)} {img0.dtype} and {list(img1.shape)} {img1.dtype}")
         return self._run(False, img0, img1)[self._backend(False).outputs[0]]
-
-    def embed_prepared(self, batch: np.ndarray) -> Features:
-        """Features of a model-ready batch: the concatenation along axis 0 of ``load_one`` outputs of
-        one shape (decoded and validated elsewhere)."""
-        if batch.ndim != 4 or not len(batch):
-            raise InputError(f"a prepared batch is a non-empty [N,...] array, got {list(batch.shape)}")
-        return self._feature_cache().encode(batch)
-
-    def head_weights(self) -> list[np.ndarray]:
-        """The head's per-channel weights, one float64 [C_l] per tap (ones for the baseline): with
-        ``features.distance_block`` they compare ``Features`` anywhere, without this Scorer."""
-        return [w.copy() for w in self._feature_cache().weights()]
-
-    def score_one_to_many(self, ref: ImageSource, images: Iterable[ImageSource]) -> Iterator[PairResult]:
-        """Like ``score_pairs`` for the pairs (ref, image): one ``PairResult`` per image, in order,
-        through the feature cache (``ref`` encoded once)."""
-        self._refuse_metrics_in_cache("score_one_to_many", "score_pairs([(ref, image) for image in images])")
-        yield from self._feature_cache().iter_one_to_many(ref, list(images))
-
-    def score_all_pairs(self, images: Sequence[ImageSource], skip: Iterable[tuple[str, str]] = (),
-                        *, max_memory: int = DEFAULT_MAX_MEMORY, spill_dir: str | Path | None = None,
-                        block: int | None = None) -> Iterator[PairResult]:
-        """Every pair i<j of ``images`` (``itertools.combinations`` order) through the feature cache,
-        streamed: memory as in ``distance_matrix`` without the [N,N] result. Pairs named in ``skip``
-        (as ``(str(img0), str(img1))``) are left out, for resuming."""
-        self._refuse_metrics_in_cache("score_all_pairs", "score_pairs(itertools.combinations(images, 2))")
-        yield from self._feature_cache().iter_all_pairs(list(images), frozenset(skip), max_memory, spill_dir, block)
-
-    def _refuse_metrics_in_cache(self, method: str, instead: str) -> None:
-        if self.metrics:
-            raise LpipsError(f"{method} compares cached features, which have no pixels for {', '.join(self.metrics)}: "
-                             f"use {instead} (the fused graph computes them), or a Scorer without metrics")
 
     def score_pairs(self, pairs: Iterable[tuple[ImageSource, ImageSource]], batch_size: int | None = None,
                     workers: int | None = None) -> Iterator[PairResult]:
@@ -703,103 +568,12 @@ class Scorer:
 
     def _iter_results(self, pairs, spatial: bool, batch_size: int | None = None,
                       workers: int | None = None) -> Iterator[PairResult]:
-        """Decode in a thread pool one chunk ahead (chunks sized so that decoded pairs stay within
-        ``max_memory``); batch same-size pairs (by ``batch_size`` and by pixels); keep up to the backend's
-        ``pipeline_depth`` batches in flight, across chunk boundaries too (a GPU backend uploads the next
-        batch while one computes); score pairs that need tiles one at a time; yield each chunk's results
-        in input order once complete."""
+        """``PairResult``s of ``pairs`` in input order, through the streaming pipeline (``stream.PairStream``):
+        decoded a chunk ahead within ``max_memory``, batched by size, tiled where one piece would not fit."""
         batch_size = self.batch_size if batch_size is None else check_batch_size(batch_size)
         workers = self.workers if workers is None else check_workers(workers)
-        ahead = _DecodeAhead(self.max_memory, max(2 * batch_size, 8), first=1)  # sizes unknown: one pair
-        items = iter(enumerate(pairs))
         backend = self._backend(spatial)  # a missing model or backend fails the whole run now, not pair by pair
-        chunks: deque = deque()  # (chunk, done) in input order, not yet yielded
-        in_flight: deque = deque()  # (done, part, pending)
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="lpips-decode") as pool:
-            upcoming = self._submit_chunk(pool, items, ahead.size())
-            while upcoming:
-                current, upcoming = upcoming, self._submit_chunk(pool, items, ahead.size())  # decode ahead
-                done, batches, tiled = self._batch_chunk(current, batch_size, ahead)
-                chunks.append((current, done))
-                for part in batches:
-                    try:
-                        in_flight.append((done, part, backend.submit([m[3] for m in part], [m[4] for m in part])))
-                    except Exception as exc:  # e.g. a backend failure: every pair of this batch records it
-                        self._record_failure(done, part, exc)
-                    if len(in_flight) >= backend.pipeline_depth:
-                        self._collect(*in_flight.popleft(), spatial)
-                    yield from self._completed(chunks)
-                batches = None  # their arrays go as soon as the batches in flight are collected
-                while tiled:
-                    index, name0, name1, pair = tiled.pop(0)
-                    while in_flight:  # a tiled pair takes the whole memory budget: one working set at a time
-                        self._collect(*in_flight.popleft(), spatial)
-                    try:
-                        done[index] = PairResult(index, name0, name1, distance=self._score_tiled(pair, spatial))
-                    except Exception as exc:  # never lose the run to one pair: record and go on
-                        done[index] = PairResult(index, name0, name1, error=error_text(exc))
-                    del pair
-                    yield from self._completed(chunks)
-            while in_flight:
-                self._collect(*in_flight.popleft(), spatial)
-            yield from self._completed(chunks)
-
-    def _submit_chunk(self, pool: ThreadPoolExecutor, items, size: int) -> list[tuple[int, str, str, Future]]:
-        chunk = []
-        for index, (src0, src1) in items:
-            chunk.append((index, describe(src0), describe(src1), pool.submit(self._prepare_pair, src0, src1)))
-            if len(chunk) == size:
-                break
-        return chunk
-
-    def _batch_chunk(self, chunk: list, batch_size: int, ahead: _DecodeAhead) -> tuple[dict[int, PairResult], list, list]:
-        """Wait for a chunk's decoding: (results of the pairs that failed, batches of same-size pairs, pairs to
-        score in tiles). The chunk's futures are dropped as they are read, so that it holds no pixels."""
-        done: dict[int, PairResult] = {}
-        groups: dict[tuple, list] = {}
-        tiled = []
-        for k, (index, name0, name1, future) in enumerate(chunk):
-            chunk[k] = (index, name0, name1, None)
-            try:
-                prepared = future.result()
-            except Exception as exc:  # never lose the run to one pair: record and go on
-                done[index] = PairResult(index, name0, name1, error=error_text(exc))
-                continue
-            ahead.saw(_pair_bytes(prepared))
-            if isinstance(prepared, _Tiled):
-                tiled.append((index, name0, name1, prepared))
-                continue
-            a, b = prepared
-            groups.setdefault((a.shape, a.dtype.str), []).append((index, name0, name1, a, b))
-        batches = []
-        for members in groups.values():
-            step = self._pairs_per_batch(members[0][3].size // 3, batch_size)  # [1,...] arrays of 3 channels
-            batches += [members[start:start + step] for start in range(0, len(members), step)]
-        return done, batches, tiled
-
-    @staticmethod
-    def _completed(chunks: deque) -> Iterator[PairResult]:
-        """Yield the leading chunks whose every pair has a result, in input order."""
-        while chunks and len(chunks[0][1]) == len(chunks[0][0]):
-            chunk, done = chunks.popleft()
-            for index, *_ in chunk:
-                yield done[index]
-
-    @staticmethod
-    def _record_failure(done: dict, part: list, exc: Exception) -> None:
-        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__  # a backend's own words
-        for index, name0, name1, *_ in part:
-            done[index] = PairResult(index, name0, name1, error=message)
-
-    def _collect(self, done: dict, part: list, pending, spatial: bool) -> None:
-        try:
-            out = pending.result()
-        except Exception as exc:
-            self._record_failure(done, part, exc)
-            return
-        first, *metrics = self._spec_for(spatial).outputs
-        for k, (index, name0, name1, _, _) in enumerate(part):
-            value = out[first][k]
-            done[index] = PairResult(index, name0, name1, distance=value[0] if spatial else float(value),
-                                     metrics={m: float(out[m][k]) for m in metrics} if metrics else None)
-
+        stream = PairStream(backend, self._prepare_pair, self._spec_for(spatial).outputs, self._pairs_per_batch,
+                            lambda pair: self._score_tiled(pair, spatial), self.max_memory, batch_size, workers,
+                            spatial)
+        yield from stream.run(pairs)

@@ -72,10 +72,43 @@ def test_block_streaming_and_spill_equal_the_whole_matrix(scorers, photo_set, tm
     scorer = scorers("squeeze")
     whole = scorer.distance_matrix(photo_set)
     # blocks of 5 over 12 images: ragged last block, strips that start mid-block; features on disk
-    streamed = scorer.distance_matrix(photo_set, max_memory=0, spill_dir=tmp_path, block=5)
+    streamed = scorer.distance_matrix(photo_set, feature_memory=0, spill_dir=tmp_path, block=5)
     assert np.array_equal(streamed, streamed.T)
     assert np.abs(streamed - whole).max() <= TOL
     assert not list(tmp_path.iterdir())  # the spill file is gone afterwards
+
+
+def test_the_old_name_of_feature_memory_still_spills_with_a_warning(scorers, photo_set, tmp_path, monkeypatch):
+    """``max_memory`` on the Scorer is the working memory of scoring; on distance_matrix/score_all_pairs the
+    features' RAM before spilling is ``feature_memory``, and the old keyword warns but still works."""
+    import lpips_runtime.embedding as embedding
+
+    scorer, images, spills, real = scorers("squeeze"), photo_set[:4], [], embedding.FeatureStore
+
+    def spy(*args, **kwargs):
+        store = real(*args, **kwargs)
+        spills.append(store.spilled)
+        return store
+
+    monkeypatch.setattr(embedding, "FeatureStore", spy)
+    with pytest.warns(DeprecationWarning, match="feature_memory"):
+        old = scorer.distance_matrix(images, max_memory=0, spill_dir=tmp_path)
+    with pytest.warns(DeprecationWarning, match="feature_memory"):
+        rows = list(scorer.score_all_pairs(images, max_memory=0, spill_dir=tmp_path))
+    new = scorer.distance_matrix(images, spill_dir=tmp_path)
+    assert spills == [True, True, False]  # 0 bytes of RAM: spilled; the 1 GiB default: held in RAM
+    assert np.array_equal(old, new) and len(rows) == 6
+    with pytest.raises(Exception, match="feature_memory= only"):
+        scorer.distance_matrix(images, max_memory=0, feature_memory=0)
+
+
+def test_the_feature_cache_does_not_import_the_scorer():
+    import subprocess
+    import sys
+
+    code = "import sys, lpips_runtime.embedding; print('lpips_runtime.scorer' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() \
+        == "False"
 
 
 def test_feature_store_spills_past_its_budget(scorers, photo_set, tmp_path):

@@ -15,7 +15,7 @@ import sys, time
 from lpips_runtime import Scorer
 
 scorer = Scorer("squeeze", models_dir=sys.argv[1], auto_export=False)
-results = scorer.score_all_pairs(sys.argv[2:], max_memory=0)  # spill whatever the size
+results = scorer.score_all_pairs(sys.argv[2:], feature_memory=0)  # spill whatever the size
 next(results)  # every image is encoded into the store by the first row
 print("spilling", flush=True)
 time.sleep(600)

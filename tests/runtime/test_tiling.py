@@ -7,7 +7,7 @@ import pytest
 
 from conftest import distort, scene, to_unit_nchw
 from lpips_runtime.nets import NET_NAMES, get_net
-from lpips_runtime.scorer import Scorer, _DecodeAhead
+from lpips_runtime.scorer import Scorer
 from lpips_runtime.tiling import Halo, plan_tiles, tap_geometry, tap_sizes
 
 TOL = 1e-5
@@ -104,17 +104,6 @@ def test_batches_are_formed_by_pixels(split_models):
     pairs = [_pair(150, 200, seed=i) for i in range(5)] + [_pair(40, 50, seed=9)] * 5
     assert all(r.ok for r in scorer.score_pairs(pairs))
     assert max(seen[:3]) == 2 and 5 in seen  # large pairs two at a time, small ones all together
-
-
-def test_decode_ahead_sized_by_bytes():
-    ahead = _DecodeAhead(budget=1000, most=32, first=4)
-    assert ahead.size() == 4  # nothing seen yet
-    ahead.saw(10)
-    assert ahead.size() == 32  # small pairs: the count cap
-    ahead.saw(300)
-    assert ahead.size() == 1  # two chunks alive at once, each within half the budget
-    ahead.saw(5000)
-    assert ahead.size() == 1  # never zero
 
 
 @pytest.mark.parametrize("net", NET_NAMES)

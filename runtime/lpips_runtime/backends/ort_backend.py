@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import BackendError, ModelFileError
+from ..errors import BackendError, ModelFileError, first_line
 from ..modelfile import ModelSpec
 from ..optional import require
 from ..system import physical_cores
@@ -80,7 +80,7 @@ def make_session(path: Path, device: str = "cpu", threads: int | None = None, op
         session = ort.InferenceSession(str(path), options or session_options(ort, threads, spin_between_runs),
                                        providers=providers)
     except Exception as exc:  # ORT raises its own Fail/InvalidGraph types; one line suffices
-        raise ModelFileError(f"ONNX Runtime cannot load {path}: {str(exc).splitlines()[0]}") from exc
+        raise ModelFileError(f"ONNX Runtime cannot load {path}: {first_line(exc)}") from exc
     if device != "cpu" and "CUDAExecutionProvider" not in session.get_providers():
         # When the CUDA provider cannot start (CUDA/cuDNN libraries or the driver missing, no GPU), ORT
         # logs why and quietly runs the session on the CPU. Device pointers bound to such a session would

@@ -171,7 +171,7 @@ def all_pairs(images: list[str] | str, out: str | Path, settings: ScorerSettings
     ray = require_ray()
     if not ray.is_initialized():
         raise ClusterError("no Ray session: call ray.init(...) or use lpips_runtime.cluster.ray_session()")
-    if settings.resize == "first":
+    if settings.resize.mode == "first":
         raise InputError("resize 'first' has no first image in all-pairs runs: use none or a fixed WxH")
     if top_k < 0 or tile < 2:
         raise InputError("top_k must be >= 0 and tile >= 2")
@@ -182,7 +182,7 @@ def all_pairs(images: list[str] | str, out: str | Path, settings: ScorerSettings
     summary_path = out / "summary.json"
     if summary_path.exists() and not overwrite:
         raise InputError(f"{out} holds an all-pairs result: pass --overwrite to replace it")
-    model = WorkerModel.resolve(settings, parts=("encoder", "head"))
+    model = WorkerModel.resolve(settings, distances=False, feature_cache=True)
     for old in OUTPUTS:  # a previous (or killed) run's files; nothing else in the folder is touched
         if (out / old).is_dir():
             ResultFolder(out / old, model.label, overwrite=True)
@@ -217,9 +217,7 @@ def all_pairs(images: list[str] | str, out: str | Path, settings: ScorerSettings
     jobs = [(t[a], t[b], a == b) for t in tiles_by_size.values() for a in range(len(t)) for b in range(a, len(t))]
     limit = tasks_in_flight or max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
     nearest = _NearestTable(n, top_k) if top_k else None
-    spec = model.spec
-    summary = RunSummary({"model": model.label, "net": spec.net, "version": spec.version,
-                          "precision": spec.precision, "backend": settings.backend, "device": settings.device})
+    summary = RunSummary(dict(model.identity))
     summary.start()
     near = 0
     pending: dict = {}  # task ref -> (row indices, column indices)

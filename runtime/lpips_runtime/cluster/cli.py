@@ -78,64 +78,40 @@ def _gpus(ray_opts: dict, device: str) -> float:
 def run_batch_mode(ray_opts: dict, model_opts: dict, mode: str, how: dict, pairs, *, out: str, resume: bool,
                    overwrite: bool, summary_json: str | None, quiet: bool, **scorer_settings) -> int:
     """The --ray branch of ``lpips-score``: ``how`` holds the mode's options (as ``lpips_runtime.cli``
-    names them) and ``pairs()`` lists a folder mode's pairs. Returns the exit code (0, or 3 when some
-    pairs failed; 130 when interrupted)."""
-    from ..progress import Progress
+    names them) and ``pairs()`` lists a folder mode's pairs. Returns the exit code (``batchrun``'s)."""
+    from ..batchrun import BatchRun
     from . import uris
     from .session import cluster_errors, ray_session
-    from .settings import ScorerSettings
+    from .settings import settings_from_cli
 
     gpus = _gpus(ray_opts, model_opts["device"])
-    settings = ScorerSettings.from_cli(model_opts, gpus=gpus, **scorer_settings)
+    settings = settings_from_cli(model_opts, gpus=gpus, **scorer_settings)
     common = dict(actors=ray_opts["actors"], cpus_per_actor=ray_opts["cpus_per_actor"], gpus_per_actor=gpus)
-    show = not quiet
+    run = BatchRun(out, quiet=quiet)
     if mode == "all-pairs" and not how["consecutive"]:
         from .allpairs import all_pairs
 
         images = uris.list_image_files(how["all_pairs"], how["recursive"])
-        with ray_session(ray_opts["ray_address"]), cluster_errors(), _StageProgress(show) as stages:
+        with ray_session(ray_opts["ray_address"]), cluster_errors(), _StageProgress(not quiet) as stages:
             report = all_pairs(images, out, settings, threshold=ray_opts["threshold"], top_k=ray_opts["top_k"],
                                overwrite=overwrite, on_progress=stages.update, **common)
         if summary_json:
             report.summary.write_json(summary_json)
-        if not quiet:
-            click.echo(report.line(), err=True)
-        return 3 if report.summary.stats.failures else 0
+        return run.finish([report.line()], report.summary.stats.failures)
 
     from .run import write_pair_scores
 
     source = how["pairs_csv"] if mode == "pairs" else pairs()  # a --pairs table is read by the cluster
-    progress = None
-
-    def on_start(todo, already):
-        nonlocal progress
-        if already and not quiet:
-            click.echo(f"resuming {out}: {already} pairs already there, {todo} to go", err=True)
-        progress = Progress(todo, enabled=show).__enter__()
-
-    def on_rows(n):
-        progress.update(n)
-
-    interrupted = False
-    with ray_session(ray_opts["ray_address"]), cluster_errors():
-        try:
-            report = write_pair_scores(source, out, settings, csv_header=how["header"], fmt=ray_opts["part_format"],
-                                       resume=resume, overwrite=overwrite, part_rows=ray_opts["part_rows"],
-                                       on_start=on_start, on_rows=on_rows, **common)
-        except KeyboardInterrupt:
-            interrupted = True
-        finally:
-            if progress is not None:
-                progress.close()
-    if interrupted:
-        click.echo(f"interrupted after {progress.count if progress else 0} of {progress.total if progress else '?'} "
-                   f"pairs; rerun with --resume to finish {out}", err=True)
-        return 130
+    with ray_session(ray_opts["ray_address"]), cluster_errors(), run.scoring():
+        report = write_pair_scores(source, out, settings, csv_header=how["header"], fmt=ray_opts["part_format"],
+                                   resume=resume, overwrite=overwrite, part_rows=ray_opts["part_rows"],
+                                   on_start=lambda todo, already: run.start(todo, already), on_rows=run.update,
+                                   **common)
+    if run.interrupted:
+        return run.finish()
     if summary_json:
         report.summary.write_json(summary_json)
-    if not quiet:
-        click.echo(report.summary.line(), err=True)
-    return 3 if report.summary.stats.failures else 0
+    return run.finish([report.summary.line()], report.summary.stats.failures)
 
 
 class _StageProgress:

@@ -100,10 +100,7 @@ def write_pair_scores(source, out: str | Path, settings: ScorerSettings = Scorer
     if not ray.is_initialized():
         raise ClusterError("no Ray session: call ray.init(...) or use lpips_runtime.cluster.ray_session()")
     model = WorkerModel.resolve(settings)  # model problems first, before anything is read or written
-    spec = model.spec
-    folder = ResultFolder(out, model.label, fmt, resume=resume, overwrite=overwrite, context={
-        "model": model.label, "net": spec.net, "version": spec.version, "precision": spec.precision,
-        "backend": settings.backend, "device": settings.device})
+    folder = ResultFolder(out, model.label, fmt, resume=resume, overwrite=overwrite, context=dict(model.identity))
     pairs = read_pair_table(source, columns, csv_header)
     if len(folder.done):
         pairs = pairs.map_batches(_drop_done, fn_kwargs={"done": ray.put(folder.done)}, batch_format="pyarrow",

@@ -18,9 +18,14 @@ from __future__ import annotations
 import logging
 from dataclasses import fields
 
-from ..errors import ClusterError, LpipsError
+from ..errors import ClusterError, LpipsError, first_line
 from .session import require_ray
+from ..options import OPTION_NAMES
 from .settings import ScorerSettings, WorkerModel
+
+# Scorer options a config file does not set: the batch size is the service's max_batch, replicas never spin
+# between runs, frames are the float graph's, and the answers carry LPIPS alone (as lpips-serve's --metrics).
+_NOT_IN_CONFIG = {"batch_size", "spin_between_runs", "frames", "metrics"}
 
 DEPLOYMENT = "LpipsService"
 APP_NAME = "lpips"
@@ -69,8 +74,7 @@ def build_application(settings: ScorerSettings = ScorerSettings(), serve_setting
     serve_settings = serve_settings or ServeSettings()
     if max_replicas is not None and max_replicas < replicas:
         raise LpipsError(f"max_replicas ({max_replicas}) is below replicas ({replicas})")
-    parts = ("fused", "spatial") if serve_settings.heatmap else ("fused",)
-    model = WorkerModel.resolve(for_service(settings, serve_settings), parts=parts)
+    model = WorkerModel.resolve(for_service(settings, serve_settings), maps=serve_settings.heatmap)
     options = dict(name=DEPLOYMENT, max_ongoing_requests=serve_settings.max_queue,
                    max_queued_requests=serve_settings.max_queue,
                    graceful_shutdown_timeout_s=serve_settings.timeout_s + 5,
@@ -93,18 +97,11 @@ def for_service(settings: ScorerSettings, serve_settings) -> ScorerSettings:
     return replace(settings, batch_size=serve_settings.max_batch)
 
 
-def service_max_pixels() -> int:
-    """lpips-serve's default pixel limit (lower than the library's: a service decodes for strangers)."""
-    from ..limits import parse_size
-    from ..serve.settings import SERVE_MAX_PIXELS
-
-    return parse_size(SERVE_MAX_PIXELS, "max_pixels", pixels=True)
-
-
 def application(args: dict):
     """Application builder for Ray Serve config files (``import_path:
     lpips_runtime.cluster.serve:application``). ``args`` takes the names of ``ScorerSettings`` (model,
-    version, baseline, backend, device, precision, threads, resize, models_dir), of ``ServeSettings``
+    version, baseline, backend, device, precision, threads, workers, resize, models_dir, auto_export; a
+    size may be written as on the command line, e.g. max_memory: 2G), of ``ServeSettings``
     (max_batch, max_wait_ms, max_queue, max_body_mb, max_pairs, timeout_s, heatmap, ...; the API key
     from the environment variable ``api_key_env`` names, never from the file), the Scorer's limits
     (max_pixels: lpips-serve's default unless given; tile, max_memory) and cpus_per_replica /
@@ -112,7 +109,7 @@ def application(args: dict):
     ``deployments`` section (deployment name ``LpipsService``), which overrides these options."""
     import os
 
-    from ..serve.settings import ServeSettings
+    from ..serve.settings import SERVE_MAX_PIXELS, ServeSettings
 
     args = dict(args or {})
     cpus, gpus = float(args.pop("cpus_per_replica", 1.0)), float(args.pop("gpus_per_replica", 0.0))
@@ -121,15 +118,15 @@ def application(args: dict):
         raise LpipsError("give the API key through the environment: api_key_env: <VARIABLE>")
     if key_env:
         args["api_key"] = os.environ.get(key_env) or None
-    scorer_names = {f.name for f in fields(ScorerSettings)} - {"batch_size"}
+    scorer_names = set(OPTION_NAMES) - _NOT_IN_CONFIG
     serve_names = {f.name for f in fields(ServeSettings)}
     unknown = sorted(set(args) - scorer_names - serve_names)
     if unknown:
         raise LpipsError(f"unknown lpips application argument(s): {', '.join(unknown)}")
-    args.setdefault("max_pixels", service_max_pixels())
+    args.setdefault("max_pixels", SERVE_MAX_PIXELS)
     if "warmup_size" in args:
         args["warmup_size"] = tuple(args["warmup_size"])
-    scorer = ScorerSettings(**{k: v for k, v in args.items() if k in scorer_names})
+    scorer = ScorerSettings.from_text({k: v for k, v in args.items() if k in scorer_names})
     service = ServeSettings(**{k: v for k, v in args.items() if k in serve_names})
     return build_application(scorer, service, cpus_per_replica=cpus, gpus_per_replica=gpus)
 
@@ -149,5 +146,4 @@ def deploy(app, *, host: str = "127.0.0.1", port: int = 8000) -> None:
     try:
         serve.run(app, name=APP_NAME, route_prefix="/", blocking=False)
     except RuntimeError as exc:  # Ray Serve says which deployment failed; the replicas' logs say why
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ClusterError(f"{first} (the replicas' logs are in the Ray session folder, logs/serve/)") from None
+        raise ClusterError(f"{first_line(exc)} (the replicas' logs are in the Ray session folder, logs/serve/)") from None

@@ -9,7 +9,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from ..errors import ClusterError
+from ..errors import ClusterError, first_line
 from ..optional import require
 
 PURPOSE = "running on a Ray cluster"
@@ -70,8 +70,7 @@ def ray_session(address: str | None = None, *, num_cpus: float | None = None, nu
             ray.init(address, **{k: v for k, v in options.items() if v is not None})
         except (ConnectionError, RuntimeError, ValueError) as exc:
             where = f"the Ray cluster at {address}" if address else "a local Ray cluster"
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ClusterError(f"cannot connect to {where} ({first}): start one with `ray start --head` "
+            raise ClusterError(f"cannot connect to {where} ({first_line(exc)}): start one with `ray start --head` "
                                "and pass its address (--ray-address)") from None
         started = True
     quiet_ray_data()

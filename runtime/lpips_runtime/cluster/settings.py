@@ -10,104 +10,74 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..errors import ModelFileError
-from ..images import DEFAULT_MAX_PIXELS
-from ..limits import DEFAULT_WORK_MEMORY
 from ..modelfile import ModelSpec
+from ..options import ScorerOptions
 
 MODEL_CACHE_ENV = "LPIPS_RT_NODE_MODELS"  # where workers keep shipped models (default: <tmp>/lpips-rt-models)
 
 
-@dataclass(frozen=True)
-class ScorerSettings:
-    """The options of the Scorer every worker opens (same meaning as ``Scorer``'s keywords).
+# The options of the Scorer every worker opens: ``ScorerOptions`` itself (same names, defaults and checks
+# as ``Scorer``'s keywords). ``model`` is a net name or an export's path on the driver; ``threads=None`` on a
+# worker means its CPU allotment (``cpus``), not every core of the node: several workers share a node;
+# ``max_pixels``, ``tile`` and ``max_memory`` bound every worker as they bound one Scorer (decode tasks
+# included); ``auto_export`` applies on the driver only: workers get the files and never export.
+ScorerSettings = ScorerOptions
 
-    ``model`` is a net name or an export's path on the driver. ``threads=None`` on a worker means its
-    CPU allotment (``cpus``), not every core of the node: several workers share a node. ``max_pixels``,
-    ``tile`` and ``max_memory`` bound every worker as they bound one Scorer (decode tasks included).
-    """
 
-    model: str = "alex"
-    version: str = "0.1"
-    baseline: bool = False
-    backend: str = "ort"
-    device: str = "cpu"
-    precision: str = "fp32"
-    threads: int | None = None
-    batch_size: int = 16
-    resize: str = "none"
-    models_dir: str | None = None
-    auto_export: bool = True  # on the driver only: workers get the files and never export
-    max_pixels: int | None = DEFAULT_MAX_PIXELS
-    tile: str | int = "auto"
-    max_memory: int = DEFAULT_WORK_MEMORY
+def open_scorer(settings: ScorerOptions, **overrides):
+    """A Scorer with ``settings``, some replaced by ``overrides`` (on the driver: locates or exports the
+    model as usual)."""
+    from ..scorer import Scorer
 
-    @classmethod
-    def from_cli(cls, options: dict, gpus: float = 0.0, **settings) -> "ScorerSettings":
-        """From the values of ``cli_common.model_options`` plus batch_size/resize keywords. Device
-        "auto" means the workers' device: CUDA when they get GPUs (``gpus`` > 0), else the CPU; no
-        backend means the command line's default for the precision."""
-        from ..backends import default_backend
+    return Scorer.from_options(replace(settings, **overrides) if overrides else settings)
 
-        device = options["device"]
-        if device == "auto":
-            device = "cuda" if gpus else "cpu"
-        return cls(model=str(options["model"] or options["net"]), version=options["lpips_version"],
-                   baseline=options["baseline"], backend=options["backend"] or default_backend(options["precision"]),
-                   device=device, precision=options["precision"], threads=options["threads"],
-                   models_dir=options["models_dir"], auto_export=not options.get("no_export", False),
-                   max_pixels=options["max_pixels"], tile=options["tile"], max_memory=options["max_memory"],
-                   **settings)
 
-    def open(self, **overrides):
-        """A Scorer with these settings (on the driver: locates or exports the model as usual)."""
-        from ..scorer import Scorer
-
-        s = replace(self, **overrides) if overrides else self
-        return Scorer(s.model, version=s.version, baseline=s.baseline, backend=s.backend, device=s.device,
-                      precision=s.precision, threads=s.threads, batch_size=s.batch_size, resize=s.resize,
-                      models_dir=s.models_dir, auto_export=s.auto_export, **s.limits())
-
-    def limits(self) -> dict:
-        """The Scorer keywords that bound memory and input."""
-        return dict(max_pixels=self.max_pixels, tile=self.tile, max_memory=self.max_memory)
+def settings_from_cli(options: dict, gpus: float = 0.0, **settings) -> ScorerOptions:
+    """The workers' options from the values of ``cli_common.model_options`` plus batch_size/resize
+    keywords. Device "auto" means the workers' device: CUDA when they get GPUs (``gpus`` > 0), else the CPU."""
+    device = options["device"]
+    if device == "auto":
+        device = "cuda" if gpus else "cpu"
+    return ScorerOptions.from_cli(options, device=device, **settings)
 
 
 @dataclass(frozen=True)
 class WorkerModel:
     """The resolved model of a run, as workers get it: the driver's spec (frames chosen), the settings,
-    and the bytes of every file workers need, keyed by file name.
+    the run's identity, and the bytes of every file workers need, keyed by file name.
 
     Actors get it whole as a constructor argument (Ray stores a large argument in the object store
     and keeps it for restarts; a reference nested in a small argument would not be kept, see
     ray-project/ray#53727); decode tasks get ``without_files()``.
     """
 
-    settings: ScorerSettings
+    settings: ScorerOptions
     spec: ModelSpec
+    identity: dict  # the driver's ``Scorer.identity``: what every worker computes with
     files: dict[str, bytes] = field(repr=False)
 
     @classmethod
-    def resolve(cls, settings: ScorerSettings, parts: tuple[str, ...] = ("fused",)) -> "WorkerModel":
-        """Locate (or export) the model on the driver and read its files: ``parts`` among "fused",
-        "encoder", "head" (the feature cache's split graphs) and "spatial" (the fused per-pixel map).
-        With "fused", the split graphs come too where the Scorer may tile a large pair (``Scorer.tile``),
-        as far as they exist or can be exported (else such a pair fails as it would in one process)."""
-        with settings.open() as scorer:
+    def resolve(cls, settings: ScorerOptions, *, distances: bool = True, maps: bool = False,
+                feature_cache: bool = False) -> "WorkerModel":
+        """Locate (or export) the model on the driver and read the files of ``Scorer.model_parts`` (the
+        fused graph for ``distances``; with ``maps`` the spatial one, with ``feature_cache`` the split
+        graphs), and for distances or maps those of its ``tile_parts`` as far as they exist or can be
+        exported (else a pair too large for one piece fails as it would in one process)."""
+        with open_scorer(settings) as scorer:
             files = {}
 
             def add(part: str) -> None:
-                info = scorer.model_info(spatial=True) if part == "spatial" else scorer.model_info(part=part)
+                info = scorer.part_info(part)
                 files[info.spec.filename()] = info.path.read_bytes()  # the name workers look up
 
-            for part in parts:
+            for part in scorer.model_parts(distances=distances, maps=maps, feature_cache=feature_cache):
                 add(part)
-            if "fused" in parts and scorer.tile != "off" and scorer.can_tile():
-                for part in ("encoder", "head"):
-                    try:
-                        add(part)
-                    except ModelFileError:
-                        pass
-            return cls(settings, scorer.spec, files)
+            for part in scorer.tile_parts() if distances or maps else ():
+                try:
+                    add(part)
+                except ModelFileError:
+                    pass
+            return cls(settings, scorer.spec, scorer.identity, files)
 
     def without_files(self) -> "WorkerModel":
         """This model without its files: enough for ``decoder()``."""
@@ -116,29 +86,30 @@ class WorkerModel:
     @property
     def label(self) -> str:
         """The ``model`` column of result rows (as ``lpips-score --out`` writes it)."""
-        return self.spec.describe()
+        return self.identity["model"]
+
+    def _spec_options(self) -> dict:
+        """The driver's resolved model as option values (a net name, the frames chosen, the precision the
+        distances are computed in), so that every worker opens the very same graph."""
+        s = self.spec
+        return dict(model=s.net, version=s.version, baseline=not s.calibrated, precision=self.identity["precision"],
+                    frames=s.frames, metrics=s.metrics, auto_export=False)
 
     def decoder(self):
         """A Scorer for ``load_pair``/``load_one`` only (decode, validate, resize): it never opens a
         backend, needs no model file and runs on any node."""
-        from ..scorer import Scorer
+        from ..options import DEFAULTS
 
-        s = self.spec
-        return Scorer(s.net, version=s.version, baseline=not s.calibrated, precision=s.precision, frames=s.frames,
-                      batch_size=self.settings.batch_size, resize=self.settings.resize, auto_export=False,
-                      max_pixels=self.settings.max_pixels)
+        return open_scorer(self.settings, **{**self._spec_options(), "precision": self.spec.precision,
+                                             "tile": "off", "backend": DEFAULTS.backend, "device": DEFAULTS.device,
+                                             "threads": None, "workers": None, "models_dir": None})
 
     def scorer(self, cpus: float = 1.0, **options):
         """The worker's Scorer over the shipped files (installed once per node), never exporting.
-        ``options``: further Scorer keywords (e.g. ``spin_between_runs`` for a service)."""
-        from ..scorer import Scorer
-
-        folder = self.install()
-        s, threads = self.spec, self.settings.threads or max(1, int(round(cpus)))
-        return Scorer(s.net, version=s.version, baseline=not s.calibrated, backend=self.settings.backend,
-                      device=self.settings.device, precision=s.precision, frames=s.frames, threads=threads,
-                      batch_size=self.settings.batch_size, resize=self.settings.resize, models_dir=folder,
-                      auto_export=False, **self.settings.limits(), **options)
+        ``options``: further Scorer options (e.g. ``spin_between_runs`` for a service)."""
+        threads = self.settings.threads or max(1, int(round(cpus)))
+        return open_scorer(self.settings, **{**self._spec_options(), "threads": threads,
+                                             "models_dir": self.install(), **options})
 
     def install(self) -> Path:
         """Write the files into this node's model cache (a folder per content digest; each file written

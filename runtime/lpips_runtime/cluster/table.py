@@ -12,7 +12,7 @@ import csv
 import io
 import logging
 
-from ..errors import InputError
+from ..errors import InputError, first_line
 from . import uris
 from .session import require_ray
 
@@ -88,7 +88,7 @@ def _read_local(path: str, fmt: str, columns, csv_header: bool | None):
     except FileNotFoundError:
         raise InputError(f"{path}: no such file") from None
     except Exception as exc:
-        raise InputError(f"{path}: cannot read as Parquet ({str(exc).splitlines()[0]})") from None
+        raise InputError(f"{path}: cannot read as Parquet ({first_line(exc)})") from None
     a, b = pair_columns(table.column_names, columns, path)
     base = uris.parent(path)
     return pa.table({new: [uris.join(base, str(v).strip()) for v in table.column(old).to_pylist()]

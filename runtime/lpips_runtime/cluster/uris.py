@@ -13,7 +13,7 @@ import re
 import threading
 from pathlib import Path
 
-from ..errors import InputError
+from ..errors import InputError, first_line
 from ..images import EncodedImage, max_file_bytes
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
@@ -70,7 +70,7 @@ def filesystem(uri: str):
         try:
             fs, path = pafs.FileSystem.from_uri(uri)
         except Exception as exc:  # pyarrow raises ArrowInvalid, OSError, ... with long texts
-            raise InputError(f"{uri}: cannot open its filesystem ({_first_line(exc)})") from None
+            raise InputError(f"{uri}: cannot open its filesystem ({first_line(exc)})") from None
         with _lock:
             _filesystems.setdefault(key, fs)
         return fs, path
@@ -87,11 +87,6 @@ _PATH_RULES = {
 }
 
 
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
 def read_bytes(uri: str, max_bytes: int | None = None) -> bytes:
     """The bytes of a file at a URI with a scheme, at most ``max_bytes`` of them (None: no cap);
     ``InputError`` (one line) if it cannot be read or is larger."""
@@ -102,7 +97,7 @@ def read_bytes(uri: str, max_bytes: int | None = None) -> bytes:
     except FileNotFoundError:
         raise InputError(f"{uri}: no such file") from None
     except Exception as exc:
-        raise InputError(f"{uri}: cannot read ({_first_line(exc)})") from None
+        raise InputError(f"{uri}: cannot read ({first_line(exc)})") from None
     if max_bytes is not None and len(data) > max_bytes:
         raise InputError(f"{uri}: more than the {max_bytes:,} bytes allowed")
     return data
@@ -131,7 +126,7 @@ def list_image_files(folder: str, recursive: bool = False) -> list[str]:
     except FileNotFoundError:
         raise InputError(f"{folder}: not a folder") from None
     except Exception as exc:
-        raise InputError(f"{folder}: cannot list ({_first_line(exc)})") from None
+        raise InputError(f"{folder}: cannot list ({first_line(exc)})") from None
     base, root = folder.rstrip("/"), path.rstrip("/") + "/"
     names = sorted(info.path[len(root):] for info in infos if info.type == pafs.FileType.File
                    and info.path.startswith(root) and is_image_name(info.base_name)

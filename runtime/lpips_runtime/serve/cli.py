@@ -15,14 +15,20 @@ import sys
 
 import click
 
-from ..cli_common import errors_to_click, model_options, open_scorer, setup_logging, tool_version_option
+from ..cli_common import (errors_to_click, model_options, open_scorer, scorer_option, setup_logging,
+                          tool_version_option)
 from ..errors import ModelFileError
+from ..limits import format_size
 from ..nets import NET_NAMES, VERSIONS
 from ..optional import require
 from .settings import SERVE_MAX_PIXELS, ServeSettings
 
 ENV_PREFIX = "LPIPS_SERVE"
 API_KEY_ENV = f"{ENV_PREFIX}_API_KEY"
+# What to start with when a model part is missing: the distance model alone is a valid service.
+_WITHOUT = {"spatial": " (or start with --no-heatmap to serve distances only)",
+            "encoder": " (or start with --tile off to score every pair in one piece)",
+            "head": " (or start with --tile off to score every pair in one piece)"}
 _DEFAULTS = ServeSettings()
 log = logging.getLogger("lpips_runtime.serve")
 
@@ -145,7 +151,7 @@ def _server_class(uvicorn):
 
 # --max-pixels (a model option) answers 413 here; a server's default is lower than the library's.
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "show_default": True,
-                                 "default_map": {"max_pixels": SERVE_MAX_PIXELS},
+                                 "default_map": {"max_pixels": format_size(SERVE_MAX_PIXELS, pixels=True)},
                                  "auto_envvar_prefix": ENV_PREFIX})
 @tool_version_option
 @model_options
@@ -186,8 +192,8 @@ def _server_class(uvicorn):
               help="Longest a client may take to send a request's head (408 and closed beyond it).")
 @click.option("--keep-alive-s", type=click.FloatRange(min=0, min_open=True), default=_DEFAULTS.keep_alive_s,
               help="Idle kept-alive connections are closed after this.")
-@click.option("--workers", type=click.IntRange(min=1), help="Decoding threads (default: up to 4).")
-@click.option("--resize", default="none", help="none (sizes must match), first, or WxH, as lpips-score --resize.")
+@scorer_option("workers")
+@scorer_option("resize", help="none (sizes must match), first, or WxH, as lpips-score --resize.")
 @click.option("--heatmap/--no-heatmap", default=True,
               help="Serve /v1/heatmap (loads the spatial model too: export it with --spatial).")
 @click.option("--access-log/--no-access-log", default=True, help="One line per request on stderr.")
@@ -270,18 +276,11 @@ def main(nets, export_missing, host, port, api_key, protect_metrics, max_batch, 
 def _check_model_files(scorer, heatmap: bool) -> None:
     """Model files are located and verified now, so that a wrong option fails before the port is bound;
     opening and warming them happens after start (see /readyz)."""
-    scorer.model_info()
-    if heatmap:
+    for part in scorer.model_parts(maps=heatmap) + scorer.tile_parts():
         try:
-            scorer.model_info(spatial=True)
+            scorer.part_info(part)
         except ModelFileError as exc:  # the distance model alone is a valid service: say how
-            raise ModelFileError(f"{exc} (or start with --no-heatmap to serve distances only)") from None
-    if scorer.tile != "off" and scorer.can_tile():  # pairs past --max-memory: tiles, by the split graphs
-        try:
-            scorer.model_info(part="encoder")
-            scorer.model_info(part="head")
-        except ModelFileError as exc:
-            raise ModelFileError(f"{exc} (or start with --tile off to score every pair in one piece)") from None
+            raise ModelFileError(f"{exc}{_WITHOUT.get(part, '')}") from None
 
 
 if __name__ == "__main__":

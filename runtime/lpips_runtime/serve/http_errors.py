@@ -2,7 +2,7 @@
 the CLI would print for the same problem."""
 from __future__ import annotations
 
-from ..errors import ImageTooLargeError, InputError, LpipsError
+from ..errors import ImageTooLargeError, InputError, LpipsError, first_line
 
 
 MAX_MESSAGE = 500  # characters of an error message: what it echoes of a request is bounded too
@@ -30,7 +30,7 @@ def from_lpips_error(exc: LpipsError) -> ServiceError:
     """The HTTP answer to a library error about one request's input: 413 for an image over the pixel
     limit (refused before decoding), 422 for anything else that cannot be scored (undecodable, size
     mismatch, too small), 500 for what is not about the input."""
-    message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    message = first_line(exc)
     if isinstance(exc, ImageTooLargeError):
         return ServiceError(413, "image_too_large", message)
     if isinstance(exc, InputError):

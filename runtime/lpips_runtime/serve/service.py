@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from ..errors import LpipsError
+from ..errors import LpipsError, first_line
 from ..formatting import float32_json
 from ..images import EncodedImage
 from .batcher import DynamicBatcher, QueueFull, Reservation
@@ -49,10 +49,10 @@ class Service:
         self.model = scorer.describe()  # the model and the precision its distances are computed in
         self.name, self.version = model_name(scorer.spec), scorer.spec.version
         self.outputs: tuple[str, ...] = ("distance", *scorer.metrics)
+        identity = {key: str(value).lower() if isinstance(value, bool) else value
+                    for key, value in scorer.identity.items() if key not in ("model", "version")}
         self.metrics = metrics.for_model(self.name, self.version, {
-            "description": self.model, "net": scorer.spec.net, "calibrated": str(scorer.spec.calibrated).lower(),
-            "precision": scorer.precision, "backend": scorer.backend_name, "device": scorer.device,
-            "outputs": ",".join(self.outputs)})
+            "description": self.model, **identity, "outputs": ",".join(self.outputs)})
         self.status = "loading"  # -> ready -> draining, or failed
         self.reason = ""  # why it failed, for the repository index
         self.batcher: DynamicBatcher | None = None
@@ -82,7 +82,7 @@ class Service:
         try:
             await asyncio.get_running_loop().run_in_executor(self.pool, self._warm_up)
         except Exception as exc:  # noqa: BLE001 - any failure to load is fatal for a server, said in one line
-            message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            message = first_line(exc)
             self.status, self.reason = "failed", message
             log.error("lpips-serve: the model cannot run: %s (%s version %s)", message, self.name, self.version)
             self.on_fatal(message)

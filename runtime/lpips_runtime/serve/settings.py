@@ -9,7 +9,7 @@ from .admission import JSON_COST
 
 # lpips-serve's default of the Scorer's pixel limit (--max-pixels; the library's is 100 Mpx): an image
 # header may declare at most about 50 megapixels (an 8192x6144 photograph), 1.2 GB of float32 for a pair.
-SERVE_MAX_PIXELS = "50M"
+SERVE_MAX_PIXELS = 50_000_000
 
 
 @dataclass(frozen=True)

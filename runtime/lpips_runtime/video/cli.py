@@ -1,7 +1,7 @@
 """``lpips-video``: per-frame LPIPS of two videos, with VMAF-style pooled statistics.
 
-Exit codes (as ``lpips-score``): 0 every frame scored; 1 an error stopped the run, the frame counts
-differ without --shortest, or there was no frame pair to score (one line on stderr; rows already written
+Exit codes (``batchrun``'s, as ``lpips-score``): 0 every frame scored; 1 an error stopped the run, the frame
+counts differ without --shortest, or there was no frame pair to score (one line on stderr; rows already written
 are kept); 2 bad usage; 3 the run
 finished but some frames failed to decode or score (each has a row with its error); 130 interrupted.
 """
@@ -15,11 +15,9 @@ from pathlib import Path
 
 import click
 
-from ..cli_common import errors_to_click, heatmap_options, model_options, open_scorer, setup_logging
+from ..cli_common import errors_to_click, heatmap_options, model_options, open_scorer, scorer_option, setup_logging
 from ..pooling import STAT_NAMES
 
-EXIT_FRAMES_FAILED = 3
-EXIT_INTERRUPTED = 130
 # Frames per inference batch when --batch-size is not given: about 2 megapixels per batch (1 frame at
 # 1080p, 2 at 720p, 16 at 360x360 and below). Measured for alex at 1080p on the CPU: each pair in a batch
 # adds about 560 MiB of ONNX Runtime buffers (peak RSS 648 / 1208 / 2296 MiB at batch 1 / 2 / 4) and no
@@ -51,8 +49,7 @@ def auto_batch_size(width: int, height: int) -> int:
               show_default=True, help="YUV range; auto: the file's tag (untagged: limited, full for yuvj*).")
 @click.option("--chroma", type=click.Choice(["bilinear", "nearest"]), default="bilinear", show_default=True,
               help="Chroma upsampling (nearest: swscale's fast path).")
-@click.option("--resize", default="none", show_default=True,
-              help="none (sizes must match), first (DIST frames to REF's size), or WxH (both).")
+@scorer_option("resize", help="none (sizes must match), first (DIST frames to REF's size), or WxH (both).")
 @click.option("--out", type=click.Path(dir_okay=False), help="Stream rows to a .csv or .jsonl file.")
 @click.option("--resume", is_flag=True, help="Skip frames already in --out and append the rest.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing --out file.")
@@ -63,7 +60,7 @@ def auto_batch_size(width: int, height: int) -> int:
               help="Write each frame's spatial distance map as a video (e.g. heat.mp4; one more inference per frame).")
 @heatmap_options(allow_auto=False)
 @model_options
-@click.option("--batch-size", type=click.IntRange(min=1), help="Frame pairs per inference (default: ~2 Mpx).")
+@scorer_option("batch_size", default=None, show_default=False, help="Frame pairs per inference (default: ~2 Mpx).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress, no summary on stderr.")
 def main(ref, dist, offset, step, max_frames, shortest, raw_size, pix_fmt, raw_fps, colorspace, colour_range, chroma, resize,
          out, resume, overwrite, as_json, summary_path, heatmap_video, heatmap_alpha, heatmap_max, colormap,
@@ -124,7 +121,7 @@ def _heatmap_writer(scorer, videos, path, alpha, colormap, vmax):
 def _score(videos, scorer, out, resume, overwrite, as_json, summary_path, heatmap, quiet) -> int:
     from ..errors import InputError
     from ..pooling import Pooling
-    from ..progress import Progress
+    from ..batchrun import BatchRun
     from ..results import ResultWriter, metric_columns
     from .score import FRAME_COLUMNS, FRAME_KEY
 
@@ -146,35 +143,26 @@ def _score(videos, scorer, out, resume, overwrite, as_json, summary_path, heatma
         for source, conversion in zip(videos.sources, videos.conversions):
             info = source.info
             click.echo(f"{source.name}: {info.size()} {info.pix_fmt} {info.codec}; {conversion.describe()}", err=True)
-        if done:
-            click.echo(f"resuming {out}: {len(done)} frames already there", err=True)
-    progress = Progress(videos.expected_pairs(len(done)) or 0, enabled=not quiet, unit="frames")
-    try:
-        with progress:
-            for result in videos.frames(scorer, done, keep_frames=heatmap is not None):
-                writer.write_row(result.row())
-                pooling.add(result.frame, result.distance)
-                for m, metric in metric_pooling.items():
-                    metric.add(result.frame, result.metrics[m] if result.ok else None)
-                if heatmap is not None and result.ok:
-                    heatmap.write(scorer.distance_map(result.ref, result.dist), result.ref)
-                progress.update()
-    except KeyboardInterrupt:
-        where = f"; rerun with --resume to finish {out}" if out else ""
-        click.echo(f"interrupted after {progress.count} frames{where}", err=True)
+    run = BatchRun(out, unit="frames", quiet=quiet).start(videos.expected_pairs(len(done)), already=len(done))
+    with run.scoring(writer, *([heatmap] if heatmap is not None else [])):
+        for result in videos.frames(scorer, done, keep_frames=heatmap is not None):
+            writer.write_row(result.row())
+            pooling.add(result.frame, result.distance)
+            for m, metric in metric_pooling.items():
+                metric.add(result.frame, result.metrics[m] if result.ok else None)
+            if heatmap is not None and result.ok:
+                heatmap.write(scorer.distance_map(result.ref, result.dist), result.ref)
+            run.update()
+    if run.interrupted:
         if summary_path:  # what was scored so far, marked incomplete (as lpips-score --summary-json)
             _write_summary(summary_path, pooling.stats(), label, scorer, videos, None, metric_pooling, complete=False)
-        return EXIT_INTERRUPTED
-    finally:
-        writer.close()
-        if heatmap is not None:
-            heatmap.close()
+        return run.finish()
     stats = pooling.stats()
-    if not quiet:
-        click.echo(stats.line("worst_frame"), err=True)
-        for m, metric in metric_pooling.items():
-            identical = f" identical={metric.infinite} (inf, left out)" if metric.infinite else ""
-            click.echo(f"{m}: {metric.stats().line('worst_frame')}{identical}", err=True)
+    lines = [stats.line("worst_frame")]
+    for m, metric in metric_pooling.items():
+        identical = f" identical={metric.infinite} (inf, left out)" if metric.infinite else ""
+        lines.append(f"{m}: {metric.stats().line('worst_frame')}{identical}")
+    code = run.finish(lines, stats.failures + len(videos.read_errors))
     failure = videos.failure()
     if summary_path:
         _write_summary(summary_path, stats, label, scorer, videos, failure, metric_pooling)
@@ -186,15 +174,15 @@ def _score(videos, scorer, out, resume, overwrite, as_json, summary_path, heatma
         raise InputError("no frame pairs to score: " + ", ".join(
             f"{s.name} has {r.count} frames" for s, r in zip(videos.sources, videos.readers))
             + f" (--offset {videos.alignment.offset}{' --shortest' if videos.alignment.shortest else ''})")
-    return EXIT_FRAMES_FAILED if stats.failures or videos.read_errors else 0
+    return code
 
 
 def _write_summary(path, stats, label, scorer, videos, failure, metric_pooling, complete: bool = True) -> None:
     """The pooled statistics and what was compared, as one JSON object (with metrics: the same statistics
     of each under "metrics", the worst frame being the lowest, and ``identical``: frames of infinite PSNR;
     ``complete``: false when the run was interrupted)."""
-    summary = {"model": label, "backend": scorer.backend_name, "device": scorer.device,
-               "frames_scored": stats.n, "failures": stats.failures, "complete": complete}
+    summary = {**scorer.identity, "model": label, "frames_scored": stats.n, "failures": stats.failures,
+               "complete": complete}
     summary |= {name: getattr(stats, name) for name in STAT_NAMES}
     summary |= {"worst_frame": stats.worst}
     if metric_pooling:
