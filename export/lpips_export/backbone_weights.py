@@ -192,8 +192,7 @@ def _from_torchvision(net: NetSpec, allow_download: bool) -> tuple[dict, str] | 
             state = weights.get_state_dict(progress=False, check_hash=True)
     except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
         reason = getattr(exc, "reason", exc)
-        log.warning("%s backbone: torchvision's download site is unreachable (%s): using the offline source",
-                    net.name, reason)
+        log.warning("%s backbone: %s is unreachable (%s): using the offline source", net.name, weights.url, reason)
         return None
     log.warning("%s backbone: downloaded %s to %s (hash-checked by torchvision)", net.name, weights.url, cached)
     return state, f"torchvision download {weights.url} (cached at {cached})"

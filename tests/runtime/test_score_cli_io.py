@@ -80,8 +80,9 @@ def test_first_run_export_keeps_stdout_for_results(tree, tmp_path):
     assert done.returncode == 0, done.stderr
     record = json.loads(done.stdout)
     assert record["net"] == "alex" and (models / "lpips-alex-v0.1.onnx").is_file()
-    assert done.stderr.splitlines()[0].startswith(f"lpips-alex-v0.1.onnx is not in {models} (the folder given): "
-                                                  "exporting LPIPS-alex v0.1 there now")
+    # the announcement comes first, before anything the export prints, and says what, where and why
+    assert done.stderr.splitlines()[0].startswith(f"exporting lpips-alex-v0.1.onnx to {models} now, because this "
+                                                  "run needs LPIPS-alex v0.1")
     for chatter in ("chatter: python print", "chatter: fd 1", "chatter: C printf"):
         assert chatter in done.stderr
     refused_args = [sys.executable, "-m", "lpips_runtime.cli", tree / "gt" / "a.png", tree / "pred" / "a.png",

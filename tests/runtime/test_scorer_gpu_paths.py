@@ -36,7 +36,7 @@ def test_auto_frames_prefers_the_bgr_frame_export_on_cuda(models_dir, tmp_path_f
     with pytest.raises(LpipsError, match="frames 'rgb'"):
         Scorer("alex", frames="rgb")
     with pytest.raises(LpipsError, match="unknown precision"):
-        Scorer("alex", precision="int8")
+        Scorer("alex", precision="int4")
 
 
 def test_frame_graph_skips_cpu_preprocessing_and_matches(models_dir, photo_pair_files, monkeypatch):

@@ -277,7 +277,7 @@ def test_bad_inputs_are_one_line_errors(clips, models_dir, tmp_path):
     assert _invoke(clips["ref.mkv"], clips["dist.mkv"], "--step", "0", models_dir=models_dir).exit_code == 2
 
 
-def test_resume_after_an_interruption_keeps_every_row(models_dir, tmp_path):
+def test_resume_after_an_interruption_keeps_every_row(models_dir, exported_spec, tmp_path):
     """Interrupt a streaming run (SIGINT: exit 130), resume it: rows written before stay as they were and
     every frame is there exactly once; a partial last row (a kill mid-write) is dropped and redone.
     DIST first comes through a pipe that holds back its last frames, so the run is surely midway."""
@@ -315,7 +315,12 @@ def test_resume_after_an_interruption_keeps_every_row(models_dir, tmp_path):
     assert sorted(_rows(full.stdout), key=lambda r: int(r["frame"])) == \
         sorted(_rows("\n".join(after)), key=lambda r: int(r["frame"]))
     assert full.stderr.strip().splitlines()[-1] == done.stderr.strip().splitlines()[-1]  # pooled over all rows
-    other = _invoke(ref, dist, "--out", out, "--resume", "--net", "squeeze", models_dir=models_dir)
+    # another net's frame graph beside alex's (lpips-video never exports on demand): its resume is refused
+    both = tmp_path / "both-models"
+    both.mkdir()
+    for path in [*models_dir.iterdir(), exported_spec(ModelSpec("squeeze", frames="nhwc-rgb"))]:
+        (both / path.name).symlink_to(path.resolve())
+    other = _invoke(ref, dist, "--out", out, "--resume", "--net", "squeeze", models_dir=both)
     assert other.exit_code == 1 and "holds results of LPIPS-alex v0.1" in other.stderr
 
 

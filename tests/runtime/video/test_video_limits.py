@@ -83,7 +83,7 @@ def test_interrupted_run_writes_an_incomplete_summary(models_dir, tmp_path):
     with open(pipe, "wb") as feed:
         feed.write(data[:len(data) - held_back * frame_bytes])
         feed.flush()
-        wait_for_lines(out, 6, proc)
+        wait_for_lines(out, 1, proc)  # a first row: midway (small frames are decoded ahead in large chunks)
         os.kill(proc.pid, signal.SIGINT)
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130, stderr
