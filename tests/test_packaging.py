@@ -19,6 +19,7 @@ skips it locally; CI (``CI=true``) always runs it.
 """
 from __future__ import annotations
 
+import csv
 import json
 import os
 import shutil
@@ -215,7 +216,8 @@ print(json.dumps(needs))
 def test_torch_free_machine_with_one_export_does_everything(dists, venv, exported, tmp_path):
     """Issue 21: the wheel with [cpu,light-export,serve,video] (no torch) and `lpips-export --net alex` (built from
     the graph templates) serve every front end from an empty folder: a pair, --heatmap, --metrics, --all-pairs,
-    --ref, tiles on a large pair, lpips-video with --heatmap-video, and lpips-serve with its default options."""
+    --ref, tiles on a large pair, --ray workers, lpips-video with --heatmap-video, and lpips-serve with its default
+    options."""
     import signal
     import time
 
@@ -259,6 +261,8 @@ def test_torch_free_machine_with_one_export_does_everything(dists, venv, exporte
     tiled, whole = float(score(big0, big1, "--tile", "400").stdout), float(score(big0, big1, "--tile", "off").stdout)
     assert abs(tiled - whole) <= 1e-5
 
+    _score_with_ray_workers(python, bin_dir, env, empty, dists[1], folder, tmp_path)
+
     _run([python, EXAMPLES / "make_video_clips.py", tmp_path], empty, env)
     heat_video = tmp_path / "heat.mp4"
     done = _run([bin_dir / "lpips-video", tmp_path / "ref.mp4", tmp_path / "dist.mp4", "--max-frames", "12",
@@ -290,6 +294,46 @@ def test_torch_free_machine_with_one_export_does_everything(dists, venv, exporte
     finally:
         server.send_signal(signal.SIGTERM)
         server.communicate(timeout=60)
+
+
+def _score_with_ray_workers(python, bin_dir, env, empty, wheel, folder, tmp_path) -> None:
+    """``lpips-score --ray`` from the same torch-free venv with the [ray] extra added: a local Ray cluster
+    (started by the command itself) inside a private network and pid namespace with loopback only and
+    a Ray temp folder of its own; its distances equal the same folders scored without Ray."""
+    sys.path.insert(0, str(ROOT / "tests" / "runtime" / "cluster"))
+    from ray_netns import _UNSHARE, _new_ray_tmpdir, unshare_problem
+
+    problem = unshare_problem()
+    if problem:
+        if os.environ.get("CI"):
+            pytest.fail(f"--ray workers cannot be tested: {problem}")
+        return
+    import cv2
+
+    dist_folder = tmp_path / "images-distorted"
+    dist_folder.mkdir()
+    for image in sorted(folder.glob("*.png")):
+        cv2.imwrite(str(dist_folder / image.name), cv2.GaussianBlur(cv2.imread(str(image)), (5, 5), 2))
+    _run([python, "-m", "pip", "install", "-q", f"{wheel}[cpu,light-export,ray]"], empty, env, timeout=900)
+    assert _run([python, "-c", "import torch"], empty, env, check=False).returncode == 1
+    plain, with_ray = tmp_path / "plain.csv", tmp_path / "ray.csv"
+    pairs = ["--dir0", folder, "--dir1", dist_folder]
+    _run([bin_dir / "lpips-score", *pairs, "--out", plain], empty, env)
+    ray_tmp = _new_ray_tmpdir()
+    try:
+        _run([*_UNSHARE, "sh", "-c", 'ip link set lo up && exec "$@"', "sh",
+              bin_dir / "lpips-score", *pairs, "--ray", "--part-format", "csv", "--out", with_ray], empty,
+             dict(env, RAY_TMPDIR=ray_tmp))
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+
+    def distances(*files):
+        rows = [row for path in files for row in csv.DictReader(path.open(newline=""))]
+        return {Path(row["img0"]).name: float(row["distance"]) for row in rows}
+
+    plain_d, ray_d = distances(plain), distances(*sorted(with_ray.glob("part-*.csv")))
+    assert len(plain_d) == 3 and plain_d.keys() == ray_d.keys()
+    assert all(abs(plain_d[k] - ray_d[k]) <= 1e-6 for k in plain_d), (plain_d, ray_d)
 
 
 def _link_pinned_torch(target: Path) -> None:
