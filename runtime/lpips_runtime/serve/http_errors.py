@@ -2,6 +2,8 @@
 the CLI would print for the same problem."""
 from __future__ import annotations
 
+import json
+
 from ..errors import ImageTooLargeError, InputError, LpipsError, first_line
 
 
@@ -40,6 +42,17 @@ def from_lpips_error(exc: LpipsError) -> ServiceError:
 
 def bad_request(message: str) -> ServiceError:
     return ServiceError(400, "bad_request", message)
+
+
+def load_json(data: bytes | memoryview, what: str):
+    """``data`` parsed as JSON; malformed, not UTF-8 or nested past Python's recursion limit -> 400 naming
+    ``what`` (never a 500 with a RecursionError traceback)."""
+    try:
+        return json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise bad_request(f"{what} is not JSON: {exc}") from None
+    except RecursionError:
+        raise bad_request(f"{what} is JSON nested too deeply") from None
 
 
 def unauthorized(message: str) -> ServiceError:

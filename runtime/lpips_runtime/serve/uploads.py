@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
-import json
 from collections.abc import AsyncIterator
 
 from ..optional import require
@@ -18,7 +17,7 @@ from starlette.datastructures import FormData, UploadFile
 from starlette.requests import Request
 
 from ..images import EncodedImage
-from .http_errors import ServiceError, bad_request, echo
+from .http_errors import ServiceError, bad_request, echo, load_json
 
 MULTIPART = "multipart/form-data"
 JSON = "application/json"
@@ -99,12 +98,7 @@ def json_pairs(body: bytes, max_pairs: int) -> list[Pair]:
     bad base64 gets its own error; a body of the wrong shape fails the request (400); more than
     ``max_pairs`` pairs, 413 (before parsing: see ``_prescan``)."""
     _prescan(body, max_pairs)
-    try:
-        doc = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise bad_request(f"body is not JSON: {exc}") from None
-    except RecursionError:
-        raise bad_request("body is not a batch: JSON nested too deeply") from None
+    doc = load_json(body, "body")
     if not isinstance(doc, dict) or not isinstance(doc.get("pairs"), list):
         raise bad_request('JSON body must be {"pairs": [{"img0": "<base64>", "img1": "<base64>"}, ...]}')
     if len(doc["pairs"]) > max_pairs:

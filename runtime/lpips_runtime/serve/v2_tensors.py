@@ -24,7 +24,7 @@ import numpy as np
 
 from ..formatting import float32_json
 from ..images import EncodedImage
-from .http_errors import ServiceError, bad_request
+from .http_errors import ServiceError, bad_request, load_json
 
 HEADER_LENGTH = "inference-header-content-length"
 DTYPES = {"UINT8": np.uint8, "FP32": np.float32}  # the element types this server reads or writes
@@ -131,12 +131,7 @@ def parse_infer(body: bytes, header_length: str | None) -> InferRequest:
     """An inference request body -> its inputs as arrays (400 for anything malformed)."""
     json_size = _header_length(header_length, len(body))
     head = body if json_size is None else body[:json_size]
-    try:
-        doc = json.loads(head)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise bad_request(f"the inference request is not JSON: {exc}") from None
-    except RecursionError:
-        raise bad_request("the inference request is JSON nested too deeply") from None
+    doc = load_json(head, "the inference request")
     if not isinstance(doc, dict) or not isinstance(doc.get("inputs"), list):
         raise bad_request("an inference request is a JSON object with an 'inputs' list")
     binary = memoryview(body)[json_size:] if json_size is not None else memoryview(b"")
