@@ -534,14 +534,16 @@ class Scorer(ScorerFeatures):
 
     # -- prepared inputs: for front ends that decode in other processes (lpips_runtime.cluster) ---------
 
-    def distance_prepared(self, img0: np.ndarray, img1: np.ndarray) -> np.ndarray:
+    def distance_prepared(self, img0: np.ndarray, img1: np.ndarray, every_output: bool = False):
         """float32 [N]: distances of two model-ready batches, each the concatenation along axis 0 of
         N ``load_pair`` outputs of one shape (decoded and validated by ``load_pair`` elsewhere, e.g. in
-        another process of a cluster), run in chunks of ``batch_size``."""
+        another process of a cluster), run in chunks of ``batch_size``. ``every_output``: a dict of every
+        output by name instead ("distance" and this Scorer's ``metrics``, float32 [N] each)."""
         if img0.shape != img1.shape or img0.dtype != img1.dtype or img0.ndim != 4 or not len(img0):
             raise InputError(f"prepared batches must be two non-empty [N,...] arrays of one shape and dtype, got "
                              f"{list(img0.shape)} {img0.dtype} and {list(img1.shape)} {img1.dtype}")
-        return self._run(False, img0, img1)[self._backend(False).outputs[0]]
+        out = self._run(False, img0, img1)
+        return out if every_output else out[self._backend(False).outputs[0]]
 
     def score_pairs(self, pairs: Iterable[tuple[ImageSource, ImageSource]], batch_size: int | None = None,
                     workers: int | None = None) -> Iterator[PairResult]:

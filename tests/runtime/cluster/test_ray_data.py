@@ -1,10 +1,12 @@
 """Pair scoring and all-pairs search on a local Ray cluster (one per module), inside a private network
 namespace: results equal the single-process Scorer bit for bit (fp32 CPU), a SIGKILLed driver resumes
-with every pair exactly once, a killed actor loses nothing, all pairs equal ``distance_matrix``."""
+with every pair exactly once, a killed actor loses nothing, all pairs equal ``distance_matrix``, and
+``--metrics`` runs write the local run's rows and summary."""
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,12 +19,21 @@ import pytest
 
 from conftest import crop, distort, photo
 from ray_netns import (OBJECT_STORE, assert_no_ray_processes_left, assert_ray_paths_private,  # noqa: F401
-                       loopback_only_connections, models, models_for_namespace, run_module_in_private_network,
-                       short_temp_dir)
+                       loopback_only_connections, models, run_module_in_private_network, short_temp_dir)
 
 pytestmark = pytest.mark.ray
 SCRIPT = str(Path(sys.executable).with_name("lpips-score"))
 H, W = 64, 80  # small images: the cluster's overheads, not the network, are under test
+METRICS = ("psnr", "ssim")
+
+
+@pytest.fixture(scope="session")
+def models_for_namespace(split_models, exported, tmp_path_factory):
+    """The outer run's alex exports (fused, encoder, head) and the fused graph with PSNR and SSIM."""
+    folder = tmp_path_factory.mktemp("ray-data-models")
+    for path in [*split_models("alex").iterdir(), exported("alex", metrics=METRICS)]:
+        shutil.copy(path, folder / path.name)
+    return folder
 
 
 @pytest.mark.netns_entry
@@ -263,3 +274,81 @@ def test_cli_all_pairs_and_usage(cluster, models, images, tmp_path):
     assert summary["n"] == 15 and summary["top_k"] == 2 and summary["failures"] == 0
     again = subprocess.run(base, capture_output=True, text=True, timeout=120)
     assert again.returncode == 1 and "pass --overwrite" in again.stderr and "Traceback" not in again.stderr
+
+
+def _score(*args):
+    """``lpips-score`` in this process: with --ray it uses the module's cluster (``ray_session`` joins the
+    connected session), which spares each run a driver's start."""
+    from click.testing import CliRunner
+
+    from lpips_runtime.cli import main
+
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def _csv_rows(paths) -> tuple[set, list[str]]:
+    """(the headers, the data lines sorted) of CSV files: cluster parts hold rows in no particular order."""
+    headers, lines = set(), []
+    for path in paths:
+        header, *rows = Path(path).read_text(encoding="utf-8").splitlines(keepends=True)
+        headers.add(header)
+        lines += rows
+    return headers, sorted(lines)
+
+
+def _parts(folder: Path) -> list[Path]:
+    return sorted(folder.glob("part-*.csv"))
+
+
+def test_cli_metrics_write_the_local_rows_and_summary(cluster, models, images, tmp_path):
+    """``--ray --metrics psnr,ssim`` (a pair list, then all pairs of a folder) writes the bytes of the local
+    run's CSV rows (header and every cell: distance, PSNR with inf for an identical pair, SSIM, the error of
+    a failed pair, model) and its summary; a resumed run redoes a lost part only and keeps that summary;
+    resuming with other metrics is refused (exit 1, one line)."""
+    root, names = images
+    pairs = [(root / a, root / b) for a, b in zip(names[:7], names[1:8])]
+    pairs += [(root / names[0], root / names[0]), (root / names[0], root / "other-size.png")]
+    listing = tmp_path / "pairs.csv"
+    listing.write_text("".join(f"{a},{b}\n" for a, b in pairs))
+    common = ["--models-dir", models, "--metrics", "psnr,ssim", "--batch-size", "2"]
+    local = _score("--pairs", listing, "--out", tmp_path / "local.csv", "--summary-json", tmp_path / "local.json",
+                   *common)
+    assert local.exit_code == 3, local.output  # the size mismatch has its row
+    out = tmp_path / "ray"
+    ray_args = ["--pairs", listing, "--out", out, "--ray", "--part-format", "csv", "--part-rows", "3", *common]
+    done = _score(*ray_args, "--summary-json", tmp_path / "ray.json")
+    assert done.exit_code == 3 and done.stdout == "", done.output
+    expected = _csv_rows([tmp_path / "local.csv"])
+    assert "img0,img1,distance,psnr,ssim,error,model\n" in expected[0] and ",inf,1.0,," in "".join(expected[1])
+    assert _csv_rows(_parts(out)) == expected
+    summary_line = local.stderr.strip().splitlines()[-1]
+    assert "psnr=" in summary_line and "ssim=" in summary_line and done.stderr.strip().splitlines()[-1] == summary_line
+    local_json, ray_json = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("local", "ray"))
+    for key in ("n", "failures", "model", "net", "precision", "backend"):
+        assert ray_json[key] == local_json[key], key
+    for name in METRICS:  # pooled in another order: equal to float64 rounding
+        for key, value in local_json["metrics"][name].items():
+            assert ray_json["metrics"][name][key] == pytest.approx(value, rel=1e-12, abs=1e-12), (name, key)
+
+    # A lost part (as if the driver died before writing it) is redone by --resume, nothing else.
+    parts = _parts(out)
+    lost = len(parts[1].read_text().splitlines()) - 1
+    parts[1].unlink()
+    again = _score(*ray_args, "--resume")
+    assert again.exit_code == 3, again.output
+    assert f"{len(pairs) - lost} pairs already there, {lost} to go" in again.stderr
+    assert _csv_rows(_parts(out)) == expected and again.stderr.strip().splitlines()[-1] == summary_line
+    other = _score(*[a for a in ray_args if a not in ("--metrics", "psnr,ssim")], "--resume")
+    assert other.exit_code == 1 and "resume with the same --metrics" in other.output
+    assert "Traceback" not in other.output and len(other.output.strip().splitlines()) == 1
+
+    # --all-pairs with metrics scores every pair through the fused graph, as the local run does.
+    folder = tmp_path / "four"
+    folder.mkdir()
+    for name in names[:4]:
+        (folder / name).symlink_to(root / name)
+    local = _score("--all-pairs", folder, "--out", tmp_path / "all.csv", *common)
+    done = _score("--all-pairs", folder, "--out", tmp_path / "all", "--ray", "--part-format", "csv", *common)
+    assert local.exit_code == done.exit_code == 0, done.output
+    assert _csv_rows(_parts(tmp_path / "all")) == _csv_rows([tmp_path / "all.csv"])
+    assert len(_csv_rows([tmp_path / "all.csv"])[1]) == 6
