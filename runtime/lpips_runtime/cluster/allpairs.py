@@ -168,12 +168,12 @@ def all_pairs(images: list[str] | str, out: str | Path, settings: ScorerSettings
     """
     from .output import ResultFolder
 
-    ray = require_ray()
-    if not ray.is_initialized():
-        raise ClusterError("no Ray session: call ray.init(...) or use lpips_runtime.cluster.ray_session()")
     if settings.metrics:
         raise InputError(f"all_pairs compares cached features, which have no pixels for {', '.join(settings.metrics)}: "
                          "score the pairs with write_pair_scores (lpips-score --all-pairs --ray --metrics does)")
+    ray = require_ray()
+    if not ray.is_initialized():
+        raise ClusterError("no Ray session: call ray.init(...) or use lpips_runtime.cluster.ray_session()")
     if settings.resize.mode == "first":
         raise InputError("resize 'first' has no first image in all-pairs runs: use none or a fixed WxH")
     if top_k < 0 or tile < 2:

@@ -250,3 +250,12 @@ def test_result_folder_with_metrics(tmp_path, fmt):
     assert (summary.metrics["psnr"].infinite, summary.metrics["psnr"].finite.n, summary.metrics["ssim"].finite.n) \
         == (1, 1, 2)
     assert np.float32(summary.metrics["psnr"].finite.mean) == np.float32(27.123457)
+
+
+def test_all_pairs_search_refuses_metrics(tmp_path):
+    """The feature search has no pixels: asked for metrics it says what scores them instead, before any Ray work."""
+    from lpips_runtime.cluster import ScorerSettings, all_pairs
+
+    with pytest.raises(InputError, match="no pixels for psnr: score the pairs with write_pair_scores"):
+        all_pairs(["a.png", "b.png"], tmp_path / "ap", ScorerSettings(metrics="psnr"))
+    assert not (tmp_path / "ap").exists()
