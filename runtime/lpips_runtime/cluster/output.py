@@ -70,6 +70,7 @@ def _read_part(path: Path):
                          f"({','.join(schema.names)}): a result folder holds only parts that lpips-score --ray wrote")
     if path.suffix == ".parquet":
         return pq.read_table(path, schema=schema)
+
     def cell(name: str, text: str):
         if pa.types.is_floating(schema.field(name).type):
             return float(text) if text else None

@@ -185,7 +185,8 @@ def _no_extra_options() -> dict:
 def score_pair_table(source, settings: ScorerSettings = ScorerSettings(), *, columns: tuple[str, str] | None = None,
                      **options):
     """LPIPS over a pair table on the connected Ray cluster: a lazy Ray Dataset of ``img0, img1,
-    distance, error, model`` rows (with ``settings.metrics``, their columns after the distance), in no particular order (``.write_parquet(...)``, ``.iter_rows()``...).
+    distance, error, model`` rows (with ``settings.metrics``, their columns after the distance), in no
+    particular order (``.write_parquet(...)``, ``.iter_rows()``...).
 
     ``source``: a CSV/Parquet file or folder (local path or URI), a Ray Dataset, or a list of (img0,
     img1) pairs; ``columns`` picks the pair columns (see ``table``). ``options``: see ``score_dataset``.
