@@ -126,9 +126,9 @@ def test_cli_resume_after_sigkill_of_the_driver(ray_cluster, models, images, tmp
     from lpips_runtime.cluster import read_results
 
     root, names = images
-    # 34 pairs: the kill comes after 2 parts of 6 rows, well before the end (the parts are written as rows
-    # arrive, and rows arrive a batch of 2 at a time from one actor); the resume must score the rest.
-    pairs = [(f"imgs/{a}", f"imgs/{b}") for a in names[:3] for b in names if a != b]
+    # 56 pairs: the kill comes after 2 parts of 6 rows, well before the end (rows arrive a batch of 2 at a
+    # time from one actor: 44 pairs to go), and the resume must score the rest.
+    pairs = [(f"imgs/{a}", f"imgs/{b}") for a in names[:5] for b in names if a != b]
     pairs += [("imgs/im00.png", "imgs/other-size.png")]
     (tmp_path / "imgs").symlink_to(root)
     listing = tmp_path / "pairs.csv"
