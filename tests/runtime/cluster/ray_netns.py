@@ -84,8 +84,10 @@ def run_in_private_network(modules: list[str], models: Path, config, timeout: fl
 
 @pytest.mark.netns_entry
 def test_ray_tests_in_private_network_namespace(request, models_for_namespace):
-    """The Ray tests of every Ray module this session collected, in one private network namespace."""
-    run_in_private_network(request.config.stash[RAY_MODULES], models_for_namespace, request.config)
+    """The Ray tests of every Ray module this session collected (this one's alone when the entry was
+    picked by its node id), in one private network namespace."""
+    modules = request.config.stash.get(RAY_MODULES, None) or [str(request.node.path)]
+    run_in_private_network(modules, models_for_namespace, request.config)
 
 
 def _models_folder(split_models, exported, folder: Path) -> Path:
@@ -144,7 +146,8 @@ SHARED_CLUSTER = SharedCluster()  # one per process: the module is imported once
 
 @pytest.fixture(scope="session")
 def ray_cluster():
-    """The shared local cluster (``SharedCluster``); yields the ``ray`` module."""
+    """The shared local cluster (``SharedCluster``); yields the ``ray`` module. (Each module that imports
+    this fixture holds its own copy of it; they all hand out ``SHARED_CLUSTER``.)"""
     yield SHARED_CLUSTER.start()
     SHARED_CLUSTER.stop()
 
