@@ -189,3 +189,5 @@ def test_config_arguments_are_checked():
         application({"model": "alex", "max_batchsize": 4})
     with pytest.raises(LpipsError, match="give the API key through the environment: api_key_env"):
         application({"model": "alex", "api_key": "written-in-a-file"})
+    with pytest.raises(LpipsError, match="unknown metric 'psnr-y': choose from psnr, ssim"):  # before any Ray work
+        application({"model": "alex", "metrics": ["psnr", "psnr-y"]})
