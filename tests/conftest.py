@@ -213,7 +213,7 @@ METRIC_LIMITS = {"psnr": 1e-4, "ssim": 1e-5, "psnr_y": 1e-4, "ssim_y": 1e-5}  # 
 
 
 def skimage_metrics(img0: np.ndarray, img1: np.ndarray, metrics=tuple(METRIC_LIMITS)) -> dict[str, float]:
-    """PSNR/SSIM of two HxWx3 uint8 RGB images by scikit-image, called as lpips_runtime.pixel_metrics
+    """PSNR/SSIM of two HxWx3 uint8 RGB images by scikit-image, called as lpips_runtime.model.pixel_metrics
     defines them, word for word (the reference every metric test compares with)."""
     from skimage.color import rgb2ycbcr
     from skimage.metrics import peak_signal_noise_ratio, structural_similarity

@@ -18,7 +18,7 @@ torch = require("torch", "torch", "lpips_runtime.torch (LPIPS as a differentiabl
 require("torchvision", "torch", "lpips_runtime.torch (LPIPS as a differentiable loss)")
 
 from lpips_export.build import build_lpips  # noqa: E402 - after the extra check: this import needs torch
-from lpips_runtime.nets import get_net  # noqa: E402
+from lpips_runtime.model.nets import get_net  # noqa: E402
 
 __all__ = ["LPIPS"]
 

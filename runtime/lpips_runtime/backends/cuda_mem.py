@@ -14,9 +14,9 @@ import ctypes
 
 import numpy as np
 
-from .engine_meta import GpuInfo
-from .errors import BackendError
-from .optional import require
+from ..model.engine_meta import GpuInfo
+from ..errors import BackendError
+from ..optional import require
 
 
 class CudaError(BackendError):

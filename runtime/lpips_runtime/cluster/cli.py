@@ -1,4 +1,4 @@
-"""``lpips-score --ray``: the batch modes on a Ray cluster. ``lpips_runtime.cli`` parses and
+"""``lpips-score --ray``: the batch modes on a Ray cluster. ``lpips_runtime.commands.score`` parses and
 dispatches here; the modes themselves live in ``run`` (pair tables) and ``allpairs``."""
 from __future__ import annotations
 
@@ -79,12 +79,12 @@ def _gpus(ray_opts: dict, device: str) -> float:
 
 def run_batch_mode(ray_opts: dict, model_opts: dict, mode: str, how: dict, pairs, *, out: str, resume: bool,
                    overwrite: bool, summary_json: str | None, quiet: bool, **scorer_settings) -> int:
-    """The --ray branch of ``lpips-score``: ``how`` holds the mode's options (as ``lpips_runtime.cli``
+    """The --ray branch of ``lpips-score``: ``how`` holds the mode's options (as ``lpips_runtime.commands.score``
     names them) and ``pairs()`` lists a folder mode's pairs. ``--all-pairs`` searches cached features
     (``allpairs``) unless metrics are asked for: those need the pixels of each pair, so every pair is
     scored and written as in the other modes (as the local ``--all-pairs --metrics`` does). Returns the
     exit code (``batchrun``'s)."""
-    from ..batchrun import BatchRun
+    from ..commands.batchrun import BatchRun
     from . import uris
     from .session import cluster_errors, ray_session
     from .settings import settings_from_cli
@@ -126,7 +126,7 @@ class _StageProgress:
         self.enabled, self.stage, self.bar = enabled, None, None
 
     def update(self, stage: str, done: int, total: int) -> None:
-        from ..progress import Progress
+        from ..commands.progress import Progress
 
         if stage != self.stage:
             self.close()

@@ -18,9 +18,9 @@ from pathlib import Path
 
 from ..errors import InputError
 from ..formatting import float32_text
-from ..pixel_metrics import METRICS
-from ..results import csv_line, pair_columns
-from ..summary import RunSummary
+from ..model.pixel_metrics import METRICS
+from ..records.results import csv_line, pair_columns
+from ..records.summary import RunSummary
 from . import PART_FORMATS
 
 _PART_GLOB = "part-*"

@@ -28,7 +28,7 @@ def result_schema(metrics: tuple[str, ...] = ()):
     exactly when the distance is."""
     import pyarrow as pa
 
-    from ..results import NUMBER_COLUMNS, pair_columns
+    from ..records.results import NUMBER_COLUMNS, pair_columns
 
     numbers = (*NUMBER_COLUMNS, *metrics)
     return pa.schema([(name, pa.float64() if name in numbers else pa.string()) for name in pair_columns(metrics)])

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ClusterError
-from ..summary import RunSummary
+from ..records.summary import RunSummary
 from .output import ResultFolder, pair_keys
 from .pipeline import score_dataset
 from .resources import STALL_TIMEOUT_S, STALL_WARN_S, stall_message

@@ -20,7 +20,7 @@ from dataclasses import fields
 
 from ..errors import ClusterError, LpipsError, first_line
 from .session import require_ray
-from ..options import OPTION_NAMES
+from ..core.options import OPTION_NAMES
 from .settings import ScorerSettings, WorkerModel
 
 # Scorer options a config file does not set: the batch size is the service's max_batch, replicas never spin

@@ -13,8 +13,8 @@ from collections.abc import Iterable, Iterator
 
 import click
 
-from .cli_common import EXIT_INTERRUPTED
-from .errors import LpipsError
+from .common import EXIT_INTERRUPTED
+from ..errors import LpipsError
 from .progress import Progress
 
 EXIT_OK = 0

@@ -19,13 +19,13 @@ import sys
 
 import click
 
-from .backends import default_backend
-from .device import AUTO, choose_device
-from .errors import LpipsError, OutputError
-from .nets import NET_NAMES
-from .options import DEFAULTS, MODEL_OPTIONS, SAME, ScorerOptions, option_info
-from .pixel_metrics import parse_metrics
-from .version import DIST_NAME, package_version
+from ..backends import default_backend
+from ..core.device import AUTO, choose_device
+from ..errors import LpipsError, OutputError
+from ..model.nets import NET_NAMES
+from ..core.options import DEFAULTS, MODEL_OPTIONS, SAME, ScorerOptions, option_info
+from ..model.pixel_metrics import parse_metrics
+from ..version import DIST_NAME, package_version
 
 EXIT_ERROR = 1
 EXIT_INTERRUPTED = 130  # 128 + SIGINT
@@ -61,7 +61,7 @@ def setup_logging(quiet: bool = False, info: bool = False) -> None:
     with ``info`` (unless ``quiet``) the steps too (where weights come from, export checks). Standard
     descriptors closed at start are pointed at /dev/null first (``stdio.reserve_closed_std_fds``), and
     failed writes to stderr are dropped (``stdio.best_effort_stderr``): messages never change an exit code."""
-    from .stdio import best_effort_stderr, reserve_closed_std_fds
+    from ..stdio import best_effort_stderr, reserve_closed_std_fds
 
     reserve_closed_std_fds()
     best_effort_stderr()
@@ -154,7 +154,7 @@ def heatmap_options(allow_auto: bool):
     ``heatmap_alpha``, ``heatmap_max`` (a positive float, None for the net's fixed default scale
     ``heatmap.DEFAULT_SCALE``, or "auto" for each map's own maximum where ``allow_auto``: not for videos, whose
     colours would then flicker from frame to frame) and ``colormap``."""
-    from .heatmap import COLORMAPS, DEFAULT_ALPHA, DEFAULT_SCALE
+    from ..io.heatmap import COLORMAPS, DEFAULT_ALPHA, DEFAULT_SCALE
 
     scales = ", ".join(f"{net} {value:g}" for net, value in DEFAULT_SCALE.items())
     options = (
@@ -189,7 +189,7 @@ def open_scorer(options: dict, quiet: bool = False, auto_export: bool | None = N
             logging.getLogger("lpips_runtime").warning("--precision %s runs on the %s backend: using --backend %s",
                                                        options["precision"], backend, backend)
     device = resolve_device(options["device"], backend, quiet)
-    from .scorer import Scorer
+    from ..core.scorer import Scorer
 
     if auto_export is not None:
         settings["auto_export"] = auto_export
@@ -220,8 +220,8 @@ def require_stdout(purpose: str) -> None:
 def echo_result(text: str) -> None:
     """Print one result line on stdout, its exact bytes (names that are not UTF-8 included). A closed or
     failing stdout is an ``OutputError``: a result is never lost silently."""
-    from .names import exact_bytes
-    from .stdio import write_bytes
+    from ..io.names import exact_bytes
+    from ..stdio import write_bytes
 
     require_stdout("print the result")
     try:
@@ -240,7 +240,7 @@ def errors_to_click():
     """Turn failures into the exit codes above: the library's typed errors and I/O errors into click's
     one-line error (exit code 1, no traceback), a closed pipe on stdout into a quiet exit 141, Ctrl-C
     into exit 130 with "interrupted" on stderr."""
-    from .stdio import silence_stdout
+    from ..stdio import silence_stdout
 
     try:
         yield

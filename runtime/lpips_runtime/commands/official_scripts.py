@@ -26,9 +26,9 @@ from pathlib import Path
 
 import click
 
-from .cli_common import echo_result, errors_to_click
-from .names import exact_bytes
-from .nets import DEFAULT_VERSION, NET_NAMES, VERSIONS
+from .common import echo_result, errors_to_click
+from ..io.names import exact_bytes
+from ..model.nets import DEFAULT_VERSION, NET_NAMES, VERSIONS
 
 _CONTEXT = {"help_option_names": ["-h", "--help"]}
 
@@ -50,7 +50,7 @@ def _common(command):
 
 
 def _scorer(net: str, version: str, use_gpu: bool, models_dir):
-    from .scorer import Scorer
+    from ..core.scorer import Scorer
 
     return Scorer(net, version=version, device="cuda" if use_gpu else "cpu", models_dir=models_dir)
 

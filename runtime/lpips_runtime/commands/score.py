@@ -13,13 +13,21 @@ import sys
 
 import click
 
-from .cli_common import (errors_to_click, heatmap_options, model_options, open_scorer,
-                         require_stdout, scorer_option, setup_logging, tool_version_option)
-from .cluster.cli import RAY_OPTION_NAMES, ray_options
-from .cluster.cli import check_usage as check_ray_usage
-from .pairs import IMAGE_SUFFIXES
-from .pixel_metrics import format_metric, json_number
-from .results import FORMATS
+from .common import (
+    errors_to_click,
+    heatmap_options,
+    model_options,
+    open_scorer,
+    require_stdout,
+    scorer_option,
+    setup_logging,
+    tool_version_option,
+)
+from ..cluster.cli import RAY_OPTION_NAMES, ray_options
+from ..cluster.cli import check_usage as check_ray_usage
+from ..io.pairs import IMAGE_SUFFIXES
+from ..model.pixel_metrics import format_metric, json_number
+from ..records.results import FORMATS
 
 _LIST_LIMIT = 20  # names shown per side for unpaired or skipped files; the rest are counted
 _BATCH_ONLY = ("out", "resume", "overwrite", "summary_json", "fmt", "recursive", "header")
@@ -47,8 +55,8 @@ def _row_format(out: str | None, fmt: str | None, as_json: bool) -> str | None:
         if fmt == "csv":
             raise click.UsageError("--json writes JSON lines: drop --format csv or --json")
         fmt = "jsonl"
-    from .errors import InputError
-    from .results import format_for
+    from ..errors import InputError
+    from ..records.results import format_for
 
     try:
         return format_for(out, fmt)
@@ -166,7 +174,7 @@ def main(images, dir0, dir1, all_pairs, consecutive, ref, ref_dir, recursive, pa
     how = dict(dir0=dir0, dir1=dir1, all_pairs=all_pairs, consecutive=consecutive, pairs_csv=pairs_csv, ref=ref,
                ref_dir=ref_dir, recursive=recursive, header=header)
     if ray_opts["use_ray"]:
-        from .cluster.cli import run_batch_mode
+        from ..cluster.cli import run_batch_mode
 
         with errors_to_click():
             sys.exit(run_batch_mode(ray_opts, model_opts, mode, how, lambda: _collect_pairs(mode, how), out=out,
@@ -188,10 +196,10 @@ def main(images, dir0, dir1, all_pairs, consecutive, ref, ref_dir, recursive, pa
 
 
 def _score_one(scorer, images, as_json, heatmap, alpha, vmax, colormap) -> None:
-    from .cli_common import echo_result
-    from .formatting import float32_json, human
-    from .heatmap import pair_heatmap, write_image
-    from .names import json_fields
+    from .common import echo_result
+    from ..formatting import float32_json, human
+    from ..io.heatmap import pair_heatmap, write_image
+    from ..io.names import json_fields
 
     if heatmap:
         scorer.model_info()  # model problems first, as for a plain pair
@@ -218,7 +226,7 @@ def _uses_cache(scorer, mode: str, consecutive: bool) -> bool:
     """The feature cache serves one-vs-many and all-pairs runs on the backends that run split graphs. "first"
     resizing makes an image's size depend on its partner, so all pairs then go through the fused graph pair
     by pair; so do runs with --metrics (cached features have no pixels for PSNR/SSIM)."""
-    from .backends import GRAPH_BACKENDS
+    from ..backends import GRAPH_BACKENDS
 
     if scorer.backend_name not in GRAPH_BACKENDS or scorer.metrics:
         return False
@@ -229,8 +237,8 @@ def _collect_pairs(mode: str, how: dict) -> list:
     """The pairs of a batch mode; what was left out is said on stderr. Nothing to score is an error."""
     from pathlib import Path
 
-    from .errors import InputError
-    from .pairs import folder_pairs, pair_folders, read_pair_list, scan_folder
+    from ..errors import InputError
+    from ..io.pairs import folder_pairs, pair_folders, read_pair_list, scan_folder
 
     recursive = how["recursive"]
     if mode == "dirs":
@@ -275,9 +283,9 @@ def _score_many(scorer, mode, how, out, row_format, resume, overwrite, summary_j
     from pathlib import Path
 
     from .batchrun import BatchRun
-    from .pairs import list_images
-    from .results import ResultWriter, pair_columns
-    from .summary import RunSummary
+    from ..io.pairs import list_images
+    from ..records.results import ResultWriter, pair_columns
+    from ..records.summary import RunSummary
 
     pairs = _collect_pairs(mode, how)
     summary = RunSummary(scorer.identity)

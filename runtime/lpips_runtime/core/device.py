@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .errors import LpipsError
-from .optional import require
+from ..errors import LpipsError
+from ..optional import require
 
 AUTO = "auto"
 
@@ -20,7 +20,7 @@ class DeviceChoice:
 
 def _cuda_gpu() -> tuple[str | None, str]:
     """(name of GPU 0, "") when cuda-python sees a usable GPU, else (None, why not)."""
-    from . import cuda_mem
+    from ..backends import cuda_mem
 
     try:
         rt = cuda_mem.runtime()

@@ -4,7 +4,7 @@ One reference against N images costs N+1 encoder runs instead of 2N; all pairs o
 encoder runs plus block matrix products (``features.distance_block``) instead of N(N-1)/2 fused runs.
 The split graphs run on the scorer's backend where it runs single graphs (ONNX Runtime on the CPU or
 CUDA; OpenVINO): the encoder in the scorer's precision (bf16 included), the head always in float32, and
-the block products in float64 on ONNX Runtime (``lpips_runtime.gram``).
+the block products in float64 on ONNX Runtime (``lpips_runtime.core.gram``).
 """
 from __future__ import annotations
 
@@ -15,11 +15,11 @@ from typing import Protocol
 
 import numpy as np
 
-from .backends import open_graph
-from .errors import InputError, ModelFileError, error_text
+from ..backends import open_graph
+from ..errors import InputError, ModelFileError, error_text
 from .features import FeatureStore, Features, check_comparable, distance_block, energies, layer_scales
 from .gram import GramProduct
-from .images import ImageSource, check_unit_batch, describe
+from ..io.images import ImageSource, check_unit_batch, describe
 from .pair_result import PairResult
 
 SIZE_INPUT = "image_size"  # the spatial head's shape-only input (see lpips_export.parts)
@@ -112,7 +112,7 @@ class FeatureCache:
         return np.concatenate([self.head(ref, self.encode(batch[i:i + size])) for i in range(0, len(batch), size)])
 
     def gram_product(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        """float64 ``a @ b.T`` on ONNX Runtime with the scorer's threads (see ``lpips_runtime.gram``)."""
+        """float64 ``a @ b.T`` on ONNX Runtime with the scorer's threads (see ``lpips_runtime.core.gram``)."""
         if self._gram is None:
             self._gram = GramProduct(self.scorer.threads)
         return self._gram(a, b)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError
+from ..errors import InputError
 
 
 @dataclass(frozen=True)
@@ -97,7 +97,7 @@ def energies(features: Features, scales: Sequence[np.ndarray]) -> np.ndarray:
     out = np.zeros(len(features))
     for layer, s in zip(features.layers, scales):
         sq = np.square(layer.reshape(len(features), layer.shape[1], -1), dtype=np.float64).sum(axis=2)
-        out += (sq * s).sum(axis=1)  # elementwise, not a BLAS call: see lpips_runtime.gram
+        out += (sq * s).sum(axis=1)  # elementwise, not a BLAS call: see lpips_runtime.core.gram
     return out
 
 

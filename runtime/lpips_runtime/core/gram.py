@@ -55,8 +55,8 @@ class GramProduct:
     """``A @ B.T`` for float64 matrices on an ONNX Runtime CPU session with ``threads`` intra-op threads."""
 
     def __init__(self, threads: int | None = None):
-        from .backends.ort_backend import session_options
-        from .optional import require
+        from ..backends.ort_backend import session_options
+        from ..optional import require
 
         ort = require("onnxruntime", "cpu", "the feature cache")
         self.session = ort.InferenceSession(gemm_model_bytes(), session_options(ort, threads),

@@ -23,11 +23,21 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from .errors import LpipsError
-from .limits import (DEFAULT_MAX_PIXELS, DEFAULT_WORK_MEMORY, check_batch_size, check_max_memory, check_max_pixels,
-                     check_threads, check_tile, check_workers, format_size, parse_size)
-from .nets import DEFAULT_VERSION, VERSIONS
-from .pixel_metrics import METRICS, parse_metrics
+from ..errors import LpipsError
+from ..limits import (
+    DEFAULT_MAX_PIXELS,
+    DEFAULT_WORK_MEMORY,
+    check_batch_size,
+    check_max_memory,
+    check_max_pixels,
+    check_threads,
+    check_tile,
+    check_workers,
+    format_size,
+    parse_size,
+)
+from ..model.nets import DEFAULT_VERSION, VERSIONS
+from ..model.pixel_metrics import METRICS, parse_metrics
 
 __all__ = ["OptionInfo", "ScorerOptions", "DEFAULTS", "option_info", "MODEL_OPTIONS", "parse_pixels",
            "parse_memory"]
@@ -77,19 +87,19 @@ def parse_memory(text: str) -> int:
 
 
 def _backend_names() -> tuple[str, ...]:
-    from .backends import BACKENDS
+    from ..backends import BACKENDS
 
     return BACKENDS
 
 
 def _precisions() -> tuple[str, ...]:
-    from .backends import PRECISIONS
+    from ..backends import PRECISIONS
 
     return PRECISIONS
 
 
 def _check_resize(value):
-    from .images import ResizePolicy
+    from ..io.images import ResizePolicy
 
     return value if isinstance(value, ResizePolicy) else ResizePolicy.parse(value)
 
@@ -175,7 +185,7 @@ class ScorerOptions:
         are ignored; None is an option not given) and further option values in ``settings`` (batch_size,
         workers, resize, a device that "auto" resolved to, ...), which win. A backend left out is the
         command line's default for the precision (``backends.default_backend``)."""
-        from .backends import default_backend
+        from ..backends import default_backend
 
         chosen = {}
         if "net" in values or "model" in values:

@@ -12,16 +12,15 @@ from pathlib import Path
 
 import numpy as np
 
-from .backends import Backend, backend_class, check_precisions, is_cuda, open_backend, split_precision
-from .errors import BackendError, InputError, LpipsError, ModelFileError
+from ..backends import Backend, backend_class, check_precisions, is_cuda, open_backend, split_precision
+from ..errors import BackendError, InputError, LpipsError, ModelFileError
 from .features import Features
-from .images import (ImageSource, ResizePolicy, check_unit_batch, describe, load_rgb,
-                     rgb_to_unit_nchw)
-from .int8 import check_int8
-from .limits import check_batch_size, check_workers
-from .locate import default_models_dir, locate_model
-from .modelfile import ModelInfo, ModelSpec, read_model
-from .nets import NET_NAMES, NetSpec, get_net
+from ..io.images import ImageSource, ResizePolicy, check_unit_batch, describe, load_rgb, rgb_to_unit_nchw
+from ..model.int8 import check_int8
+from ..limits import check_batch_size, check_workers
+from ..model.locate import default_models_dir, locate_model
+from ..model.modelfile import ModelInfo, ModelSpec, read_model
+from ..model.nets import NET_NAMES, NetSpec, get_net
 from .options import DEFAULTS, OPTION_NAMES, ScorerOptions
 from .pair_result import PairResult
 from .scorer_features import ScorerFeatures, is_float_batch
@@ -49,7 +48,7 @@ class Scorer(ScorerFeatures):
     computed in bfloat16 on ``backend="openvino"`` (CPUs with native bfloat16 only; faster than fp32,
     distances within 1.2e-3 of fp32: docs/openvino.md). Another backend with bf16 is an error that names
     the fix. "int8" is declared but offered for no net yet (``BackendError`` naming the net's precisions:
-    lpips_runtime.int8, docs/performance.md). ``self.precision`` is what the distances are computed in; ``describe()`` includes it.
+    lpips_runtime.model.int8, docs/performance.md). ``self.precision`` is what the distances are computed in; ``describe()`` includes it.
 
     Frame graphs (uint8 inputs; scaling, layout and channel order inside the graph) are used:
 
@@ -66,7 +65,7 @@ class Scorer(ScorerFeatures):
 
     ``metrics`` (e.g. ``("psnr", "ssim")`` or "psnr,ssim"; names of ``pixel_metrics.METRICS``): use the
     graphs that also compute these, in the same pass, on the images' 8-bit values (definitions:
-    ``lpips_runtime.pixel_metrics``); ``scores`` and every ``PairResult`` of ``score_pairs`` then carry
+    ``lpips_runtime.model.pixel_metrics``); ``scores`` and every ``PairResult`` of ``score_pairs`` then carry
     them. With a model path the file decides: its metrics are used, and ``metrics``, if given, must
     name the same ones. ``distance_map`` uses the spatial graph without metrics. The feature cache has
     no pixels: ``score_one_to_many``/``score_all_pairs`` refuse a Scorer with metrics (``embed``,
@@ -82,7 +81,7 @@ class Scorer(ScorerFeatures):
       baseline (the model, ONNX Runtime, ~0.1-0.3 GB) + the decoded pair being tiled + up to 2 x max_memory.
     * ``tile``: "auto" (default) scores a pair in tiles when it would need more than ``max_memory`` at once,
       "off" never, an int always above that side (square tiles of about that many pixels). Tiled results
-      equal untiled ones (``lpips_runtime.tiling``: <= 1e-5, maps included); tiles run the split encoder on
+      equal untiled ones (``lpips_runtime.core.tiling``: <= 1e-5, maps included); tiles run the split encoder on
       ONNX Runtime (``backend="ort"``, fp32 float-input graphs, no ``metrics``: the encoder sees one image,
       not the pair PSNR/SSIM need; others do not tile).
 
@@ -113,7 +112,7 @@ class Scorer(ScorerFeatures):
         metrics: str | Sequence[str] = DEFAULTS.metrics,
         spin_between_runs: bool = DEFAULTS.spin_between_runs,
     ):
-        # The keywords are ``ScorerOptions``' fields, one for one (tests/runtime/test_options.py holds them equal).
+        # The keywords are ``ScorerOptions``' fields, one for one (tests/runtime/core/test_options.py holds them equal).
         self.options = o = ScorerOptions(**{name: value for name, value in locals().items() if name in OPTION_NAMES})
         model, version, backend, device = o.model, o.version, o.backend, o.device
         self.backend_name, self.device = backend, device
@@ -372,7 +371,7 @@ class Scorer(ScorerFeatures):
         return max(1, min(batch_size, self.max_memory // max(1, self.net.work_bytes_per_pixel * pixels)))
 
     def _score_tiled(self, pair: TiledPair, spatial: bool):
-        """Distance (float) or map (float32 [H,W]) of a pair scored tile by tile (``lpips_runtime.tiling``)."""
+        """Distance (float) or map (float32 [H,W]) of a pair scored tile by tile (``lpips_runtime.core.tiling``)."""
         def crops(rgb):
             return lambda rows, cols: self._model_input(rgb[rows[0]:rows[1], cols[0]:cols[1]])
 
@@ -449,7 +448,7 @@ class Scorer(ScorerFeatures):
         and dtype) in one backend batch (chunks of ``batch_size`` if longer, fewer pairs if they would need
         more than ``max_memory``; pair by pair in tiles past it, see ``tile_plan``): float32 [N] distances,
         or [N,1,H,W] maps with ``spatial``. Each value equals ``distance``/``distance_map`` of that pair
-        alone (bit for bit on ONNX Runtime's CPU backend: tests/runtime/test_scorer.py). ``every_output``:
+        alone (bit for bit on ONNX Runtime's CPU backend: tests/runtime/core/test_scorer.py). ``every_output``:
         a dict of every output by name instead ("distance" and this Scorer's ``metrics``, float32 [N] each)."""
         if not parts0 or len(parts0) != len(parts1):
             raise InputError(f"run_prepared takes two equally long, non-empty lists of arrays, "
@@ -558,13 +557,13 @@ class Scorer(ScorerFeatures):
     def score_folders(self, dir0: str | Path, dir1: str | Path, **options) -> Iterator[PairResult]:
         """``score_pairs`` over the images of identical name in two folders, sorted by name
         (``pairs.pair_folders`` also lists the names found on one side only)."""
-        from .pairs import pair_folders
+        from ..io.pairs import pair_folders
 
         yield from self.score_pairs(pair_folders(dir0, dir1).pairs, **options)
 
     def score_pair_list(self, csv_path: str | Path, **options) -> Iterator[PairResult]:
         """``score_pairs`` over a CSV of two path columns (relative to the CSV's folder)."""
-        from .pairs import read_pairs_csv
+        from ..io.pairs import read_pairs_csv
 
         yield from self.score_pairs(read_pairs_csv(csv_path), **options)
 

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .backends import check_graph_backend
+from ..backends import check_graph_backend
 from .embedding import DEFAULT_FEATURE_MEMORY, FeatureCache
-from .errors import InputError, LpipsError
+from ..errors import InputError, LpipsError
 from .features import Features
-from .images import ImageSource, check_unit_batch
+from ..io.images import ImageSource, check_unit_batch
 from .pair_result import PairResult
 
 

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import error_text, first_line
-from .images import describe
+from ..errors import error_text, first_line
+from ..io.images import describe
 from .pair_result import PairResult
 from .tiling import TilePlan
 

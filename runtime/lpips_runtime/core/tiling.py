@@ -27,9 +27,9 @@ from functools import lru_cache
 
 import numpy as np
 
-from .errors import LpipsError
+from ..errors import LpipsError
 from .features import Features, weighted_square_difference
-from .nets import NetSpec, get_net
+from ..model.nets import NetSpec, get_net
 
 MAX_TILES_PER_SIDE = 64  # finer grids only add halo: the budget is then too small to matter
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .errors import InputError
+from ..errors import InputError
 
 COLORMAPS = {"inferno": cv2.COLORMAP_INFERNO, "jet": cv2.COLORMAP_JET, "viridis": cv2.COLORMAP_VIRIDIS,
              "magma": cv2.COLORMAP_MAGMA, "turbo": cv2.COLORMAP_TURBO}
@@ -115,7 +115,7 @@ def pair_heatmap(net: str, model: str, distance: float, distance_map: np.ndarray
     """The ``lpips-score --heatmap`` picture of one pair (lpips-serve's /v1/heatmap draws the same):
     ``distance_map`` [H,W] on ``heatmap_scale(net, distance_map, vmax)``, over ``reference_rgb``, with the
     colour bar and the caption "<model>: <distance>" (``model``: ``Scorer.describe()``)."""
-    from .formatting import human
+    from ..formatting import human
 
     scale = heatmap_scale(net, distance_map, vmax)
     return render_heatmap(distance_map, reference_rgb, alpha, colormap, scale, label=f"{model}: {human(distance)}")

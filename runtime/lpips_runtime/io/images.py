@@ -20,10 +20,10 @@ from typing import Union
 import cv2
 import numpy as np
 
-from .errors import ImageTooLargeError, InputError
+from ..errors import ImageTooLargeError, InputError
 from .fileio import UnreadableFile, read_regular_file
 from .headers import SIZED_FORMATS, image_size, sniff
-from .limits import DEFAULT_MAX_PIXELS
+from ..limits import DEFAULT_MAX_PIXELS
 
 __all__ = ["DEFAULT_MAX_PIXELS", "OPENCV_MAX_PIXELS", "EncodedImage", "image_size", "decode_image", "read_image_file", "load_rgb",
            "rgb_to_unit_nchw", "check_unit_batch", "ResizePolicy", "describe", "check_pixels", "max_file_bytes"]

@@ -6,7 +6,7 @@ import logging
 import os
 from pathlib import Path
 
-from .errors import InputError
+from ..errors import InputError
 
 try:
     import fcntl

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from itertools import combinations
 from pathlib import Path
 
-from .errors import InputError
+from ..errors import InputError
 from .fileio import UnreadableFile, read_regular_file
 
 # The file types taken as images in folders (what OpenCV decodes), matched case-insensitively. Other

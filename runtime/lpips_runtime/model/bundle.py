@@ -18,7 +18,7 @@ import os
 from dataclasses import replace
 from pathlib import Path
 
-from .errors import ModelFileError
+from ..errors import ModelFileError
 from .modelfile import ModelSpec
 
 MANIFEST_FORMAT = "lpips-rt-bundle/1"

@@ -16,7 +16,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .errors import BackendError, InputError, LpipsError
+from ..errors import BackendError, InputError, LpipsError
 from .hashing import file_sha256  # noqa: F401 - part of this module's API (sidecars record it)
 from .nets import NetSpec
 

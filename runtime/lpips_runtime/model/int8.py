@@ -15,7 +15,7 @@ stays quantised. ``REFUSED`` records the best variant measured per net; ``check_
 """
 from __future__ import annotations
 
-from .errors import BackendError
+from ..errors import BackendError
 
 # Nets for which int8 is offered (met the acceptance). None so far.
 OFFERED: frozenset[str] = frozenset()

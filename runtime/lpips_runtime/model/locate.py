@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .bundle import bundle_command, check_against_manifest, refresh_manifest_entry
-from .errors import ModelFileError
+from ..errors import ModelFileError
 from .modelfile import ModelInfo, ModelSpec, read_model
 
 log = logging.getLogger("lpips_runtime")
@@ -133,7 +133,7 @@ def locate_model(spec: ModelSpec, models_dir: str | Path | None = None, auto_exp
         torch_free = not export_available() and _light_export_available(spec)
         if not (auto_export and (export_available() or torch_free)):
             raise ModelFileError(missing_model_message(spec, folder, auto_export))
-        from .stdio import stdout_to_stderr
+        from ..stdio import stdout_to_stderr
 
         log.warning("exporting %s to %s now, because this run needs %s and it is not there (%s); %s, once. "
                     "`%s` writes every variant at once; --no-export refuses",

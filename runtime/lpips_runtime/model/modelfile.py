@@ -12,8 +12,8 @@ import shlex
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from .errors import LpipsError, ModelFileError
-from .fileio import UnreadableFile, read_regular_file
+from ..errors import LpipsError, ModelFileError
+from ..io.fileio import UnreadableFile, read_regular_file
 from .nets import NetSpec, check_version, get_net
 from .modelweights import WeightCheckError, check_weights
 from .pixel_metrics import parse_metrics

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from lpips_rt_models import MANIFEST_PATH, MODELS_DIR
 
-from .errors import InputError, LpipsError
+from ..errors import InputError, LpipsError
 
 VERSIONS = ("0.1", "0.0")
 DEFAULT_VERSION = "0.1"

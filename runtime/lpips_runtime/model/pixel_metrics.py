@@ -30,7 +30,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 
-from .errors import LpipsError
+from ..errors import LpipsError
 
 # Every metric a graph can compute, in the order a graph outputs them (and files, columns, summaries list them).
 METRICS = ("psnr", "ssim", "psnr_y", "ssim_y")

@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 from types import ModuleType
 
-from .errors import LpipsError, MissingExtraError
+from ..errors import LpipsError, MissingExtraError
 
 
 @dataclass(frozen=True)

@@ -38,13 +38,13 @@ from typing import TextIO
 
 import numpy as np
 
-from .errors import InputError, OutputError
-from .formatting import float32_text
-from .names import exact_bytes, json_fields
-from .outfile import lock_for_writing, make_parent_folder
-from .pixel_metrics import METRICS, json_number
+from ..errors import InputError, OutputError
+from ..formatting import float32_text
+from ..io.names import exact_bytes, json_fields
+from ..io.outfile import lock_for_writing, make_parent_folder
+from ..model.pixel_metrics import METRICS, json_number
 from .resume import StoredRows
-from .stdio import write_bytes
+from ..stdio import write_bytes
 
 PAIR_COLUMNS = ("img0", "img1", "distance", "error", "model")
 PAIR_PATH_COLUMNS = ("img0", "img1")

@@ -20,8 +20,8 @@ import os
 from collections.abc import Iterator, Sequence
 from typing import BinaryIO
 
-from .errors import InputError
-from .names import B64_SUFFIX, json_text
+from ..errors import InputError
+from ..io.names import B64_SUFFIX, json_text
 
 _FIX = "not a row this command wrote; repair or delete that line, or start again with --overwrite"
 _CHUNK = 1 << 16

@@ -17,9 +17,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import InputError
-from .outfile import make_parent_folder
-from .pixel_metrics import UNITS, format_metric
+from ..errors import InputError
+from ..io.outfile import make_parent_folder
+from ..model.pixel_metrics import UNITS, format_metric
 
 
 @dataclass

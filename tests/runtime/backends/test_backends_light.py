@@ -7,7 +7,7 @@ import sys
 
 import numpy as np
 
-from lpips_runtime.scorer import Scorer
+from lpips_runtime.core.scorer import Scorer
 
 
 def test_torch_backend_matches_the_onnx_graph(split_models, photo_set):
@@ -20,7 +20,7 @@ def test_torch_backend_matches_the_onnx_graph(split_models, photo_set):
 
 def test_runtime_imports_without_torch():
     code = ("import sys; sys.modules['torch'] = None; sys.modules['torchvision'] = None\n"
-            "import lpips_runtime.scorer, lpips_runtime.embedding, lpips_runtime.features, lpips_runtime.cli\n"
+            "import lpips_runtime.core.scorer, lpips_runtime.core.embedding, lpips_runtime.core.features, lpips_runtime.commands.score\n"
             "import lpips_runtime.backends.ort_backend\n"
             "assert 'onnxruntime' not in sys.modules  # loaded only when a session opens\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

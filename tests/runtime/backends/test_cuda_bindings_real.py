@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import fake_cuda
-from lpips_runtime import cuda_mem
+from lpips_runtime.backends import cuda_mem
 
 real = pytest.importorskip("cuda.bindings.runtime")
 

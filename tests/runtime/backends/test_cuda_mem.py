@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import fake_cuda
-from lpips_runtime import cuda_mem
+from lpips_runtime.backends import cuda_mem
 from lpips_runtime.errors import MissingExtraError
 
 

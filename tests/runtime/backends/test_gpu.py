@@ -12,7 +12,7 @@ import pytest
 
 from conftest import accuracy_pairs, ort_cuda_available, to_unit_nchw
 from lpips_export.precision import relative_error
-from lpips_runtime.modelfile import ModelSpec
+from lpips_runtime.model.modelfile import ModelSpec
 
 pytestmark = pytest.mark.gpu
 
@@ -29,7 +29,7 @@ def _batch(pairs):
 
 
 def test_pinned_and_device_memory_round_trip():
-    from lpips_runtime import cuda_mem
+    from lpips_runtime.backends import cuda_mem
 
     rt = cuda_mem.runtime()
     host, back = cuda_mem.PinnedBuffer(rt, 1 << 20), cuda_mem.PinnedBuffer(rt, 1 << 20)
@@ -73,7 +73,7 @@ def test_ort_cuda_frame_graph_equals_float_graph(ort_cuda, exported, exported_sp
 
 
 def test_scorer_pipeline_on_the_gpu(ort_cuda, exported, photo_pair_files):
-    from lpips_runtime.scorer import Scorer
+    from lpips_runtime.core.scorer import Scorer
 
     path = exported("alex")
     pairs = list(photo_pair_files) * 3
@@ -88,7 +88,7 @@ def test_trt_engine_against_the_cpu(exported, exported_spec, tmp_path):
     from lpips_export.trt_build import build_engine
     from lpips_runtime.backends.ort_backend import OrtBackend
     from lpips_runtime.backends.trt_backend import TrtBackend
-    from lpips_runtime.engine_meta import Profile
+    from lpips_runtime.model.engine_meta import Profile
 
     spec = ModelSpec("alex", precision="fp16")
     onnx_path = tmp_path / exported_spec(spec).name

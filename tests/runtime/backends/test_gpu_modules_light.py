@@ -13,13 +13,13 @@ def test_gpu_modules_import_without_heavy_dependencies():
         for name in ("torch", "torchvision", "tensorrt", "cuda", "cuda.bindings", "cuda.bindings.runtime",
                      "onnxruntime", "onnx"):
             sys.modules[name] = None
-        import lpips_runtime.cuda_mem, lpips_runtime.engine_meta, lpips_runtime.trt_logger
+        import lpips_runtime.backends.cuda_mem, lpips_runtime.model.engine_meta, lpips_runtime.model.trt_logger
         import lpips_runtime.backends.staging, lpips_runtime.backends.cuda_staged
         import lpips_runtime.backends.ort_cuda_backend, lpips_runtime.backends.trt_backend
-        from lpips_runtime.scorer import Scorer
+        from lpips_runtime.core.scorer import Scorer
         Scorer("alex", device="cuda", auto_export=False)
         Scorer("alex", backend="trt", device="cuda", auto_export=False)
-        from lpips_runtime import cuda_mem
+        from lpips_runtime.backends import cuda_mem
         try:
             cuda_mem.runtime()
         except ImportError as exc:

@@ -165,7 +165,7 @@ def test_compiled_models_are_cached_under_the_lpips_rt_cache(exported, tmp_path,
 
 
 def test_the_fused_graph_on_openvino_can_run_uint8_frames(exported_spec):
-    from lpips_runtime.modelfile import ModelSpec
+    from lpips_runtime.model.modelfile import ModelSpec
 
     path = exported_spec(ModelSpec("alex", frames="nhwc-bgr"))
     ref = crop(photo("chelsea"), 96, 96)

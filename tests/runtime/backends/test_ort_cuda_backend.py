@@ -16,9 +16,9 @@ from lpips_runtime.backends import ort_backend
 from lpips_runtime.backends.ort_backend import OrtBackend, cuda_provider_options, make_session
 from lpips_runtime.backends.ort_cuda_backend import OrtCudaBackend
 from lpips_runtime.errors import BackendError
-from lpips_runtime.images import rgb_to_unit_nchw
-from lpips_runtime.modelfile import ModelSpec, read_model
-from lpips_runtime.scorer import Scorer
+from lpips_runtime.io.images import rgb_to_unit_nchw
+from lpips_runtime.model.modelfile import ModelSpec, read_model
+from lpips_runtime.core.scorer import Scorer
 
 
 @pytest.fixture

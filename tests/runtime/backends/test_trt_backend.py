@@ -9,10 +9,10 @@ import pytest
 import fake_cuda
 import fake_tensorrt
 from lpips_runtime.backends.trt_backend import TrtBackend
-from lpips_runtime.engine_meta import EngineSidecar, Profile, engine_path_for, file_sha256, write_sidecar
+from lpips_runtime.model.engine_meta import EngineSidecar, Profile, engine_path_for, file_sha256, write_sidecar
 from lpips_runtime.errors import BackendError, InputError
-from lpips_runtime.modelfile import ModelSpec
-from lpips_runtime.scorer import Scorer
+from lpips_runtime.model.modelfile import ModelSpec
+from lpips_runtime.core.scorer import Scorer
 
 PROFILE = Profile((1, 31, 31), (4, 64, 64), (4, 256, 256))
 

@@ -14,9 +14,9 @@ import pytest
 import fake_tensorrt
 import real_tensorrt
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 TRT_SOURCES = [ROOT / "export/lpips_export/trt_build.py", ROOT / "runtime/lpips_runtime/backends/trt_backend.py",
-               ROOT / "runtime/lpips_runtime/trt_logger.py"]
+               ROOT / "runtime/lpips_runtime/model/trt_logger.py"]
 # Names only TensorRT for RTX has: our code reaches them only on that flavour (--trt-sm) or behind a getattr
 # guard; test_every_name_our_code_uses_exists_in_tensorrt_rtx checks them against the real library.
 RTX_ONLY = {"ComputeCapability", "CudaGraphStrategy", "EngineInvalidityDiagnostics"}

@@ -8,7 +8,7 @@ import sys
 import pytest
 from click.testing import CliRunner
 
-from lpips_runtime.cli import main
+from lpips_runtime.commands.score import main
 from lpips_runtime.errors import InputError
 
 pa = pytest.importorskip("pyarrow", reason="pyarrow comes with the ray extra")
@@ -36,7 +36,7 @@ def test_gpus_need_cuda_one_line(tmp_path):
 
 
 def test_importing_the_package_imports_no_ray():
-    code = ("import sys, lpips_runtime.cluster, lpips_runtime.cli; "
+    code = ("import sys, lpips_runtime.cluster, lpips_runtime.commands.score; "
             "print([m for m in ('ray', 'pyarrow') if m in sys.modules])")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "[]"
 
@@ -81,7 +81,7 @@ def test_csv_parts_hold_the_shortest_float32_decimal(tmp_path):
 
 def test_uris():
     from lpips_runtime.cluster import uris
-    from lpips_runtime.images import EncodedImage
+    from lpips_runtime.io.images import EncodedImage
 
     assert uris.join("lists", "a.png") == "lists/a.png" and uris.join("", "a.png") == "a.png"
     assert uris.join("s3://bucket/lists", "a.png") == "s3://bucket/lists/a.png"
@@ -123,7 +123,7 @@ def test_workers_get_the_limits_and_the_graphs_to_tile_with(split_models):
     from lpips_runtime import Scorer
     from lpips_runtime.cluster.settings import ScorerSettings, WorkerModel
     from lpips_runtime.errors import ImageTooLargeError
-    from lpips_runtime.images import EncodedImage
+    from lpips_runtime.io.images import EncodedImage
 
     models = split_models("alex")
     settings = ScorerSettings("alex", models_dir=str(models), auto_export=False, max_pixels=20_000, tile=64,
@@ -214,8 +214,8 @@ def test_result_folder_with_metrics(tmp_path, fmt):
 
     from lpips_runtime.cluster.output import ResultFolder, read_results
     from lpips_runtime.cluster.pipeline import result_schema
-    from lpips_runtime.pair_result import PairResult
-    from lpips_runtime.results import ResultWriter, pair_columns
+    from lpips_runtime.core.pair_result import PairResult
+    from lpips_runtime.records.results import ResultWriter, pair_columns
 
     metrics, model = ("psnr", "ssim"), "LPIPS-alex v0.1 (+psnr+ssim)"
     results = [PairResult(0, "/i/a.png", "/j/a.png", np.float32(0.14583078), metrics={"psnr": np.float32(27.123457),

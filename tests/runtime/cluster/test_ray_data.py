@@ -251,7 +251,7 @@ def _score(*args):
     connected session), which spares each run a driver's start."""
     from click.testing import CliRunner
 
-    from lpips_runtime.cli import main
+    from lpips_runtime.commands.score import main
 
     return CliRunner().invoke(main, [str(a) for a in args])
 

@@ -1,8 +1,8 @@
 """The batch-run sequence shared by lpips-score, lpips-video and lpips-score --ray."""
 import pytest
 
-from lpips_runtime.batchrun import EXIT_ITEMS_FAILED, EXIT_OK, BatchRun
-from lpips_runtime.cli_common import EXIT_INTERRUPTED
+from lpips_runtime.commands.batchrun import EXIT_ITEMS_FAILED, EXIT_OK, BatchRun
+from lpips_runtime.commands.common import EXIT_INTERRUPTED
 from lpips_runtime.errors import LpipsError, error_text, first_line
 
 

@@ -10,8 +10,8 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import crop, photo
-from lpips_runtime.cli import main
-from lpips_runtime.scorer import Scorer
+from lpips_runtime.commands.score import main
+from lpips_runtime.core.scorer import Scorer
 
 TOL = 1e-6
 

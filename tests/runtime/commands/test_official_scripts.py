@@ -18,7 +18,7 @@ NUMBER = re.compile(r"-?\d+\.\d+|nan")
 
 
 def run(command: str, *args, cwd=None):
-    code = f"from lpips_runtime.official_scripts import {command}; {command}()"
+    code = f"from lpips_runtime.commands.official_scripts import {command}; {command}()"
     return subprocess.run([sys.executable, "-c", code, *map(str, args)], capture_output=True, cwd=cwd, timeout=300)
 
 

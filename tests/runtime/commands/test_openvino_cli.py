@@ -15,7 +15,7 @@ pytest.importorskip("openvino", reason="needs OpenVINO: pip install 'lpips-rt[op
 from conftest import crop, distort, photo  # noqa: E402
 from lpips_runtime import Scorer  # noqa: E402
 from lpips_runtime.backends.openvino_backend import cpu_capabilities  # noqa: E402
-from lpips_runtime.cli import main  # noqa: E402
+from lpips_runtime.commands.score import main  # noqa: E402
 
 
 def _has_bf16() -> bool:

@@ -9,7 +9,7 @@ import re
 import select
 import time
 
-from lpips_runtime.progress import Progress
+from lpips_runtime.commands.progress import Progress
 
 
 def _read_all(fd: int, quiet_for: float = 0.3, at_most: float = 5.0) -> str:

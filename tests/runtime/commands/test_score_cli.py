@@ -17,7 +17,7 @@ from click.testing import CliRunner
 
 from conftest import crop, distort, photo, wait_for_lines
 from lpips_runtime import Scorer
-from lpips_runtime.cli import main
+from lpips_runtime.commands.score import main
 
 SCRIPT = str(Path(sys.executable).with_name("lpips-score"))
 

@@ -22,8 +22,8 @@ import pytest
 from click.testing import CliRunner
 
 from conftest import crop, distort, photo
-from lpips_runtime.cli import main
-from test_names import NAMES
+from lpips_runtime.commands.score import main
+from odd_names import NAMES
 
 SCRIPT = str(Path(sys.executable).with_name("lpips-score"))
 TIMEOUT = 300
@@ -32,23 +32,23 @@ TIMEOUT = 300
 def _slow_rows(delay: float) -> str:
     """``lpips-score`` with every result row followed by a pause: a run long enough to be interrupted
     or raced at a known point, whatever the machine's speed."""
-    return ("import time, lpips_runtime.results as results\n"
+    return ("import time, lpips_runtime.records.results as results\n"
             "write_row = results.ResultWriter.write_row\n"
             "def slow(self, row):\n"
             "    write_row(self, row)\n"
             f"    time.sleep({delay})\n"
             "results.ResultWriter.write_row = slow\n"
-            "from lpips_runtime.cli import main\n"
+            "from lpips_runtime.commands.score import main\n"
             "main()\n")
 
 
 # A pair scored after saying so (a marker file) and then taking its time: SIGINT lands mid-computation.
-_PAUSED_PAIR = ("import os, pathlib, time, lpips_runtime.scorer as scorer\n"
+_PAUSED_PAIR = ("import os, pathlib, time, lpips_runtime.core.scorer as scorer\n"
                 "def paused(self, *args, **kwargs):\n"
                 "    pathlib.Path(os.environ['LPIPS_TEST_MARKER']).touch()\n"
                 "    time.sleep(60)\n"
                 "scorer.Scorer.distance = scorer.Scorer.scores = paused\n"
-                "from lpips_runtime.cli import main\n"
+                "from lpips_runtime.commands.score import main\n"
                 "main()\n")
 
 

@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 from conftest import crop, distort, photo
 from lpips_runtime import Scorer
-from lpips_runtime.cli import main
+from lpips_runtime.commands.score import main
 from lpips_runtime.formatting import float32_text
 
 
@@ -71,7 +71,7 @@ def test_first_run_export_keeps_stdout_for_results(tree, tmp_path):
         "    ctypes.CDLL(None).printf(b'chatter: C printf\\n')\n"
         "    return real(*a, **k)\n"
         "ox.export_model = chatty\n"
-        "from lpips_runtime.cli import main\n"
+        "from lpips_runtime.commands.score import main\n"
         "main()\n")
     models = tmp_path / "fresh"
     args = [sys.executable, "-c", inject, tree / "gt" / "a.png", tree / "pred" / "a.png", "--json",
@@ -85,7 +85,7 @@ def test_first_run_export_keeps_stdout_for_results(tree, tmp_path):
                                                   "run needs LPIPS-alex v0.1")
     for chatter in ("chatter: python print", "chatter: fd 1", "chatter: C printf"):
         assert chatter in done.stderr
-    refused_args = [sys.executable, "-m", "lpips_runtime.cli", tree / "gt" / "a.png", tree / "pred" / "a.png",
+    refused_args = [sys.executable, "-m", "lpips_runtime.commands.score", tree / "gt" / "a.png", tree / "pred" / "a.png",
                     "--no-export", "--net", "vgg", "--models-dir", models]
     refused = subprocess.run(list(map(str, refused_args)), capture_output=True, text=True, timeout=300)
     assert refused.returncode == 1 and refused.stdout == ""

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from conftest import crop, distort, photo
 from lpips_runtime import Scorer
-from lpips_runtime.cli import main
+from lpips_runtime.commands.score import main
 
 METRICS = ("psnr", "ssim")
 

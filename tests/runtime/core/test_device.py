@@ -4,7 +4,7 @@ from __future__ import annotations
 import fake_cuda
 import pytest
 
-from lpips_runtime.device import choose_device
+from lpips_runtime.core.device import choose_device
 
 
 @pytest.fixture

@@ -6,8 +6,8 @@ import pytest
 
 from conftest import photo, crop, to_unit_nchw
 from lpips_runtime.errors import BackendError, InputError
-from lpips_runtime.features import Features, FeatureStore
-from lpips_runtime.scorer import Scorer
+from lpips_runtime.core.features import Features, FeatureStore
+from lpips_runtime.core.scorer import Scorer
 
 TOL = 1e-6
 
@@ -81,7 +81,7 @@ def test_block_streaming_and_spill_equal_the_whole_matrix(scorers, photo_set, tm
 def test_the_old_name_of_feature_memory_still_spills_with_a_warning(scorers, photo_set, tmp_path, monkeypatch):
     """``max_memory`` on the Scorer is the working memory of scoring; on distance_matrix/score_all_pairs the
     features' RAM before spilling is ``feature_memory``, and the old keyword warns but still works."""
-    import lpips_runtime.embedding as embedding
+    import lpips_runtime.core.embedding as embedding
 
     scorer, images, spills, real = scorers("squeeze"), photo_set[:4], [], embedding.FeatureStore
 
@@ -106,7 +106,7 @@ def test_the_feature_cache_does_not_import_the_scorer():
     import subprocess
     import sys
 
-    code = "import sys, lpips_runtime.embedding; print('lpips_runtime.scorer' in sys.modules)"
+    code = "import sys, lpips_runtime.core.embedding; print('lpips_runtime.core.scorer' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() \
         == "False"
 

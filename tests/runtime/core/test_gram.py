@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-from lpips_runtime.gram import GramProduct, gemm_model_bytes
+from lpips_runtime.core.gram import GramProduct, gemm_model_bytes
 
 
 def test_graph_is_valid_onnx():

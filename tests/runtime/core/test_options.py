@@ -1,4 +1,4 @@
-"""The Scorer's options are declared once (lpips_runtime.options) and every front end reads them from there."""
+"""The Scorer's options are declared once (lpips_runtime.core.options) and every front end reads them from there."""
 import inspect
 from dataclasses import fields
 
@@ -6,7 +6,7 @@ import pytest
 
 from lpips_runtime import Scorer
 from lpips_runtime.errors import LpipsError
-from lpips_runtime.options import DEFAULTS, OPTION_NAMES, ScorerOptions, option_info
+from lpips_runtime.core.options import DEFAULTS, OPTION_NAMES, ScorerOptions, option_info
 
 
 def test_scorer_keywords_are_the_declared_options_with_their_defaults():
@@ -16,14 +16,14 @@ def test_scorer_keywords_are_the_declared_options_with_their_defaults():
 
 
 def _cli_options(command, argv):
-    from lpips_runtime.cli_common import resolve_device
+    from lpips_runtime.commands.common import resolve_device
 
     params = command.make_context(command.name or "cmd", argv).params
     return ScorerOptions.from_cli(params, device=resolve_device(params["device"], "ort", quiet=True))
 
 
 def _commands():
-    from lpips_runtime.cli import main as score
+    from lpips_runtime.commands.score import main as score
     from lpips_runtime.serve.cli import main as serve
     from lpips_runtime.video.cli import main as video
 
@@ -60,7 +60,7 @@ def test_every_command_line_parses_the_options_alike(name):
 def test_a_bad_value_is_a_usage_error_naming_the_rule(argv, message):
     import click
 
-    from lpips_runtime.cli import main
+    from lpips_runtime.commands.score import main
 
     with pytest.raises(click.BadParameter, match=message):
         main.make_context("lpips-score", ["a.png", "b.png", *argv])
@@ -69,7 +69,7 @@ def test_a_bad_value_is_a_usage_error_naming_the_rule(argv, message):
 def test_help_shows_the_defaults_as_a_command_line_writes_them():
     from click.testing import CliRunner
 
-    from lpips_runtime.cli import main
+    from lpips_runtime.commands.score import main
 
     text = " ".join(CliRunner().invoke(main, ["--help"], terminal_width=200).output.split())
     assert "[default: 100M]" in text and "[default: 1G]" in text and "[default: auto]" in text

@@ -133,7 +133,7 @@ def test_spin_between_runs_is_a_session_setting_that_changes_no_value(models_dir
 
 
 def test_encoded_image_names_its_bytes_in_messages(models_dir):
-    from lpips_runtime.images import EncodedImage
+    from lpips_runtime.io.images import EncodedImage
 
     scorer = Scorer("alex", models_dir=models_dir)
     ref = cv2.imencode(".png", crop(photo("coffee"), 64, 64))[1].tobytes()

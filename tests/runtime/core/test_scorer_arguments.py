@@ -8,7 +8,7 @@ import pytest
 
 from lpips_runtime.errors import InputError, LpipsError
 from lpips_runtime.limits import available_cpus
-from lpips_runtime.scorer import Scorer
+from lpips_runtime.core.scorer import Scorer
 
 
 @pytest.fixture(scope="module")

@@ -13,8 +13,8 @@ from conftest import crop, distort, photo
 from lpips_runtime.backends.base import Backend
 from lpips_runtime.backends.staging import Pending
 from lpips_runtime.errors import LpipsError
-from lpips_runtime.modelfile import ModelSpec
-from lpips_runtime.scorer import Scorer
+from lpips_runtime.model.modelfile import ModelSpec
+from lpips_runtime.core.scorer import Scorer
 
 
 @pytest.fixture
@@ -42,7 +42,7 @@ def test_auto_frames_prefers_the_bgr_frame_export_on_cuda(models_dir, tmp_path_f
 def test_frame_graph_skips_cpu_preprocessing_and_matches(models_dir, photo_pair_files, monkeypatch):
     with Scorer("alex", models_dir=models_dir) as floats:
         expected = [r.distance for r in floats.score_pairs(photo_pair_files)]
-    monkeypatch.setattr("lpips_runtime.scorer.rgb_to_unit_nchw", lambda img: pytest.fail("CPU float conversion"))
+    monkeypatch.setattr("lpips_runtime.core.scorer.rgb_to_unit_nchw", lambda img: pytest.fail("CPU float conversion"))
     with Scorer(models_dir / ModelSpec("alex", frames="nhwc-bgr").filename()) as frames:
         got = [r.distance for r in frames.score_pairs(photo_pair_files)]
         single = frames.distance(*photo_pair_files[0])
@@ -163,7 +163,7 @@ def test_a_failed_batch_is_recorded_and_the_run_goes_on():
 def test_lpips_score_precision_option(exported, exported_spec, photo_pair_files, tmp_path):
     from click.testing import CliRunner
 
-    from lpips_runtime.cli import main
+    from lpips_runtime.commands.score import main
 
     for path in (exported("alex"), exported_spec(ModelSpec("alex", precision="fp16"))):
         shutil.copy(path, tmp_path / path.name)

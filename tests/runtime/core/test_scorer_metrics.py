@@ -13,7 +13,7 @@ from scipy.ndimage import gaussian_filter1d
 from conftest import assert_metrics_match, crop, distort, photo, skimage_metrics
 from lpips_runtime import LpipsError, ModelFileError, Scorer
 from lpips_runtime.errors import InputError
-from lpips_runtime.pixel_metrics import (SSIM_SIGMA, SSIM_TRUNCATE, format_metric, gaussian_taps, json_number,
+from lpips_runtime.model.pixel_metrics import (SSIM_SIGMA, SSIM_TRUNCATE, format_metric, gaussian_taps, json_number,
                                          parse_metrics)
 
 METRICS = ("psnr", "ssim")

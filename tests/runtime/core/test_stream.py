@@ -1,4 +1,4 @@
-"""The streaming pipeline of batch runs (lpips_runtime.stream), driven without a Scorer: a fake backend
+"""The streaming pipeline of batch runs (lpips_runtime.core.stream), driven without a Scorer: a fake backend
 that sums pixels, so that every value can be checked by hand."""
 from concurrent.futures import Future
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from lpips_runtime.errors import InputError
-from lpips_runtime.stream import DecodeAhead, PairStream, TiledPair
+from lpips_runtime.core.stream import DecodeAhead, PairStream, TiledPair
 
 
 def test_decode_ahead_sized_by_bytes():

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from conftest import distort, scene, to_unit_nchw
-from lpips_runtime.nets import NET_NAMES, get_net
-from lpips_runtime.scorer import Scorer
-from lpips_runtime.tiling import Halo, plan_tiles, tap_geometry, tap_sizes
+from lpips_runtime.model.nets import NET_NAMES, get_net
+from lpips_runtime.core.scorer import Scorer
+from lpips_runtime.core.tiling import Halo, plan_tiles, tap_geometry, tap_sizes
 
 TOL = 1e-5
 # (height, width, tile side): large enough that some crop starts inside the image on both axes (an

@@ -11,8 +11,8 @@ import threading
 import pytest
 
 from lpips_runtime.errors import InputError, ModelFileError
-from lpips_runtime.images import load_rgb
-from lpips_runtime.modelfile import MAX_MODEL_BYTES, read_model
+from lpips_runtime.io.images import load_rgb
+from lpips_runtime.model.modelfile import MAX_MODEL_BYTES, read_model
 
 
 def _within(seconds: float, fn):
@@ -75,7 +75,7 @@ def test_cli_fifo_in_a_pairs_csv_fails_its_row_only(tmp_path, photo_pair_files, 
     os.mkfifo(tmp_path / "pipe.png")
     p0, p1 = photo_pair_files[0]
     (tmp_path / "pairs.csv").write_text(f"{p0},pipe.png\n{p0},{p1}\n")
-    done = subprocess.run([sys.executable, "-m", "lpips_runtime.cli", "--pairs", str(tmp_path / "pairs.csv"), "-q",
+    done = subprocess.run([sys.executable, "-m", "lpips_runtime.commands.score", "--pairs", str(tmp_path / "pairs.csv"), "-q",
                            "--net", "squeeze", "--models-dir", str(split_models("squeeze"))],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 3
@@ -86,7 +86,7 @@ def test_cli_fifo_in_a_pairs_csv_fails_its_row_only(tmp_path, photo_pair_files, 
 
 def test_cli_device_as_model_is_one_line(photo_pair_files):
     p0, p1 = photo_pair_files[0]
-    done = subprocess.run([sys.executable, "-m", "lpips_runtime.cli", str(p0), str(p1), "--model", "/dev/zero"],
+    done = subprocess.run([sys.executable, "-m", "lpips_runtime.commands.score", str(p0), str(p1), "--model", "/dev/zero"],
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 1
     assert done.stderr.strip().splitlines() == [
@@ -95,7 +95,7 @@ def test_cli_device_as_model_is_one_line(photo_pair_files):
 
 def test_cli_fifo_as_the_pairs_csv_is_one_line(tmp_path):
     os.mkfifo(tmp_path / "pairs.csv")
-    done = subprocess.run([sys.executable, "-m", "lpips_runtime.cli", "--pairs", str(tmp_path / "pairs.csv")],
+    done = subprocess.run([sys.executable, "-m", "lpips_runtime.commands.score", "--pairs", str(tmp_path / "pairs.csv")],
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 1
     assert done.stderr.strip().splitlines() == [f"Error: {tmp_path / 'pairs.csv'}: cannot read (is a FIFO, not a regular file)"]

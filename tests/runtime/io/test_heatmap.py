@@ -8,7 +8,7 @@ import pytest
 
 from conftest import crop, photo
 from lpips_runtime.errors import InputError
-from lpips_runtime.heatmap import COLORMAPS, DEFAULT_SCALE, colour_bar, heatmap_scale, render_heatmap, write_image
+from lpips_runtime.io.heatmap import COLORMAPS, DEFAULT_SCALE, colour_bar, heatmap_scale, render_heatmap, write_image
 
 
 def test_fixed_scale_gives_the_same_colour_for_the_same_value():

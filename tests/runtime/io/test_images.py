@@ -7,7 +7,7 @@ import pytest
 
 from conftest import crop, photo
 from lpips_runtime.errors import InputError
-from lpips_runtime.images import ResizePolicy, check_unit_batch, load_rgb, rgb_to_unit_nchw
+from lpips_runtime.io.images import ResizePolicy, check_unit_batch, load_rgb, rgb_to_unit_nchw
 
 
 def _official_tensor(path):

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from lpips_runtime.errors import InputError
-from lpips_runtime.pairs import folder_pairs, pair_folders, read_pair_list, scan_folder
+from lpips_runtime.io.pairs import folder_pairs, pair_folders, read_pair_list, scan_folder
 
 
 def _touch(root: Path, *names: str) -> None:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from lpips_runtime.engine_meta import (
+from lpips_runtime.model.engine_meta import (
     DEFAULT_MAX_BATCH,
     EngineSidecar,
     GpuInfo,
@@ -18,7 +18,7 @@ from lpips_runtime.engine_meta import (
     write_sidecar,
 )
 from lpips_runtime.errors import BackendError, InputError, LpipsError
-from lpips_runtime.nets import get_net
+from lpips_runtime.model.nets import get_net
 
 
 def _sidecar(**changes) -> EngineSidecar:

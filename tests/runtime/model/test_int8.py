@@ -1,5 +1,5 @@
 """--precision int8: declared, routed to OpenVINO, and refused per net (one line naming the precisions the net has)
-while no int8 model of that net meets the accuracy acceptance (lpips_runtime.int8; benchmarks/int8_accuracy.py)."""
+while no int8 model of that net meets the accuracy acceptance (lpips_runtime.model.int8; benchmarks/int8_accuracy.py)."""
 from __future__ import annotations
 
 import pytest
@@ -7,10 +7,10 @@ from click.testing import CliRunner
 
 from lpips_runtime import Scorer
 from lpips_runtime.backends import PRECISIONS, default_backend, split_precision
-from lpips_runtime.cli import main
+from lpips_runtime.commands.score import main
 from lpips_runtime.errors import BackendError
-from lpips_runtime.int8 import OFFERED, REFUSED
-from lpips_runtime.nets import NET_NAMES
+from lpips_runtime.model.int8 import OFFERED, REFUSED
+from lpips_runtime.model.nets import NET_NAMES
 
 
 def test_int8_is_a_precision_computed_from_the_fp32_export_on_openvino():

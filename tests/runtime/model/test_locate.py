@@ -8,8 +8,8 @@ import pytest
 from click.testing import CliRunner
 
 from lpips_runtime.errors import ModelFileError
-from lpips_runtime.locate import MODELS_ENV, locate_model, resolve_models_dir, user_models_dir
-from lpips_runtime.modelfile import ModelSpec
+from lpips_runtime.model.locate import MODELS_ENV, locate_model, resolve_models_dir, user_models_dir
+from lpips_runtime.model.modelfile import ModelSpec
 
 
 @pytest.fixture
@@ -36,7 +36,7 @@ def test_precedence(elsewhere, monkeypatch):
 
 
 def test_missing_model_message_names_places_and_ways_out(elsewhere, monkeypatch):
-    import lpips_runtime.locate as locate
+    import lpips_runtime.model.locate as locate
 
     monkeypatch.setattr(locate, "export_available", lambda: False)
     monkeypatch.setattr(locate, "_light_export_available", lambda spec: False)  # neither torch nor onnx here
@@ -94,7 +94,7 @@ def test_lpips_export_default_out_is_the_same_folder(elsewhere, monkeypatch):
 def test_torch_free_on_demand_build_says_so_first(elsewhere, monkeypatch, caplog):
     """Without torch but with onnx ([light-export]), a missing stock graph is built from its template on demand,
     after one line saying what, where, why and the bundle command."""
-    import lpips_runtime.locate as locate
+    import lpips_runtime.model.locate as locate
 
     monkeypatch.setattr(locate, "export_available", lambda: False)
     given = elsewhere / "models"

@@ -12,8 +12,8 @@ from onnx import helper, numpy_helper
 
 from conftest import crop, photo
 from lpips_runtime.errors import ModelFileError
-from lpips_runtime.modelfile import read_model, scan_model_bytes
-from lpips_runtime.scorer import Scorer
+from lpips_runtime.model.modelfile import read_model, scan_model_bytes
+from lpips_runtime.core.scorer import Scorer
 
 
 def _forge(model: onnx.ModelProto, path, metadata: dict | None = None):
@@ -80,7 +80,7 @@ def test_rebuilt_graph_with_real_weights_is_caught_by_the_probe(exported, tmp_pa
 
 
 def test_every_kind_of_export_passes(split_models, exported, exported_spec):
-    from lpips_runtime.modelfile import ModelSpec
+    from lpips_runtime.model.modelfile import ModelSpec
 
     for name in sorted(os.listdir(split_models("squeeze"))):  # fused, spatial, encoder, heads
         read_model(split_models("squeeze") / name)
@@ -93,7 +93,7 @@ def test_the_natural_graph_form_is_accepted_and_scores_like_the_portable_one(exp
     """``export_model(portable=False)`` (the form benchmarks/cpu.py compares) stores the v0.1 shift as a
     [1,3,1,1] tensor instead of a depthwise bias: still the pinned scaling, so it opens and agrees."""
     from lpips_export.onnx_export import export_model
-    from lpips_runtime.modelfile import ModelSpec
+    from lpips_runtime.model.modelfile import ModelSpec
 
     natural, _ = export_model(ModelSpec("alex"), tmp_path, portable=False, check=False)
     a, b = _pair()

@@ -6,7 +6,7 @@ import pytest
 from onnx import helper, numpy_helper
 
 from lpips_runtime.errors import ModelFileError
-from lpips_runtime.modelfile import ModelSpec, read_model
+from lpips_runtime.model.modelfile import ModelSpec, read_model
 
 
 def _identity_model(path):

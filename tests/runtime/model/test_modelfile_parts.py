@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 
 from lpips_runtime.errors import LpipsError, ModelFileError
-from lpips_runtime.modelfile import PARTS, ModelSpec, read_model, scan_model_bytes
-from lpips_runtime.nets import get_net
+from lpips_runtime.model.modelfile import PARTS, ModelSpec, read_model, scan_model_bytes
+from lpips_runtime.model.nets import get_net
 
 
 def test_parts_normalise_fields_they_do_not_depend_on():
@@ -66,7 +66,7 @@ def test_unknown_kind_is_refused(split_models, tmp_path):
 
 
 def test_scorer_refuses_a_part_as_its_model(split_models):
-    from lpips_runtime.scorer import Scorer
+    from lpips_runtime.core.scorer import Scorer
 
     with pytest.raises(ModelFileError, match="give the fused model"):
         Scorer(split_models("squeeze") / ModelSpec("squeeze", part="encoder").filename())

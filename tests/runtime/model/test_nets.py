@@ -6,7 +6,7 @@ import torch
 import torchvision
 
 from lpips_runtime.errors import InputError, LpipsError
-from lpips_runtime.nets import all_nets, check_version, get_net
+from lpips_runtime.model.nets import all_nets, check_version, get_net
 
 NETS = list(all_nets())
 
@@ -72,7 +72,7 @@ def _torch_geometry(layer) -> tuple[int, int, int, int]:
 def test_geometry_matches_torchvision(net):
     """The layer geometry tiled scoring relies on is torchvision's, and the map sizes derived from it are the
     sizes torch computes (odd sizes, ceil-mode pools included)."""
-    from lpips_runtime.tiling import tap_sizes
+    from lpips_runtime.core.tiling import tap_sizes
 
     spec = get_net(net)
     layers = _features(net)[: spec.taps[-1]]

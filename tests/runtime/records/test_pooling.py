@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from lpips_runtime.pooling import Pooling, pool
+from lpips_runtime.records.pooling import Pooling, pool
 
 
 def test_pool_matches_numpy_and_scipy():

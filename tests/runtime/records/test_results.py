@@ -11,9 +11,9 @@ import pytest
 
 from lpips_runtime.errors import InputError
 from lpips_runtime.formatting import float32_json, float32_text, human
-from lpips_runtime.results import ResultWriter, format_for
-from lpips_runtime.scorer import PairResult
-from lpips_runtime.summary import RunSummary
+from lpips_runtime.records.results import ResultWriter, format_for
+from lpips_runtime.core.scorer import PairResult
+from lpips_runtime.records.summary import RunSummary
 
 
 def _digits(text: str) -> int:

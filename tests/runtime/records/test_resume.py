@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 
 from lpips_runtime.errors import InputError, OutputError
-from lpips_runtime.results import PAIR_COLUMNS, ResultWriter
-from lpips_runtime.scorer import PairResult
-from lpips_runtime.summary import RunSummary
+from lpips_runtime.records.results import PAIR_COLUMNS, ResultWriter
+from lpips_runtime.core.scorer import PairResult
+from lpips_runtime.records.summary import RunSummary
 
 HEADER = ",".join(PAIR_COLUMNS) + "\n"
 MODEL = {"model": "LPIPS-alex v0.1"}
@@ -117,7 +117,7 @@ def test_blank_lines_are_skipped(tmp_path):
 def test_byte_names_round_trip_and_resume(tmp_path, monkeypatch, fmt):
     """Names that are not UTF-8 (and CSV/line-break troublemakers) are written exactly and read back as
     the same resume keys; at main 7071800 the first such row was a UnicodeEncodeError."""
-    from test_names import NAMES
+    from odd_names import NAMES
 
     monkeypatch.chdir(tmp_path)
     names = [os.fsdecode(raw) for raw in NAMES]
@@ -195,7 +195,7 @@ def test_write_faults_are_typed_one_line_errors(tmp_path):
 def test_metric_columns_are_checked_and_infinity_is_kept(tmp_path):
     """With --metrics, PSNR's +inf (identical images: ``inf`` in CSV) resumes as infinity, counted apart by
     the summary; a metric that is not a number is refused like a distance."""
-    from lpips_runtime.results import pair_columns
+    from lpips_runtime.records.results import pair_columns
 
     columns = pair_columns(("psnr", "ssim"))
     header = ",".join(columns) + "\n"

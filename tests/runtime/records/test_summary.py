@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from lpips_runtime.errors import InputError
-from lpips_runtime.summary import DistanceStats, RunSummary
+from lpips_runtime.records.summary import DistanceStats, RunSummary
 
 
 def test_stats_equal_numpy():
