@@ -31,9 +31,17 @@ from torch.autograd.function import once_differentiable
 from lpips_runtime.nets import NORM_EPS
 
 
+def _channel_sum(x: torch.Tensor) -> torch.Tensor:
+    """sum_c x as [N,1,h,w]. A [1,C] x [C,hw] matrix product per image: torch's reduction over the channel
+    axis (stride h*w), whether ``sum(dim=1)`` or ``linalg.vector_norm``, is several times slower on the
+    CPU than this for LPIPS's shapes (measured on a 2-core AVX2 EPYC)."""
+    n, c, h, w = x.shape
+    return torch.matmul(x.new_ones(1, c), x.reshape(n, c, h * w)).reshape(n, 1, h, w)
+
+
 def _norm(f: torch.Tensor) -> torch.Tensor:
-    """sqrt(sum_c f^2) as [N,1,h,w], in one pass."""
-    return torch.linalg.vector_norm(f, dim=1, keepdim=True)
+    """sqrt(sum_c f^2) as [N,1,h,w]."""
+    return _channel_sum(f * f).sqrt_()
 
 
 class _LayerDistance(torch.autograd.Function):
@@ -43,8 +51,7 @@ class _LayerDistance(torch.autograd.Function):
         s0, s1 = n0 + NORM_EPS, n1 + NORM_EPS
         diff = torch.addcdiv(f0 / s0, f1, s1, value=-1)  # a - b, without b as a map of its own
         hw = diff.shape[2] * diff.shape[3]
-        # mean_hw(diff^2) per (n, c): the squared L2 norm over the spatial axes, in one pass
-        channel_means = torch.linalg.vector_norm(diff, dim=(2, 3)).square_() / hw  # [N,C]
+        channel_means = (diff * diff).sum(dim=(2, 3)) / hw  # mean_hw(diff^2) per (n, c): [N,C]
         ctx.save_for_backward(f0, f1, diff, n0, n1, channel_means, weight)
         return (channel_means @ weight)[:, None, None, None]
 
@@ -71,7 +78,7 @@ def _through_normalisation(grad_a: torch.Tensor, f: torch.Tensor, n: torch.Tenso
     """d loss / d f for ``a = f / (n + eps)``, ``n = sqrt(sum_c f^2)``, given d loss / d a."""
     s = n + NORM_EPS
     # s^2 * n, as autograd's div (-g f / s^2) and sqrt (1 / (2 n)) backward with the sum's factor 2 give it
-    radial = (grad_a * f).sum(dim=1, keepdim=True) / (s * s * n)
+    radial = _channel_sum(grad_a * f) / (s * s * n)
     return torch.addcmul(grad_a / s, f, radial, value=-1)
 
 
