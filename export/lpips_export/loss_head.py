@@ -20,14 +20,12 @@ elementwise form (the head is a third of a training step's time on a 2-core CPU:
   (including its NaN where a pixel's features are all zero, as the official's), in five passes.
 
 Results equal the elementwise form up to float32 rounding (tests/export/test_loss_head.py against the
-official package). It is once-differentiable: a second derivative (``create_graph=True`` through the loss)
-raises; ``lpips_runtime.torch.LPIPS(fused_head=False)`` takes the elementwise path for that.
+official package). A backward with ``create_graph=True`` (a gradient penalty) takes the elementwise form
+under autograd instead, so second derivatives are right, at the elementwise form's speed.
 """
 from __future__ import annotations
 
 import torch
-from torch.autograd.function import once_differentiable
-
 from lpips_runtime.nets import NORM_EPS
 
 
@@ -56,8 +54,9 @@ class _LayerDistance(torch.autograd.Function):
         return (channel_means @ weight)[:, None, None, None]
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, grad_out):
+        if torch.is_grad_enabled():  # create_graph=True: the backward itself must be differentiable
+            return _differentiable_backward(ctx, grad_out)
         f0, f1, diff, n0, n1, channel_means, weight = ctx.saved_tensors
         g = grad_out.reshape(-1)  # [N]
         hw = diff.shape[2] * diff.shape[3]
@@ -80,6 +79,18 @@ def _through_normalisation(grad_a: torch.Tensor, f: torch.Tensor, n: torch.Tenso
     # s^2 * n, as autograd's div (-g f / s^2) and sqrt (1 / (2 n)) backward with the sum's factor 2 give it
     radial = _channel_sum(grad_a * f) / (s * s * n)
     return torch.addcmul(grad_a / s, f, radial, value=-1)
+
+
+def _differentiable_backward(ctx, grad_out):
+    """The gradients through the elementwise form under autograd, with a graph (the saved inputs carry
+    their history, so second derivatives reach the images)."""
+    f0, f1, _, _, _, _, weight = ctx.saved_tensors
+    wanted = [t for t, needed in zip((f0, f1, weight), ctx.needs_input_grad) if needed]
+    a = f0 / (torch.sqrt((f0 * f0).sum(dim=1, keepdim=True)) + NORM_EPS)
+    b = f1 / (torch.sqrt((f1 * f1).sum(dim=1, keepdim=True)) + NORM_EPS)
+    term = ((a - b) ** 2).mean(dim=(2, 3)) @ weight
+    grads = iter(torch.autograd.grad(term, wanted, grad_out.reshape(-1), create_graph=True))
+    return tuple(next(grads) if needed else None for needed in ctx.needs_input_grad)
 
 
 def layer_distance(f0: torch.Tensor, f1: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:

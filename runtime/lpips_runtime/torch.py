@@ -45,9 +45,12 @@ class LPIPS(torch.nn.Module):
     (``torch.autocast`` or ``.half()``: the official ``x / (sqrt(sum x^2) + 1e-10)`` loses its eps in float16).
 
     Keyword-only extras: ``backbone_weights`` (a torchvision ``features`` state dict file, checked against the
-    pinned digest) and ``channels_last`` (the backbone's memory layout; off by default: not reliably faster
-    for forward+backward on the CPU measured (benchmarks/loss.py), lower peak memory, and its vgg gradient
-    at odd sizes is 1.5e-3 from a float64 reference where NCHW's is 2e-6: docs/loss.md).
+    pinned digest), ``channels_last`` (the backbone's memory layout; off by default: on the CPU measured it
+    was not faster for forward+backward, and with NCHW inputs its gradients were 2e-3 (alex) and 7e-3 (vgg)
+    from the official's at 256x256, against 2e-7 for the default: docs/loss.md) and ``fused_head`` (on by default: the head's spatial means, normalisation and linear
+    layers as one autograd function with a closed-form backward, ``lpips_export.loss_head``, the same
+    results in fewer passes; it applies without ``spatial`` and train-mode dropout, and a
+    ``create_graph=True`` backward goes through the elementwise form; ``False`` always takes that form).
     """
 
     def __init__(self, pretrained: bool = True, net: str = "alex", version: str = "0.1", lpips: bool = True,
