@@ -48,7 +48,7 @@ def main(argv=None) -> int:
     add_models_dir(parser)
     args = parser.parse_args(argv)
     os.environ.setdefault("LPIPS_RT_OFFLINE", "1")
-    from lpips_runtime.scorer import Scorer
+    from lpips_runtime.core.scorer import Scorer
     from lpips_runtime.system import physical_cores
 
     threads = args.threads or physical_cores()

@@ -33,7 +33,7 @@ IMPLS = ("ort", "torch", "official", "openvino-fp32", "openvino-bf16", "openvino
 LABELS = {"ort": "ORT (ours)", "torch": "torch (ours)", "official": "lpips 0.1.4", "openvino-fp32": "OpenVINO fp32 (ours)",
           "openvino-bf16": "OpenVINO bf16 (ours)", "openvino-int8": "OpenVINO int8 (not offered)"}
 # int8: the model benchmarks/int8_accuracy.py builds (NNCF; every backbone convolution but the stem quantised).
-# It fails the accuracy acceptance for every net (lpips_runtime.int8), so it is timed to show what int8 would
+# It fails the accuracy acceptance for every net (lpips_runtime.model.int8), so it is timed to show what int8 would
 # buy, not as a runtime path.
 INT8_SKIP = 1
 
@@ -82,7 +82,7 @@ def layer_facts(net: str, h: int, w: int) -> dict:
     import torch
     import torchvision
 
-    from lpips_runtime.nets import get_net
+    from lpips_runtime.model.nets import get_net
 
     spec = get_net(net)
     features = getattr(torchvision.models, spec.torchvision_builder)(weights=None).features[: spec.taps[-1]]
@@ -112,7 +112,7 @@ def export_models(nets, out: Path, models_dir: Path | None = None, natural: bool
     """Fused exports of each net in the portable (default) form, taken from ``models_dir`` where there,
     and (``natural``) the natural form, checked as usual."""
     from lpips_export.onnx_export import export_model
-    from lpips_runtime.modelfile import ModelSpec
+    from lpips_runtime.model.modelfile import ModelSpec
 
     paths = {}
     for net in nets:
@@ -146,7 +146,7 @@ def _runner(impl: str, net: str, model: str | None, threads: int):
         request = compiled.create_infer_request()
         return lambda a, b: request.infer({"img0": a, "img1": b})[0].copy()
     if impl == "ort" or impl.startswith("openvino-"):
-        from lpips_runtime.scorer import Scorer
+        from lpips_runtime.core.scorer import Scorer
 
         backend, _, precision = impl.partition("-")
         scorer = Scorer(model, backend=backend, precision=precision or "fp32", threads=threads,
@@ -156,7 +156,7 @@ def _runner(impl: str, net: str, model: str | None, threads: int):
 
     torch.set_num_threads(threads)
     if impl == "torch":
-        from lpips_runtime.scorer import Scorer
+        from lpips_runtime.core.scorer import Scorer
 
         scorer = Scorer(net, backend="torch", threads=threads, batch_size=max(BATCHES))
         return scorer.distance
@@ -317,7 +317,7 @@ def openvino_gemm(a, b, threads: int, repeats: int) -> dict:
 
 def worker_forms(args) -> dict:
     """ORT speed of the portable and the natural graph form, timed in turns on the same inputs."""
-    from lpips_runtime.scorer import Scorer
+    from lpips_runtime.core.scorer import Scorer
 
     paths = json.loads(args.model)
     out = []

@@ -49,8 +49,8 @@ warnings.filterwarnings("ignore", "Arguments other than a weight enum")
 
 import conftest  # noqa: E402,F401 - maps the source tree
 from conftest import distort, official_lpips, scene  # noqa: E402
-from lpips_runtime.images import rgb_to_unit_nchw  # noqa: E402
-from lpips_runtime.modelfile import ModelSpec  # noqa: E402
+from lpips_runtime.io.images import rgb_to_unit_nchw  # noqa: E402
+from lpips_runtime.model.modelfile import ModelSpec  # noqa: E402
 
 SHAPES = [(1, 256, 256), (64, 256, 256), (8, 1024, 1024), (1, 1080, 1920)]
 QUICK_SHAPES = [(1, 64, 64), (2, 96, 128)]

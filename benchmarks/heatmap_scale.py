@@ -1,5 +1,5 @@
 """How large spatial LPIPS values are on real distortions: the measurement behind the fixed default scale
-of ``lpips-score --heatmap`` (``lpips_runtime.heatmap.DEFAULT_SCALE``).
+of ``lpips-score --heatmap`` (``lpips_runtime.io.heatmap.DEFAULT_SCALE``).
 
     python benchmarks/heatmap_scale.py           # alex, vgg, squeeze; 6 photographs x 4 distortions x 3 strengths
     python benchmarks/heatmap_scale.py --quick   # alex only, 2 photographs (< 1 minute with the export)
@@ -97,7 +97,7 @@ def render(report: dict) -> str:
         for strength, r in rows.items():
             lines.append(f"| {net} | {strength} | {r['images']} | {r['distance_median']:.3f} | {r['distance_max']:.3f} "
                          f"| {r['p50']:.3f} | {r['p90']:.3f} | {r['p99']:.3f} | {r['p99.9']:.3f} | {r['max']:.3f} |")
-    lines += ["", "Default heatmap scale (`lpips_runtime.heatmap.DEFAULT_SCALE`): p99 of the moderate distortions "
+    lines += ["", "Default heatmap scale (`lpips_runtime.io.heatmap.DEFAULT_SCALE`): p99 of the moderate distortions "
               "(strength 0.5), rounded to 0.1: " +
               ", ".join(f"{net} {rows['0.5']['p99']:.3f} -> {round(rows['0.5']['p99'], 1):.1f}"
                         for net, rows in report["nets"].items()) +

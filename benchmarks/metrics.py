@@ -73,9 +73,9 @@ def main(argv=None) -> int:
     os.environ.setdefault("LPIPS_RT_OFFLINE", "1")
     import cv2
 
-    from lpips_runtime.images import rgb_to_unit_nchw
-    from lpips_runtime.modelfile import ModelSpec
-    from lpips_runtime.scorer import Scorer
+    from lpips_runtime.io.images import rgb_to_unit_nchw
+    from lpips_runtime.model.modelfile import ModelSpec
+    from lpips_runtime.core.scorer import Scorer
     from lpips_runtime.system import physical_cores
 
     threads = args.threads or physical_cores()

@@ -105,7 +105,7 @@ def main(argv=None) -> int:
     import onnxruntime as ort
 
     from lpips_export.onnx_export import export_model
-    from lpips_runtime.modelfile import ModelSpec
+    from lpips_runtime.model.modelfile import ModelSpec
     from lpips_runtime.system import physical_cores
 
     threads = args.threads or physical_cores()

@@ -26,7 +26,7 @@ import torch  # noqa: E402
 from lpips_export.build import build_lpips  # noqa: E402
 from lpips_export.onnx_export import export_onnx, model_filename  # noqa: E402
 from lpips_export.reference import official_lpips  # noqa: E402
-from lpips_runtime.nets import all_nets  # noqa: E402
+from lpips_runtime.model.nets import all_nets  # noqa: E402
 
 
 def photo_inputs(h: int, w: int) -> list[tuple[np.ndarray, np.ndarray]]:

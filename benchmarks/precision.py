@@ -180,7 +180,7 @@ def main(argv=None) -> int:
 
     from lpips_export.build import build_lpips
     from lpips_export.onnx_export import export_model
-    from lpips_runtime.modelfile import ModelSpec
+    from lpips_runtime.model.modelfile import ModelSpec
     from lpips_runtime.system import physical_cores
 
     threads = args.threads or physical_cores()

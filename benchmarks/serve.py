@@ -413,8 +413,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     os.environ.setdefault("LPIPS_RT_OFFLINE", "1")
     from lpips_runtime.formatting import float32_json
-    from lpips_runtime.locate import default_models_dir
-    from lpips_runtime.scorer import Scorer
+    from lpips_runtime.model.locate import default_models_dir
+    from lpips_runtime.core.scorer import Scorer
     from lpips_runtime.system import physical_cores
 
     q = args.quick
@@ -466,7 +466,7 @@ def main(argv=None) -> int:
 
 def protocols(args, report: dict, models_dir: Path, threads: int, pairs, expected) -> int:
     """Sections 6 and 7: /v1 multipart, v2 binary and v2 JSON on one server, in turns; then wrk."""
-    from lpips_runtime.scorer import Scorer
+    from lpips_runtime.core.scorer import Scorer
 
     q = args.quick
     kinds = {kind: make_requests(kind, pairs, expected) for kind in ("v1", "v2-binary", "v2-json")}

@@ -100,7 +100,7 @@ def child(spec: dict) -> dict:
     if spec.get("as_limit_mb"):
         limit = int(spec["as_limit_mb"]) << 20
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-    from lpips_runtime.scorer import Scorer
+    from lpips_runtime.core.scorer import Scorer
 
     settings = {k: spec[k] for k in ("tile", "max_memory", "batch_size") if k in spec}
     scorer = Scorer(spec["net"], models_dir=spec["models"], auto_export=False, threads=spec["threads"], **settings)
@@ -164,7 +164,7 @@ def run_cell(spec: dict, cap_mb: float, timeout: float) -> dict:
 
 def _prepare_models(nets: list[str], folder: Path) -> None:
     """Export fused, encoder and head graphs of each net (v0.1) once, in this process (torch stays here)."""
-    from lpips_runtime.scorer import Scorer
+    from lpips_runtime.core.scorer import Scorer
 
     for net in nets:
         scorer = Scorer(net, models_dir=folder)

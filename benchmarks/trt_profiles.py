@@ -32,9 +32,9 @@ def main() -> None:
 
     from lpips_export.onnx_export import export_model
     from lpips_export.trt_build import build_engine
-    from lpips_runtime.engine_meta import Profile
-    from lpips_runtime.modelfile import ModelSpec
-    from lpips_runtime.nets import get_net
+    from lpips_runtime.model.engine_meta import Profile
+    from lpips_runtime.model.modelfile import ModelSpec
+    from lpips_runtime.model.nets import get_net
 
     batches = [b if b == "default" else int(b) for b in args.batches.split(",")]
     rows = []

@@ -58,7 +58,7 @@ def make_clip(path: Path, width: int, height: int, n: int, crf: int) -> Path:
 
 
 def measure(ref: Path, dist: Path, n: int, models_dir: Path, threads: int | None, repeats: int) -> dict:
-    from lpips_runtime.scorer import Scorer
+    from lpips_runtime.core.scorer import Scorer
     from lpips_runtime.video.cli import auto_batch_size
     from lpips_runtime.video.compare import VideoComparison
 
@@ -125,7 +125,7 @@ def main(argv=None) -> int:
     parser.add_argument("--results-dir", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     os.environ.setdefault("LPIPS_RT_OFFLINE", "1")
-    from lpips_runtime.locate import default_models_dir
+    from lpips_runtime.model.locate import default_models_dir
     from lpips_runtime.system import physical_cores
 
     start = time.perf_counter()

@@ -1,6 +1,6 @@
 """Data package ``lpips_rt_models``: the net manifest (``nets.toml``) and vendored backbone weights.
 
-It holds no code beyond locating its own files; ``lpips_runtime.nets`` parses the manifest.
+It holds no code beyond locating its own files; ``lpips_runtime.model.nets`` parses the manifest.
 Exported ``.onnx`` files land in this folder by default but are never packaged.
 """
 from pathlib import Path

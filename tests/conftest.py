@@ -67,20 +67,45 @@ def only_loopback_network() -> bool:
     return {name for _, name in socket.if_nameindex()} <= {"lo"}
 
 
+RAY_MODULES = pytest.StashKey[list]()  # outside a namespace: the Ray modules whose tests the entry runs
+INNER_RAY_REPORT = pytest.StashKey[str]()  # the namespace run's slowest tests (or its last line)
+
+
 def _select_ray_items(config, items) -> None:
     """Ray tests (marked ``ray``) must not open connections beyond loopback, which Ray 2.60 does on a
-    machine with other interfaces: outside a private network namespace each Ray module runs only its
-    ``netns_entry`` test, which reruns the module inside one (tests/runtime/cluster/ray_netns.py);
-    inside one, the entries are left out."""
+    machine with other interfaces. Outside a private network namespace one ``netns_entry`` test is kept
+    (every Ray module imports the same one) and runs the Ray tests of every Ray module collected here
+    inside one namespace (tests/runtime/cluster/ray_netns.py); the modules' own Ray tests are left out.
+    Inside one, the entries are left out, and the modules that use the shared cluster (``ray_cluster``)
+    run first, so that it starts once before the modules that start clusters of their own."""
     inside = only_loopback_network()
-    keep, drop = [], []
+    keep, drop, modules = [], [], []
+    entry_kept = False
     for item in items:
         entry = item.get_closest_marker("netns_entry") is not None
         ray_test = item.get_closest_marker("ray") is not None
-        (drop if (entry and inside) or (ray_test and not entry and not inside) else keep).append(item)
+        if ray_test and not entry and str(item.path) not in modules:
+            modules.append(str(item.path))
+        if entry and not inside and not entry_kept:
+            entry_kept = True
+            keep.append(item)
+        else:
+            (drop if entry or (ray_test and not inside) else keep).append(item)
+    config.stash[RAY_MODULES] = modules
     if drop:
         config.hook.pytest_deselected(items=drop)
         items[:] = keep
+    if inside:
+        shared = {str(item.path) for item in items if "ray_cluster" in getattr(item, "fixturenames", ())}
+        items.sort(key=lambda item: item.get_closest_marker("ray") is None or str(item.path) not in shared)
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    """The Ray tests' own report (they ran in one inner pytest in a private network namespace)."""
+    report = config.stash.get(INNER_RAY_REPORT, None)
+    if report:
+        terminalreporter.section("Ray tests in a private network namespace")
+        terminalreporter.write_line(report)
 
 
 def pytest_collection_modifyitems(config, items):
@@ -188,7 +213,7 @@ METRIC_LIMITS = {"psnr": 1e-4, "ssim": 1e-5, "psnr_y": 1e-4, "ssim_y": 1e-5}  # 
 
 
 def skimage_metrics(img0: np.ndarray, img1: np.ndarray, metrics=tuple(METRIC_LIMITS)) -> dict[str, float]:
-    """PSNR/SSIM of two HxWx3 uint8 RGB images by scikit-image, called as lpips_runtime.pixel_metrics
+    """PSNR/SSIM of two HxWx3 uint8 RGB images by scikit-image, called as lpips_runtime.model.pixel_metrics
     defines them, word for word (the reference every metric test compares with)."""
     from skimage.color import rgb2ycbcr
     from skimage.metrics import peak_signal_noise_ratio, structural_similarity

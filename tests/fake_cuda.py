@@ -1,7 +1,7 @@
 """A fake of ``cuda.bindings.runtime`` for CPU tests: "device" memory is host memory, copies are
 memmoves done at once, streams and events are counters, and every call is logged in order.
 
-Only the calls lpips_runtime.cuda_mem makes are implemented, with cuda-python's calling
+Only the calls lpips_runtime.backends.cuda_mem makes are implemented, with cuda-python's calling
 convention: each returns a tuple whose first item is a ``cudaError_t``.
 """
 from __future__ import annotations

@@ -107,7 +107,7 @@ def folder(tmp_path, exported, request):
         if name.endswith("-split"):  # fused, spatial, encoder and heads: what the feature cache looks up
             sources = sorted(request.getfixturevalue("split_models")(name.split("-")[0]).iterdir())
         elif name.endswith("-frames"):  # the uint8 RGB frame graph lpips-video uses for 8-bit video
-            from lpips_runtime.modelfile import ModelSpec
+            from lpips_runtime.model.modelfile import ModelSpec
 
             sources = [request.getfixturevalue("exported_spec")(ModelSpec(name.split("-")[0], frames="nhwc-rgb"))]
         else:

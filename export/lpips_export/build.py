@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from lpips_runtime.nets import get_net
+from lpips_runtime.model.nets import get_net
 
 from .backbone_weights import load_backbone
 from .linear_weights import load_linear

@@ -9,7 +9,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from lpips_runtime.images import rgb_to_unit_nchw
+from lpips_runtime.io.images import rgb_to_unit_nchw
 
 
 def photo_like(h: int, w: int, seed: int) -> np.ndarray:

@@ -1,6 +1,6 @@
 """``lpips-export``: build LPIPS from verified weights, write ONNX, and check what was written.
 
-With no variant option it writes the bundle (``lpips_runtime.bundle``): every graph the front ends use for the
+With no variant option it writes the bundle (``lpips_runtime.model.bundle``): every graph the front ends use for the
 net, version and calibration, and a manifest. stdout carries one line per file written (path and size; with -q
 the path alone), and with --fetch-weights where each backbone came from; the one-line check summary, notices
 and anything torch or onnx print go to stderr.
@@ -13,14 +13,14 @@ from pathlib import Path
 
 import click
 
-from lpips_runtime.bundle import bundle_specs, refresh_manifest_entry
-from lpips_runtime.cli_common import parse_metrics_option, setup_logging, tool_version_option
+from lpips_runtime.model.bundle import bundle_specs, refresh_manifest_entry
+from lpips_runtime.commands.common import parse_metrics_option, setup_logging, tool_version_option
 from lpips_runtime.errors import LpipsError
-from lpips_runtime.locate import default_models_dir
-from lpips_runtime.modelfile import FRAME_CHANNELS, FRAME_LAYOUTS, PARTS, PRECISIONS, ModelSpec
-from lpips_runtime.nets import DEFAULT_VERSION, NET_NAMES, VERSIONS
+from lpips_runtime.model.locate import default_models_dir
+from lpips_runtime.model.modelfile import FRAME_CHANNELS, FRAME_LAYOUTS, PARTS, PRECISIONS, ModelSpec
+from lpips_runtime.model.nets import DEFAULT_VERSION, NET_NAMES, VERSIONS
 from lpips_runtime.optional import require
-from lpips_runtime.pixel_metrics import METRICS
+from lpips_runtime.model.pixel_metrics import METRICS
 from lpips_runtime.stdio import stdout_to_stderr
 
 
@@ -116,7 +116,7 @@ def main(net, lpips_version, baseline, spatial, precision, input_type, layout, c
             from .trt_build import require_tensorrt
 
             require_tensorrt(trt_flavour)
-            from lpips_runtime.trt_flavour import parse_sms
+            from lpips_runtime.model.trt_flavour import parse_sms
 
             sms = parse_sms(trt_sm)
         if part == "encoder" and (baseline or spatial):
@@ -146,8 +146,8 @@ def main(net, lpips_version, baseline, spatial, precision, input_type, layout, c
             return
         profile = None
         if trt:
-            from lpips_runtime.engine_meta import Profile
-            from lpips_runtime.nets import get_net
+            from lpips_runtime.model.engine_meta import Profile
+            from lpips_runtime.model.nets import get_net
 
             profile = Profile.parse(get_net(net), min_shape, opt_shape, max_shape)  # bad shapes: error now
         with stdout_to_stderr():  # torch/onnx chatter: stdout carries the written paths only
@@ -189,7 +189,7 @@ def _written(path: Path, quiet: bool) -> None:
 
 def _build_from_templates(specs, out: Path, backbone_weights, opset: int, forced: bool, quiet: bool) -> None:
     """The torch-free path (``template_build``): the same files the torch export writes, from graph templates."""
-    from lpips_runtime.bundle import write_manifest
+    from lpips_runtime.model.bundle import write_manifest
 
     from .template_build import build_from_template
 
@@ -221,7 +221,7 @@ def _exporter_label() -> str:
 def _export_bundle(spec: ModelSpec, out: Path, opset: int, backbone_weights, check: bool, quiet: bool) -> None:
     """Export every graph of ``spec``'s bundle into ``out`` (weights fetched once), then its manifest; one stdout
     line per file as it is written, one stderr line summing up the checks."""
-    from lpips_runtime.bundle import bundle_specs, write_manifest
+    from lpips_runtime.model.bundle import bundle_specs, write_manifest
 
     from .backbone_weights import reuse_loaded
     from .onnx_export import export_model

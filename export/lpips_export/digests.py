@@ -2,4 +2,4 @@
 the runtime, which recomputes them from exports too; re-exported here for the weights modules)."""
 from __future__ import annotations
 
-from lpips_runtime.hashing import file_sha256, tensor_digest  # noqa: F401 - re-exported
+from lpips_runtime.model.hashing import file_sha256, tensor_digest  # noqa: F401 - re-exported

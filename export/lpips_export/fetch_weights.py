@@ -7,9 +7,9 @@ import os
 
 import click
 
-from lpips_runtime.cli_common import tool_version_option
+from lpips_runtime.commands.common import tool_version_option
 from lpips_runtime.errors import LpipsError
-from lpips_runtime.nets import NET_NAMES, get_net
+from lpips_runtime.model.nets import NET_NAMES, get_net
 from lpips_runtime.optional import require
 
 
@@ -47,7 +47,7 @@ def main(nets, offline):
     """Fetch and verify the backbone weights of NETS (default: all), printing where each comes from:
     torchvision's cache or download, else the verified offline source. Every source is checked against
     the digest pinned in nets.toml."""
-    from lpips_runtime.cli_common import setup_logging
+    from lpips_runtime.commands.common import setup_logging
 
     setup_logging(info=True)
     if offline:

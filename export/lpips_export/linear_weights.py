@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from lpips_runtime.errors import MissingExtraError, WeightsError
-from lpips_runtime.nets import NetSpec, check_version
+from lpips_runtime.model.nets import NetSpec, check_version
 
 from .digests import file_sha256
 

@@ -26,7 +26,7 @@ under autograd instead, so second derivatives are right, at the elementwise form
 from __future__ import annotations
 
 import torch
-from lpips_runtime.nets import NORM_EPS
+from lpips_runtime.model.nets import NORM_EPS
 
 
 def _channel_sum(x: torch.Tensor) -> torch.Tensor:

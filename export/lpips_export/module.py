@@ -25,9 +25,9 @@ import torchvision
 from torch import nn
 
 from lpips_runtime.errors import WeightsError
-from lpips_runtime.nets import NORM_EPS, V01_SCALE, V01_SHIFT, NetSpec, check_version
+from lpips_runtime.model.nets import NORM_EPS, V01_SCALE, V01_SHIFT, NetSpec, check_version
 
-from lpips_runtime.pixel_metrics import parse_metrics
+from lpips_runtime.model.pixel_metrics import parse_metrics
 
 from .graph_ops import split_equal
 from .pixel_metrics import PixelMetrics, check_window
@@ -88,7 +88,7 @@ def frames_to_unit_range(frames: torch.Tensor, fmt: FrameFormat) -> torch.Tensor
 def unit_range_to_rgb(x: torch.Tensor) -> torch.Tensor:
     """float32 [-1,1] -> the 8-bit values it was made from, as float32 0..255 (``round(x * 127.5 + 127.5)``).
 
-    Exact for inputs made from 8-bit values (see ``lpips_runtime.pixel_metrics``); other inputs are
+    Exact for inputs made from 8-bit values (see ``lpips_runtime.model.pixel_metrics``); other inputs are
     quantised to the nearest of the 256 levels.
     """
     return torch.round(x * 127.5 + 127.5)
@@ -105,7 +105,7 @@ class LPIPSModule(nn.Module):
     ``frame_format``), H and W at least ``net.min_side``. Output: float32 distances [N], or with
     ``spatial=True`` the per-pixel map [N,1,H,W] whose spatial mean approximates the distance
     (the per-layer maps are bilinearly upsampled to HxW and summed, as in the official package).
-    With ``metrics`` (names of ``lpips_runtime.pixel_metrics.METRICS``), the output is a tuple: that
+    With ``metrics`` (names of ``lpips_runtime.model.pixel_metrics.METRICS``), the output is a tuple: that
     one, then one float32 [N] per metric (computed in float32 on the input's 8-bit values, whatever
     the trunk's precision: ``pixel_metrics.PixelMetrics``).
 

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from lpips_runtime.cachedir import default_cache_dir
+from lpips_runtime.model.cachedir import default_cache_dir
 from lpips_runtime.errors import WeightsError
-from lpips_runtime.hashing import file_sha256, tensor_digest
-from lpips_runtime.nets import NetSpec, sdist_source
+from lpips_runtime.model.hashing import file_sha256, tensor_digest
+from lpips_runtime.model.nets import NetSpec, sdist_source
 
 log = logging.getLogger("lpips_export")
 

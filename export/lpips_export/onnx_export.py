@@ -13,8 +13,8 @@ import numpy as np
 import torch
 
 from lpips_runtime.errors import LpipsError, MissingExtraError
-from lpips_runtime.modelfile import FORMAT, ModelSpec, scan_model_bytes
-from lpips_runtime.pixel_metrics import DEFINITIONS, UNITS
+from lpips_runtime.model.modelfile import FORMAT, ModelSpec, scan_model_bytes
+from lpips_runtime.model.pixel_metrics import DEFINITIONS, UNITS
 
 from .build import Provenance
 from .module import LPIPSModule

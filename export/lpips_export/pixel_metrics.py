@@ -1,6 +1,6 @@
 """PSNR and SSIM as a torch module, traced into the LPIPS graph next to the distance.
 
-Definitions (and why the inputs are 8-bit values): ``lpips_runtime.pixel_metrics``. Written with the
+Definitions (and why the inputs are 8-bit values): ``lpips_runtime.model.pixel_metrics``. Written with the
 operators the LPIPS graph already uses (Conv, GlobalAveragePool, Reshape, elementwise arithmetic) plus
 Round and Log, so that the graph still loads wherever the distance graph does (OpenCV 4.6 included):
 
@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lpips_runtime.pixel_metrics import (DATA_RANGE, LUMA_OFFSET, LUMA_WEIGHTS, SSIM_K1, SSIM_K2, SSIM_WINDOW,
+from lpips_runtime.model.pixel_metrics import (DATA_RANGE, LUMA_OFFSET, LUMA_WEIGHTS, SSIM_K1, SSIM_K2, SSIM_WINDOW,
                                          gaussian_taps, on_luma, parse_metrics)
 
 from .graph_ops import mean_hw

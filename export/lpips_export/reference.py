@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import warnings
 
-from lpips_runtime.nets import get_net
+from lpips_runtime.model.nets import get_net
 from lpips_runtime.optional import require
 
 

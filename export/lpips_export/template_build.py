@@ -15,8 +15,8 @@ from importlib.metadata import PackageNotFoundError, version as dist_version
 from pathlib import Path
 
 from lpips_runtime.errors import LpipsError, MissingExtraError, ModelFileError
-from lpips_runtime.modelfile import ModelSpec, read_model, scan_model_bytes
-from lpips_runtime.nets import get_net
+from lpips_runtime.model.modelfile import ModelSpec, read_model, scan_model_bytes
+from lpips_runtime.model.nets import get_net
 
 from .offline_weights import load_backbone_numpy
 from .templates import TEMPLATE_SUFFIX, templates_dir

@@ -13,8 +13,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from lpips_runtime.bundle import bundle_specs
-from lpips_runtime.nets import NET_NAMES
+from lpips_runtime.model.bundle import bundle_specs
+from lpips_runtime.model.nets import NET_NAMES
 
 TEMPLATE_SUFFIX = ".tmpl"
 

@@ -19,8 +19,10 @@ import os
 import re
 from pathlib import Path
 
-from lpips_runtime import cuda_mem, trt_flavour
-from lpips_runtime.engine_meta import (
+from lpips_runtime.backends import cuda_mem
+
+from lpips_runtime.model import trt_flavour
+from lpips_runtime.model.engine_meta import (
     TIMING_CACHE_NAME,
     EngineSidecar,
     Profile,
@@ -30,8 +32,8 @@ from lpips_runtime.engine_meta import (
     write_sidecar,
 )
 from lpips_runtime.errors import LpipsError
-from lpips_runtime.modelfile import read_model
-from lpips_runtime.trt_logger import capturing_logger
+from lpips_runtime.model.modelfile import read_model
+from lpips_runtime.model.trt_logger import capturing_logger
 
 log = logging.getLogger("lpips_export")
 

@@ -12,8 +12,8 @@ __all__ = ["Scorer", "PairResult", "LPIPS", "LpipsError", "InputError", "ModelFi
            "BackendError", "MissingExtraError", "ImageTooLargeError", "ResizePolicy", "read_model", "NET_NAMES"]
 
 _LAZY = {
-    "Scorer": "scorer", "PairResult": "pair_result", "LPIPS": "compat", "ResizePolicy": "images",
-    "read_model": "modelfile", "NET_NAMES": "nets",
+    "Scorer": "core.scorer", "PairResult": "core.pair_result", "LPIPS": "compat", "ResizePolicy": "io.images",
+    "read_model": "model.modelfile", "NET_NAMES": "model.nets",
     "LpipsError": "errors", "InputError": "errors", "ModelFileError": "errors", "WeightsError": "errors",
     "BackendError": "errors", "MissingExtraError": "errors", "ImageTooLargeError": "errors",
 }

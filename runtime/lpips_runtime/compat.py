@@ -10,7 +10,7 @@ import sys
 import numpy as np
 
 from .errors import LpipsError
-from .scorer import Scorer
+from .core.scorer import Scorer
 
 _FOR_TRAINING = "lpips_runtime.torch.LPIPS (pip install 'lpips-rt[torch]')"
 

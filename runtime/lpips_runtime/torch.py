@@ -19,7 +19,7 @@ require("torchvision", "torch", "lpips_runtime.torch (LPIPS as a differentiable 
 
 from lpips_export.build import build_lpips  # noqa: E402 - after the extra check: this import needs torch
 from lpips_export.loss_head import layer_distance  # noqa: E402
-from lpips_runtime.nets import get_net  # noqa: E402
+from lpips_runtime.model.nets import get_net  # noqa: E402
 
 __all__ = ["LPIPS"]
 

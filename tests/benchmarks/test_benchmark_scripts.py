@@ -45,7 +45,7 @@ def test_fp16_accuracy_script(tmp_path):
 
 def test_video_benchmark_smoke(tmp_path, exported, exported_spec):
     """benchmarks/video.py on two tiny sizes, 3 frames, one round: every variant runs and is reported."""
-    from lpips_runtime.modelfile import ModelSpec
+    from lpips_runtime.model.modelfile import ModelSpec
 
     models = tmp_path / "models"
     models.mkdir()

@@ -1,5 +1,5 @@
 """benchmarks/int8_accuracy.py's quantiser: the int8 model it builds runs, quantises only what it says, and misses
-the accuracy bound on a handful of real pairs, as lpips_runtime.int8 records for alex (the reason int8 is refused).
+the accuracy bound on a handful of real pairs, as lpips_runtime.model.int8 records for alex (the reason int8 is refused).
 If this starts to pass the bound, measure the full sets and offer int8 where they hold."""
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ def test_alex_int8_misses_the_bound_on_real_pairs(exported, tmp_path):
     from int8_accuracy import ACCEPT, backbone_convs, calibration, quantize
 
     from lpips_runtime import Scorer
-    from lpips_runtime.int8 import OFFERED
+    from lpips_runtime.model.int8 import OFFERED
 
     path = exported("alex")
     quantized, n_convs = quantize(path, 1, calibration(12, 128))

@@ -126,8 +126,8 @@ def test_photo_pairs_match_onnxruntime(lpips_score, exported, photo_pair_files, 
 def test_export_with_metrics_prints_its_distance(lpips_score, exported, exported_spec, photo_pair_files):
     # OpenCV 4.6 loads a graph with PSNR/SSIM outputs (Round, Log, valid depthwise convolutions, ...);
     # the program prints the distance output, the same number as for the plain export.
-    from lpips_runtime.modelfile import ModelSpec
-    from lpips_runtime.pixel_metrics import METRICS
+    from lpips_runtime.model.modelfile import ModelSpec
+    from lpips_runtime.model.pixel_metrics import METRICS
 
     metrics_model = exported_spec(ModelSpec("alex", metrics=METRICS))
     for p0, p1 in photo_pair_files[:2]:

@@ -13,7 +13,7 @@ from lpips_export import backbone_weights as bw
 from lpips_export.digests import tensor_digest
 from lpips_export.linear_weights import load_linear
 from lpips_runtime.errors import WeightsError
-from lpips_runtime.nets import all_nets, get_net
+from lpips_runtime.model.nets import all_nets, get_net
 
 
 @pytest.fixture(scope="module")

@@ -9,10 +9,10 @@ import pytest
 from click.testing import CliRunner
 
 from lpips_export.cli import main
-from lpips_runtime.bundle import bundle_specs, manifest_name, verify_bundle
+from lpips_runtime.model.bundle import bundle_specs, manifest_name, verify_bundle
 from lpips_runtime.errors import ModelFileError
-from lpips_runtime.locate import locate_model
-from lpips_runtime.modelfile import ModelSpec, read_model
+from lpips_runtime.model.locate import locate_model
+from lpips_runtime.model.modelfile import ModelSpec, read_model
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,7 @@ from __future__ import annotations
 from click.testing import CliRunner
 
 from lpips_export.cli import main
-from lpips_runtime.modelfile import read_model
+from lpips_runtime.model.modelfile import read_model
 
 
 def test_help():

@@ -9,8 +9,8 @@ from click.testing import CliRunner
 import fake_cuda
 import fake_tensorrt
 from lpips_export.cli import main
-from lpips_runtime.engine_meta import read_sidecar
-from lpips_runtime.modelfile import ModelSpec, read_model
+from lpips_runtime.model.engine_meta import read_sidecar
+from lpips_runtime.model.modelfile import ModelSpec, read_model
 
 
 def _run(*args):

@@ -8,8 +8,8 @@ from click.testing import CliRunner
 
 from lpips_export.cli import main
 from lpips_export.onnx_export import ExportCheckError, build_metadata, verify_export
-from lpips_runtime.modelfile import ModelSpec, read_model
-from lpips_runtime.pixel_metrics import DEFINITIONS, METRICS
+from lpips_runtime.model.modelfile import ModelSpec, read_model
+from lpips_runtime.model.pixel_metrics import DEFINITIONS, METRICS
 
 SPEC = ModelSpec("alex", metrics=METRICS)
 

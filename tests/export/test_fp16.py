@@ -17,7 +17,7 @@ import torch
 from conftest import accuracy_pairs, to_unit_nchw
 from lpips_export.onnx_export import ExportCheckError, export_onnx, model_filename, verify_export
 from lpips_export.precision import emulate_fp16_storage, mixed_precision_problems, relative_error, wholesale_fp16
-from lpips_runtime.modelfile import ModelSpec
+from lpips_runtime.model.modelfile import ModelSpec
 
 TOLERANCE = 1e-3
 # Per net, sizes (H, W) that keep this file within about two minutes on two cores; vgg at
@@ -121,7 +121,7 @@ def test_float16_head_breaks_where_the_notes_say(build_module):
 
 
 def test_spatial_fp16_export_checks_maps(exported_spec):
-    from lpips_runtime.modelfile import read_model
+    from lpips_runtime.model.modelfile import read_model
 
     info = read_model(exported_spec(ModelSpec("squeeze", spatial=True, precision="fp16")))
     assert (info.kind, info.precision, info.input_dtype) == ("spatial", "fp16", "float32")

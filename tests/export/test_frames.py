@@ -10,8 +10,8 @@ import torch
 from conftest import crop, distort, photo, scene
 from lpips_export.check_images import frame_batch
 from lpips_export.module import FrameFormat, frames_to_unit_range
-from lpips_runtime.images import _UNIT_LUT_U8, rgb_to_unit_nchw
-from lpips_runtime.modelfile import ModelSpec, read_model
+from lpips_runtime.io.images import _UNIT_LUT_U8, rgb_to_unit_nchw
+from lpips_runtime.model.modelfile import ModelSpec, read_model
 
 EXACT = 1e-6
 

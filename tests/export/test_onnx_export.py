@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from lpips_export.onnx_export import ExportCheckError, export_model, verify_export
-from lpips_runtime.modelfile import FORMAT, ModelSpec, read_model, scan_model_bytes
-from lpips_runtime.nets import get_net
+from lpips_runtime.model.modelfile import FORMAT, ModelSpec, read_model, scan_model_bytes
+from lpips_runtime.model.nets import get_net
 
 
 def test_one_file_serves_many_shapes(exported, build_module):

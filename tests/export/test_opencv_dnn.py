@@ -41,8 +41,8 @@ def test_cv2_dnn_metric_outputs(exported_spec):
     # A graph with PSNR/SSIM outputs: every output by name; the metrics equal scikit-image's within the
     # parity limits, the distance ONNX Runtime's (the C++ example, on OpenCV 4.6, loads it too:
     # tests/examples/test_cpp.py).
-    from lpips_runtime.modelfile import ModelSpec
-    from lpips_runtime.pixel_metrics import METRICS
+    from lpips_runtime.model.modelfile import ModelSpec
+    from lpips_runtime.model.pixel_metrics import METRICS
 
     path = exported_spec(ModelSpec("alex", metrics=METRICS))
     ref = crop(photo("chelsea"), 96, 133)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from conftest import crop, distort, official_lpips, photo, to_unit_nchw
-from lpips_runtime.nets import all_nets
+from lpips_runtime.model.nets import all_nets
 
 TOL = 1e-5
 CONFIGS = [(net, version, calibrated) for net in all_nets() for version in ("0.1", "0.0")

@@ -1,5 +1,5 @@
 """PSNR and SSIM inside the exported graph against scikit-image, the reference named by the definitions
-(lpips_runtime.pixel_metrics): real photographs and their distortions, odd sizes, a 1920x1080 frame,
+(lpips_runtime.model.pixel_metrics): real photographs and their distortions, odd sizes, a 1920x1080 frame,
 flat, black/white and identical images, 16-bit inputs; on ONNX Runtime (float, uint8-frame and fp16
 graphs) and in the torch module the torch backend runs."""
 from __future__ import annotations
@@ -11,8 +11,8 @@ from conftest import PHOTOS, crop, distort, photo, scene
 from conftest import assert_metrics_match as assert_matches
 from conftest import skimage_metrics as reference
 from lpips_runtime import Scorer
-from lpips_runtime.modelfile import ModelSpec
-from lpips_runtime.pixel_metrics import METRICS
+from lpips_runtime.model.modelfile import ModelSpec
+from lpips_runtime.model.pixel_metrics import METRICS
 
 ALL = ModelSpec("alex", metrics=METRICS)
 

@@ -8,9 +8,9 @@ from click.testing import CliRunner
 
 from lpips_export.template_build import build_from_template, has_template
 from lpips_export.templates import template_specs
-from lpips_runtime.bundle import bundle_specs, verify_bundle
+from lpips_runtime.model.bundle import bundle_specs, verify_bundle
 from lpips_runtime.errors import LpipsError
-from lpips_runtime.modelfile import ModelSpec, read_model
+from lpips_runtime.model.modelfile import ModelSpec, read_model
 
 
 def test_templates_cover_every_v01_bundle():
@@ -60,7 +60,7 @@ def test_a_file_written_alone_keeps_its_bundle_manifest_true(tmp_path):
     import json
 
     from lpips_export.cli import main
-    from lpips_runtime.locate import locate_model
+    from lpips_runtime.model.locate import locate_model
 
     assert CliRunner().invoke(main, ["--net", "squeeze", "--from-templates", "--out", str(tmp_path), "-q"]).exit_code == 0
     manifest = tmp_path / "lpips-squeeze-v0.1.bundle.json"

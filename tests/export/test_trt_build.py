@@ -11,10 +11,10 @@ import pytest
 import fake_cuda
 import fake_tensorrt
 from lpips_export.trt_build import EngineBuildError, build_engine, default_timing_cache
-from lpips_runtime.engine_meta import Profile, file_sha256, read_sidecar
+from lpips_runtime.model.engine_meta import Profile, file_sha256, read_sidecar
 from lpips_runtime.errors import MissingExtraError
-from lpips_runtime.modelfile import ModelSpec
-from lpips_runtime.nets import get_net
+from lpips_runtime.model.modelfile import ModelSpec
+from lpips_runtime.model.nets import get_net
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ its IO tensors against the ONNX contract, and its profile are what the sidecar s
 build (issue 20, defect 2), and an engine that cannot fit is one line naming --max-shape/--workspace;
 corrupt and foreign engines are refused by our loader in one line.
 
-Loading and running an engine needs an RTX GPU, which CI has not: that is tests/runtime/test_gpu.py's
+Loading and running an engine needs an RTX GPU, which CI has not: that is tests/runtime/backends/test_gpu.py's
 job. Under CI (CI=true) TensorRT-RTX is installed by `make test`, so these tests never skip there.
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ import re
 
 import pytest
 
-from lpips_runtime.modelfile import ModelSpec, read_model
+from lpips_runtime.model.modelfile import ModelSpec, read_model
 
 if os.environ.get("CI", "").lower() in ("1", "true"):
     import tensorrt_rtx as trt  # make test installs lpips-rt[trt-rtx]: missing is a failure, not a skip
@@ -25,10 +25,10 @@ else:
 import fake_cuda  # noqa: E402
 from lpips_export.trt_build import EngineBuildError, build_engine  # noqa: E402
 from lpips_runtime.backends.trt_backend import TrtBackend, check_engine_bytes  # noqa: E402
-from lpips_runtime.engine_meta import DEFAULT_ACTIVATION_BUDGET, Profile, file_sha256, read_sidecar  # noqa: E402
+from lpips_runtime.model.engine_meta import DEFAULT_ACTIVATION_BUDGET, Profile, file_sha256, read_sidecar  # noqa: E402
 from lpips_runtime.errors import BackendError  # noqa: E402
-from lpips_runtime.nets import get_net  # noqa: E402
-from lpips_runtime.trt_flavour import RTX_PORTABLE  # noqa: E402
+from lpips_runtime.model.nets import get_net  # noqa: E402
+from lpips_runtime.model.trt_flavour import RTX_PORTABLE  # noqa: E402
 
 SMALL_MAX = (2, 128, 128)  # the matrix proves parse/build/types/IO; the default profiles are built below
 

@@ -11,8 +11,8 @@ import torchvision
 from lpips_export.digests import tensor_digest
 from lpips_export.linear_weights import load_linear
 from lpips_export.module import FP32_STEM_LAYERS
-from lpips_runtime.modelweights import _backbone_order
-from lpips_runtime.nets import NET_NAMES, VERSIONS, get_net
+from lpips_runtime.model.modelweights import _backbone_order
+from lpips_runtime.model.nets import NET_NAMES, VERSIONS, get_net
 
 
 @pytest.mark.parametrize("net", NET_NAMES)

@@ -33,7 +33,7 @@ def test_scores_without_torch(exported, photo_pair_files):
 
 
 def test_missing_model_without_export_extra_names_the_command(tmp_path):
-    done = subprocess.run([sys.executable, "-c", BLOCK + "from lpips_runtime.cli import main\nmain()",
+    done = subprocess.run([sys.executable, "-c", BLOCK + "from lpips_runtime.commands.score import main\nmain()",
                            "a.png", "b.png", "--models-dir", str(tmp_path)], capture_output=True, text=True)
     assert done.returncode == 1
     assert done.stderr.strip() == (f"Error: no exported model lpips-alex-v0.1.onnx in {tmp_path} (the folder given): "

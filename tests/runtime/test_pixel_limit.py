@@ -16,8 +16,8 @@ import pytest
 
 from conftest import crop, photo
 from lpips_runtime.errors import ImageTooLargeError, InputError
-from lpips_runtime.images import DEFAULT_MAX_PIXELS, decode_image, image_size, load_rgb
-from lpips_runtime.pairs import IMAGE_SUFFIXES
+from lpips_runtime.io.images import DEFAULT_MAX_PIXELS, decode_image, image_size, load_rgb
+from lpips_runtime.io.pairs import IMAGE_SUFFIXES
 
 
 def png_declaring(width: int, height: int) -> bytes:
@@ -53,7 +53,7 @@ CHILD = """
 import json, resource, sys
 import numpy as np
 from lpips_runtime.errors import ImageTooLargeError
-from lpips_runtime.images import load_rgb
+from lpips_runtime.io.images import load_rgb
 
 for path in sys.argv[1:3]:  # small real images first: codecs loaded, their buffers counted in the baseline
     load_rgb(path)
@@ -158,7 +158,7 @@ def test_resize_bounded_by_the_pixel_limit(split_models):
 @pytest.mark.parametrize("size", ["99999999x99999999", "20000x20000"])
 def test_cli_absurd_resize_is_one_line(split_models, photo_pair_files, size):
     p0, p1 = photo_pair_files[0]
-    done = subprocess.run([sys.executable, "-m", "lpips_runtime.cli", str(p0), str(p1), "--net", "squeeze",
+    done = subprocess.run([sys.executable, "-m", "lpips_runtime.commands.score", str(p0), str(p1), "--net", "squeeze",
                            "--models-dir", str(split_models("squeeze")), "--resize", size],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 1 and done.stdout == ""
@@ -172,14 +172,14 @@ def test_cli_bomb_is_one_line_and_the_batch_goes_on(split_models, photo_pair_fil
     bomb.write_bytes(png_declaring(30000, 30000))
     p0, p1 = photo_pair_files[0]
     common = ["--net", "squeeze", "--models-dir", str(split_models("squeeze"))]
-    done = subprocess.run([sys.executable, "-m", "lpips_runtime.cli", str(p0), str(bomb), *common],
+    done = subprocess.run([sys.executable, "-m", "lpips_runtime.commands.score", str(p0), str(bomb), *common],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 1
     assert done.stderr.strip().splitlines() == [
         f"Error: {bomb}: 30000x30000 is 900,000,000 pixels, above the limit of 100,000,000 (raise it with "
         "--max-pixels / max_pixels=, or shrink the image)"]
     (tmp_path / "pairs.csv").write_text(f"{p0},{bomb}\n{p0},{p1}\n")
-    done = subprocess.run([sys.executable, "-m", "lpips_runtime.cli", "--pairs", str(tmp_path / "pairs.csv"),
+    done = subprocess.run([sys.executable, "-m", "lpips_runtime.commands.score", "--pairs", str(tmp_path / "pairs.csv"),
                            "-q", *common], capture_output=True, text=True, timeout=120)
     assert done.returncode == 3  # one pair failed, the other was scored
     rows = done.stdout.strip().splitlines()

@@ -154,7 +154,7 @@ def test_module_methods(pair_maker):
 
 def test_official_model_path_and_errors(tmp_path, pair_maker):
     from lpips_export.linear_weights import linear_weights_path
-    from lpips_runtime.nets import get_net
+    from lpips_runtime.model.nets import get_net
 
     path = linear_weights_path(get_net("alex"), "0.1")
     a, b = pair_maker(40, 48)

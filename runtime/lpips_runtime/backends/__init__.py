@@ -5,7 +5,7 @@ import importlib
 from pathlib import Path
 
 from ..errors import BackendError
-from ..modelfile import ModelSpec
+from ..model.modelfile import ModelSpec
 from .base import Backend
 
 # name -> (module, class); kept as strings so that importing this package imports no backend.
@@ -31,7 +31,7 @@ GRAPH_BACKENDS = tuple(_GRAPHS)
 DEVICES = ("cpu", "cuda")
 # What a Scorer's ``precision`` may be: the precision of an export (fp32, fp16: the mixed graph for GPUs),
 # or bf16 / int8: the fp32 export computed in bfloat16 / int8 by a backend that can (``Backend.inference_precisions``;
-# int8 only for the nets lpips_runtime.int8 offers it for).
+# int8 only for the nets lpips_runtime.model.int8 offers it for).
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 # Precisions computed from the fp32 export by the backend (not read from an export of their own).
 _COMPUTED = ("bf16", "int8")

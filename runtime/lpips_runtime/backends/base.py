@@ -9,7 +9,7 @@ from typing import ClassVar
 import numpy as np
 
 from ..errors import ModelFileError
-from ..modelfile import ModelSpec
+from ..model.modelfile import ModelSpec
 
 
 class Backend(ABC):

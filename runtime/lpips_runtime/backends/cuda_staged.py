@@ -15,9 +15,9 @@ from typing import ClassVar
 
 import numpy as np
 
-from .. import cuda_mem
+from . import cuda_mem
 from ..errors import BackendError
-from ..modelfile import ModelSpec
+from ..model.modelfile import ModelSpec
 from .base import Backend
 from .staging import BucketKey, Pending, Slot, SlotPool
 

@@ -26,9 +26,9 @@ from typing import ClassVar
 
 import numpy as np
 
-from ..cachedir import default_cache_dir
+from ..model.cachedir import default_cache_dir
 from ..errors import BackendError, ModelFileError
-from ..modelfile import ModelSpec
+from ..model.modelfile import ModelSpec
 from ..optional import require
 from ..system import physical_cores
 from .base import Backend
@@ -274,7 +274,7 @@ class OpenVinoBackend(Backend):
     """The fused graph on OpenVINO (``lpips-rt[openvino]``), in fp32 or bf16 (``inference_precision``)."""
 
     name = "openvino"
-    # int8: declared so that --precision int8 reaches the per-net check (lpips_runtime.int8), which offers
+    # int8: declared so that --precision int8 reaches the per-net check (lpips_runtime.model.int8), which offers
     # it for no net yet; the graph itself computes fp32 or bf16.
     inference_precisions: ClassVar[tuple[str, ...]] = ("fp32", "bf16", "int8")
     export_precisions: ClassVar[tuple[str, ...]] = ("fp32",)  # the fp16 export is for GPUs

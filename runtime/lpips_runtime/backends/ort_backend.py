@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import BackendError, ModelFileError, first_line
-from ..modelfile import ModelSpec
+from ..model.modelfile import ModelSpec
 from ..optional import require
 from ..system import physical_cores
 from .base import Backend

@@ -17,9 +17,9 @@ from typing import ClassVar
 
 import numpy as np
 
-from .. import cuda_mem
+from . import cuda_mem
 from ..errors import BackendError
-from ..modelfile import ModelSpec
+from ..model.modelfile import ModelSpec
 from .cuda_staged import CudaStagedBackend
 from .ort_backend import make_session, require_cuda_provider
 from .staging import FuturePending, Pending, Slot

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .. import cuda_mem
+from . import cuda_mem
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import BackendError
-from ..modelfile import ModelSpec
+from ..model.modelfile import ModelSpec
 from ..optional import require
 from .base import Backend
 

@@ -24,12 +24,13 @@ import os
 import threading
 from pathlib import Path
 
-from .. import cuda_mem, trt_flavour
-from ..cachedir import default_cache_dir
-from ..engine_meta import EngineSidecar, check_sidecar, engine_path_for, file_sha256, read_sidecar
+from . import cuda_mem
+from ..model import trt_flavour
+from ..model.cachedir import default_cache_dir
+from ..model.engine_meta import EngineSidecar, check_sidecar, engine_path_for, file_sha256, read_sidecar
 from ..errors import BackendError
-from ..modelfile import ModelSpec
-from ..trt_logger import capturing_logger
+from ..model.modelfile import ModelSpec
+from ..model.trt_logger import capturing_logger
 from .cuda_staged import CudaStagedBackend
 from .staging import EventPending, Pending, Slot
 

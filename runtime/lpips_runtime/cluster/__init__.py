@@ -1,7 +1,8 @@
 """LPIPS beyond one machine, on Ray (``pip install 'lpips-rt[ray]'``): thin layers over the Scorer.
 
 * ``score_pair_table``: a pair table (CSV/Parquet path or URI, Ray Dataset, list) -> a Ray Dataset of
-  ``img0, img1, distance, error, model`` rows; decoding in CPU tasks, an actor pool of Scorers.
+  ``img0, img1, distance, error, model`` rows (with metrics, theirs after the distance); decoding in CPU
+  tasks, an actor pool of Scorers.
 * ``write_pair_scores``: the same into a folder of result files, resumable after a killed driver.
 * ``all_pairs``: every pair of N images without the N^2 table: near duplicates under a threshold,
   each image's k nearest, the mean pairwise distance.

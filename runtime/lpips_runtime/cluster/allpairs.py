@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ClusterError, InputError, LpipsError
-from ..features import Features, distance_block, energies, layer_scales
-from ..summary import DistanceStats, RunSummary
+from ..core.features import Features, distance_block, energies, layer_scales
+from ..records.summary import DistanceStats, RunSummary
 from . import uris
 from .resources import plan
 from .session import require_ray
@@ -94,7 +94,7 @@ def distance_tile(rows_chunk: list[Features], row_group: int, cols_chunk: list[F
     (global indices, i<j) and, for ``k``, each row's and each column's k nearest in this tile."""
     global _gram
     if _gram is None:
-        from ..gram import GramProduct
+        from ..core.gram import GramProduct
 
         _gram = GramProduct(threads=1)
     rows, cols = rows_chunk[row_group], cols_chunk[col_group]
@@ -168,6 +168,9 @@ def all_pairs(images: list[str] | str, out: str | Path, settings: ScorerSettings
     """
     from .output import ResultFolder
 
+    if settings.metrics:
+        raise InputError(f"all_pairs compares cached features, which have no pixels for {', '.join(settings.metrics)}: "
+                         "score the pairs with write_pair_scores (lpips-score --all-pairs --ray --metrics does)")
     ray = require_ray()
     if not ray.is_initialized():
         raise ClusterError("no Ray session: call ray.init(...) or use lpips_runtime.cluster.ray_session()")

@@ -1,4 +1,4 @@
-"""``lpips-score --ray``: the batch modes on a Ray cluster. ``lpips_runtime.cli`` parses and
+"""``lpips-score --ray``: the batch modes on a Ray cluster. ``lpips_runtime.commands.score`` parses and
 dispatches here; the modes themselves live in ``run`` (pair tables) and ``allpairs``."""
 from __future__ import annotations
 
@@ -52,14 +52,16 @@ def check_usage(ray_opts: dict, mode: str, given: dict) -> None:
         raise click.UsageError("--ray is for batch modes (--pairs, --dir0/--dir1, --all-pairs, --ref/--dir)")
     if given["out"] in (None, "-"):
         raise click.UsageError("--ray writes a folder of result files: give --out FOLDER")
-    if given["metrics"]:  # cluster results carry LPIPS alone: not silently without the columns asked for
-        raise click.UsageError("--metrics is not available with --ray yet: run PSNR/SSIM without --ray")
     if given["fmt"] or given["as_json"]:
         raise click.UsageError("--ray writes Parquet or CSV files: choose with --part-format, not --format/--json")
     all_pairs = mode == "all-pairs" and not given["consecutive"]
-    if not all_pairs and (ray_opts["threshold"] is not None or ray_opts["top_k"]):
+    searched = ray_opts["threshold"] is not None or ray_opts["top_k"]
+    if all_pairs and given["metrics"] and searched:
+        raise click.UsageError("--threshold/--top-k search cached features, which have no pixels for --metrics: "
+                               "drop one (--all-pairs --ray --metrics writes every pair, as without --ray)")
+    if not all_pairs and searched:
         raise click.UsageError("--threshold/--top-k are for --all-pairs DIR --ray")
-    if all_pairs and given["resume"]:
+    if all_pairs and given["resume"] and not given["metrics"]:
         raise click.UsageError("--all-pairs --ray does not resume (it keeps no per-pair rows): rerun it with "
                                "--overwrite")
 
@@ -77,9 +79,12 @@ def _gpus(ray_opts: dict, device: str) -> float:
 
 def run_batch_mode(ray_opts: dict, model_opts: dict, mode: str, how: dict, pairs, *, out: str, resume: bool,
                    overwrite: bool, summary_json: str | None, quiet: bool, **scorer_settings) -> int:
-    """The --ray branch of ``lpips-score``: ``how`` holds the mode's options (as ``lpips_runtime.cli``
-    names them) and ``pairs()`` lists a folder mode's pairs. Returns the exit code (``batchrun``'s)."""
-    from ..batchrun import BatchRun
+    """The --ray branch of ``lpips-score``: ``how`` holds the mode's options (as ``lpips_runtime.commands.score``
+    names them) and ``pairs()`` lists a folder mode's pairs. ``--all-pairs`` searches cached features
+    (``allpairs``) unless metrics are asked for: those need the pixels of each pair, so every pair is
+    scored and written as in the other modes (as the local ``--all-pairs --metrics`` does). Returns the
+    exit code (``batchrun``'s)."""
+    from ..commands.batchrun import BatchRun
     from . import uris
     from .session import cluster_errors, ray_session
     from .settings import settings_from_cli
@@ -88,7 +93,7 @@ def run_batch_mode(ray_opts: dict, model_opts: dict, mode: str, how: dict, pairs
     settings = settings_from_cli(model_opts, gpus=gpus, **scorer_settings)
     common = dict(actors=ray_opts["actors"], cpus_per_actor=ray_opts["cpus_per_actor"], gpus_per_actor=gpus)
     run = BatchRun(out, quiet=quiet)
-    if mode == "all-pairs" and not how["consecutive"]:
+    if mode == "all-pairs" and not how["consecutive"] and not settings.metrics:  # with metrics: pair by pair
         from .allpairs import all_pairs
 
         images = uris.list_image_files(how["all_pairs"], how["recursive"])
@@ -121,7 +126,7 @@ class _StageProgress:
         self.enabled, self.stage, self.bar = enabled, None, None
 
     def update(self, stage: str, done: int, total: int) -> None:
-        from ..progress import Progress
+        from ..commands.progress import Progress
 
         if stage != self.stage:
             self.close()

@@ -4,12 +4,13 @@ with ``resume`` reads the pairs already there (and skips them), deletes leftover
 adds new parts: every pair is written exactly once across runs.
 
 Parts are Parquet (``part-<run>-<n>.parquet``) or CSV (``.csv``, as ``lpips-score --out`` writes it:
-header, distances as the shortest decimal that reads back as the same float32).
+header, distances and metrics as the shortest decimal that reads back as the same float32, PSNR's +inf
+as ``inf``). Their columns are ``results.pair_columns(metrics)``: every part of a folder has the same,
+and resuming with other metrics is refused.
 """
 from __future__ import annotations
 
 import csv
-import io
 import os
 import secrets
 import time
@@ -17,8 +18,9 @@ from pathlib import Path
 
 from ..errors import InputError
 from ..formatting import float32_text
-from ..results import PAIR_COLUMNS
-from ..summary import RunSummary
+from ..model.pixel_metrics import METRICS
+from ..records.results import csv_line, pair_columns
+from ..records.summary import RunSummary
 from . import PART_FORMATS
 
 _PART_GLOB = "part-*"
@@ -33,13 +35,14 @@ def pair_keys(img0, img1):
 
 
 def read_results(folder: str | Path):
-    """All complete result parts of a folder as one Arrow table (columns ``PAIR_COLUMNS``)."""
+    """All complete result parts of a folder as one Arrow table (columns ``results.pair_columns``, with
+    the metrics the parts hold)."""
     import pyarrow as pa
 
     from .pipeline import result_schema
 
     tables = [_read_part(p) for p in _parts(Path(folder))]
-    return pa.concat_tables(tables) if tables else result_schema().empty_table()
+    return pa.concat_tables(tables, promote_options="default") if tables else result_schema().empty_table()
 
 
 def _parts(folder: Path) -> list[Path]:
@@ -47,6 +50,8 @@ def _parts(folder: Path) -> list[Path]:
 
 
 def _read_part(path: Path):
+    """One part as written (``result_schema`` of the metrics its columns name); a part whose columns
+    are not those of result rows is an ``InputError``."""
     import pyarrow as pa
 
     from .pipeline import result_schema
@@ -54,12 +59,24 @@ def _read_part(path: Path):
     if path.suffix == ".parquet":
         import pyarrow.parquet as pq
 
-        return pq.read_table(path, schema=result_schema())
-    rows = list(csv.DictReader(path.open(encoding="utf-8", newline="")))
-    return pa.table({"img0": [r["img0"] for r in rows], "img1": [r["img1"] for r in rows],
-                     "distance": [float(r["distance"]) if r["distance"] else None for r in rows],
-                     "error": [r["error"] or None for r in rows], "model": [r["model"] for r in rows]},
-                    schema=result_schema())
+        names = pq.read_schema(path).names
+    else:
+        with path.open(encoding="utf-8", newline="") as f:
+            rows = list(csv.reader(f))
+        names = rows[0] if rows else []
+    schema = result_schema(tuple(n for n in names if n in METRICS))
+    if names != schema.names:
+        raise InputError(f"{path} has the columns {','.join(names)}, not those of result rows "
+                         f"({','.join(schema.names)}): a result folder holds only parts that lpips-score --ray wrote")
+    if path.suffix == ".parquet":
+        return pq.read_table(path, schema=schema)
+
+    def cell(name: str, text: str):
+        if pa.types.is_floating(schema.field(name).type):
+            return float(text) if text else None
+        return text or None if name == "error" else text
+
+    return pa.table({n: [cell(n, r[k]) for r in rows[1:] if r] for k, n in enumerate(names)}, schema=schema)
 
 
 class ResultFolder:
@@ -67,17 +84,19 @@ class ResultFolder:
 
     Without ``resume`` a folder that already holds parts is an error unless ``overwrite`` (which
     deletes them). ``done``: the pair keys already written (``pair_keys``); ``summary``: statistics
-    over every row in the folder (rows found there count as resumed), with ``context`` (default: the
-    model).
+    over every row in the folder, metrics included (rows found there count as resumed), with ``context``
+    (default: the model). ``metrics``: the metric columns of its rows (resuming a folder whose parts
+    have other columns is an ``InputError``).
     """
 
     def __init__(self, path: str | Path, model: str, fmt: str = "parquet", resume: bool = False,
-                 overwrite: bool = False, context: dict | None = None):
+                 overwrite: bool = False, context: dict | None = None, metrics: tuple[str, ...] = ()):
         import pyarrow as pa
 
         if fmt not in PART_FORMATS:
             raise InputError(f"result format '{fmt}': choose one of {', '.join(PART_FORMATS)}")
         self.path, self.model, self.fmt = Path(path), model, fmt
+        self.metrics, self.columns = tuple(metrics), pair_columns(metrics)
         if self.path.exists() and not self.path.is_dir():
             raise InputError(f"{self.path} is a file: cluster runs write a folder of result files")
         self.path.mkdir(parents=True, exist_ok=True)
@@ -101,7 +120,14 @@ class ResultFolder:
         import pyarrow as pa
         import pyarrow.compute as pc
 
-        tables = [_read_part(p) for p in parts]
+        tables = []
+        for part in parts:
+            table = _read_part(part)
+            if tuple(table.column_names) != self.columns:
+                raise InputError(f"{part} has the columns {','.join(table.column_names)}, not "
+                                 f"{','.join(self.columns)}: resume with the same --metrics (and options) or "
+                                 "write a new folder")
+            tables.append(table)
         table = pa.concat_tables(tables)
         models = set(pc.unique(table.column("model")).to_pylist()) - {None, ""}
         if models - {self.model}:
@@ -109,11 +135,17 @@ class ResultFolder:
                              "resume with the same options or write a new folder")
         self.done = pair_keys(table.column("img0"), table.column("img1")).combine_chunks()
         self.rows_before = table.num_rows
-        for value in table.column("distance").to_pylist():
-            self.summary.add(value, resumed=True)
+        self._summarise(table, resumed=True)
+
+    def _summarise(self, table, resumed: bool = False) -> None:
+        """Feed each row's distance and metrics to the summary (a failed row's are null)."""
+        metrics = {m: table.column(m).to_pylist() for m in self.metrics}
+        for i, distance in enumerate(table.column("distance").to_pylist()):
+            self.summary.add(distance, resumed=resumed, metrics={m: values[i] for m, values in metrics.items()})
 
     def write(self, table) -> Path:
-        """Write one part holding ``table``'s rows (result schema): temporary file, fsync, rename."""
+        """Write one part holding ``table``'s rows (``result_schema(metrics)``): temporary file, fsync,
+        rename."""
         self._count += 1
         name = f"part-{self._run}-{self._count:05d}.{self.fmt}"
         tmp = self.path / f".{name}.tmp"
@@ -122,24 +154,25 @@ class ResultFolder:
 
             pq.write_table(table, tmp)
         else:
-            tmp.write_text(_csv_text(table), encoding="utf-8")
+            tmp.write_text(_csv_text(table, self.columns), encoding="utf-8")
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, self.path / name)
         _fsync_dir(self.path)
-        for value in table.column("distance").to_pylist():
-            self.summary.add(value)
+        self._summarise(table)
         return self.path / name
 
 
-def _csv_text(table) -> str:
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(PAIR_COLUMNS)
-    for row in table.to_pylist():
-        writer.writerow(["" if row[c] is None else (float32_text(row[c]) if c == "distance" else row[c])
-                         for c in PAIR_COLUMNS])
-    return out.getvalue()
+def _csv_text(table, columns: tuple[str, ...]) -> str:
+    """The rows as ``lpips-score --out`` writes a CSV: header, numbers as their float32's shortest decimal."""
+    import pyarrow as pa
+
+    numbers = {c for c in columns if pa.types.is_floating(table.schema.field(c).type)}
+    lines = [",".join(columns) + "\n"]
+    for row in table.select(list(columns)).to_pylist():
+        lines.append(csv_line(["" if row[c] is None else float32_text(row[c]) if c in numbers else row[c]
+                               for c in columns]))
+    return "".join(lines)
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -1,6 +1,7 @@
 """Pair scoring as a Ray Data pipeline: pair table -> decode in CPU tasks (``Scorer.load_pair``, the one
 place inputs are validated) -> score in an actor pool holding one Scorer per actor, same-size pairs
-batched -> rows ``img0, img1, distance, error, model`` (the columns of ``lpips-score --out``).
+batched -> rows ``img0, img1, distance, error, model`` (the columns of ``lpips-score --out``; with
+metrics, one column per metric after the distance, as there).
 
 A pair that cannot be scored (unreadable, size mismatch, too small...) becomes a row with its error, as
 in every batch mode; nothing of the Scorer is copied here: decoding, validation and inference are its
@@ -20,13 +21,17 @@ from .settings import ScorerSettings, WorkerModel
 from .table import read_pair_table
 
 
-def result_schema():
-    """Arrow schema of result rows: distance is float64 holding the float32 result exactly; exactly
-    one of ``distance`` and ``error`` is null."""
+def result_schema(metrics: tuple[str, ...] = ()):
+    """Arrow schema of result rows, in the column order of ``lpips-score --out`` (``results.pair_columns``):
+    distance and each of ``metrics`` are float64 holding the float32 result exactly (PSNR +inf for
+    identical images); exactly one of ``distance`` and ``error`` is null, and the metrics are null
+    exactly when the distance is."""
     import pyarrow as pa
 
-    return pa.schema([("img0", pa.string()), ("img1", pa.string()), ("distance", pa.float64()),
-                      ("error", pa.string()), ("model", pa.string())])
+    from ..records.results import NUMBER_COLUMNS, pair_columns
+
+    numbers = (*NUMBER_COLUMNS, *metrics)
+    return pa.schema([(name, pa.float64() if name in numbers else pa.string()) for name in pair_columns(metrics)])
 
 
 def _decoded_schema():
@@ -77,12 +82,14 @@ class PairScorerActor:
         self.label = model.label
         self.scorer = model.scorer(cpus)
         self.scorer.model_info()  # a bad model fails the actor's start, not each batch
+        self.schema = result_schema(self.scorer.metrics)
 
     def __call__(self, table):
         import pyarrow as pa
 
         n = table.num_rows
-        distance: list = [None] * n
+        outputs = ("distance", *self.scorer.metrics)
+        values: dict[str, list] = {name: [None] * n for name in outputs}
         error = table.column("error").to_pylist()
         groups: dict[tuple, list[int]] = {}
         dtypes, shapes = table.column("dtype").to_pylist(), table.column("shape").to_pylist()
@@ -94,16 +101,17 @@ class PairScorerActor:
             a = np.concatenate([np.frombuffer(data0[i].as_py(), dtype).reshape(shape) for i in rows])
             b = np.concatenate([np.frombuffer(data1[i].as_py(), dtype).reshape(shape) for i in rows])
             try:
-                values = self.scorer.distance_prepared(a, b)
+                out = self.scorer.distance_prepared(a, b, every_output=True)
             except Exception as exc:  # e.g. a backend failure: each pair of the batch records it
                 for i in rows:
                     error[i] = error_text(exc)
                 continue
-            for i, value in zip(rows, values):
-                distance[i] = float(value)
-        return pa.table({"img0": table.column("img0"), "img1": table.column("img1"),
-                         "distance": pa.array(distance, pa.float64()), "error": pa.array(error, pa.string()),
-                         "model": pa.array([self.label] * n, pa.string())}, schema=result_schema())
+            for name in outputs:
+                for i, value in zip(rows, out[name]):
+                    values[name][i] = float(value)
+        columns = {"img0": table.column("img0"), "img1": table.column("img1"), **values, "error": error,
+                   "model": [self.label] * n}
+        return pa.table({name: columns[name] for name in self.schema.names}, schema=self.schema)
 
 
 class DecodingPairScorerActor(PairScorerActor):
@@ -177,7 +185,8 @@ def _no_extra_options() -> dict:
 def score_pair_table(source, settings: ScorerSettings = ScorerSettings(), *, columns: tuple[str, str] | None = None,
                      **options):
     """LPIPS over a pair table on the connected Ray cluster: a lazy Ray Dataset of ``img0, img1,
-    distance, error, model`` rows, in no particular order (``.write_parquet(...)``, ``.iter_rows()``...).
+    distance, error, model`` rows (with ``settings.metrics``, their columns after the distance), in no
+    particular order (``.write_parquet(...)``, ``.iter_rows()``...).
 
     ``source``: a CSV/Parquet file or folder (local path or URI), a Ray Dataset, or a list of (img0,
     img1) pairs; ``columns`` picks the pair columns (see ``table``). ``options``: see ``score_dataset``.

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ClusterError
-from ..summary import RunSummary
+from ..records.summary import RunSummary
 from .output import ResultFolder, pair_keys
 from .pipeline import score_dataset
 from .resources import STALL_TIMEOUT_S, STALL_WARN_S, stall_message
@@ -86,7 +86,8 @@ def write_pair_scores(source, out: str | Path, settings: ScorerSettings = Scorer
                       on_start: Callable[[int, int], None] | None = None,
                       on_rows: Callable[[int], None] | None = None, stall_timeout_s: float = STALL_TIMEOUT_S,
                       stall_warn_s: float = STALL_WARN_S, **options) -> RunReport:
-    """Score a pair table (see ``score_pair_table``) on the connected cluster into the folder ``out``.
+    """Score a pair table (see ``score_pair_table``) on the connected cluster into the folder ``out``
+    (rows with the columns of ``lpips-score --out``, the settings' metrics included).
 
     Rows are written in parts of up to ``part_rows`` rows, or whatever arrived within ``part_seconds``:
     a driver killed at any moment loses at most the rows not yet in a part, and ``resume=True`` scores
@@ -100,7 +101,8 @@ def write_pair_scores(source, out: str | Path, settings: ScorerSettings = Scorer
     if not ray.is_initialized():
         raise ClusterError("no Ray session: call ray.init(...) or use lpips_runtime.cluster.ray_session()")
     model = WorkerModel.resolve(settings)  # model problems first, before anything is read or written
-    folder = ResultFolder(out, model.label, fmt, resume=resume, overwrite=overwrite, context=dict(model.identity))
+    folder = ResultFolder(out, model.label, fmt, resume=resume, overwrite=overwrite, context=dict(model.identity),
+                          metrics=model.spec.metrics)
     pairs = read_pair_table(source, columns, csv_header)
     if len(folder.done):
         pairs = pairs.map_batches(_drop_done, fn_kwargs={"done": ray.put(folder.done)}, batch_format="pyarrow",

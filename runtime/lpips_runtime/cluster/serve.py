@@ -20,12 +20,13 @@ from dataclasses import fields
 
 from ..errors import ClusterError, LpipsError, first_line
 from .session import require_ray
-from ..options import OPTION_NAMES
+from ..core.options import OPTION_NAMES
 from .settings import ScorerSettings, WorkerModel
 
 # Scorer options a config file does not set: the batch size is the service's max_batch, replicas never spin
-# between runs, frames are the float graph's, and the answers carry LPIPS alone (as lpips-serve's --metrics).
-_NOT_IN_CONFIG = {"batch_size", "spin_between_runs", "frames", "metrics"}
+# between runs, and frames are the float graph's. ``metrics`` (e.g. "psnr,ssim") is set as lpips-serve's
+# --metrics: the fused graph that computes them is shipped to the replicas, and each answer carries them.
+_NOT_IN_CONFIG = {"batch_size", "spin_between_runs", "frames"}
 
 DEPLOYMENT = "LpipsService"
 APP_NAME = "lpips"
@@ -100,8 +101,9 @@ def for_service(settings: ScorerSettings, serve_settings) -> ScorerSettings:
 def application(args: dict):
     """Application builder for Ray Serve config files (``import_path:
     lpips_runtime.cluster.serve:application``). ``args`` takes the names of ``ScorerSettings`` (model,
-    version, baseline, backend, device, precision, threads, workers, resize, models_dir, auto_export; a
-    size may be written as on the command line, e.g. max_memory: 2G), of ``ServeSettings``
+    version, baseline, backend, device, precision, threads, workers, resize, models_dir, auto_export,
+    metrics: "psnr,ssim" or a list, as lpips-serve's --metrics; a size may be written as on the command
+    line, e.g. max_memory: 2G), of ``ServeSettings``
     (max_batch, max_wait_ms, max_queue, max_body_mb, max_pairs, timeout_s, heatmap, ...; the API key
     from the environment variable ``api_key_env`` names, never from the file), the Scorer's limits
     (max_pixels: lpips-serve's default unless given; tile, max_memory) and cpus_per_replica /

@@ -10,8 +10,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..errors import ModelFileError
-from ..modelfile import ModelSpec
-from ..options import ScorerOptions
+from ..model.modelfile import ModelSpec
+from ..core.options import ScorerOptions
 
 MODEL_CACHE_ENV = "LPIPS_RT_NODE_MODELS"  # where workers keep shipped models (default: <tmp>/lpips-rt-models)
 
@@ -27,7 +27,7 @@ ScorerSettings = ScorerOptions
 def open_scorer(settings: ScorerOptions, **overrides):
     """A Scorer with ``settings``, some replaced by ``overrides`` (on the driver: locates or exports the
     model as usual)."""
-    from ..scorer import Scorer
+    from ..core.scorer import Scorer
 
     return Scorer.from_options(replace(settings, **overrides) if overrides else settings)
 
@@ -98,7 +98,7 @@ class WorkerModel:
     def decoder(self):
         """A Scorer for ``load_pair``/``load_one`` only (decode, validate, resize): it never opens a
         backend, needs no model file and runs on any node."""
-        from ..options import DEFAULTS
+        from ..core.options import DEFAULTS
 
         return open_scorer(self.settings, **{**self._spec_options(), "precision": self.spec.precision,
                                              "tile": "off", "backend": DEFAULTS.backend, "device": DEFAULTS.device,

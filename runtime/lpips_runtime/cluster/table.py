@@ -75,7 +75,7 @@ def _read_local(path: str, fmt: str, columns, csv_header: bool | None):
     if fmt == "csv":
         if columns is not None:
             raise InputError("columns=... is for Parquet tables and datasets; a CSV's first two columns are the pair")
-        from ..pairs import read_pair_list
+        from ..io.pairs import read_pair_list
 
         listing = read_pair_list(path, csv_header)
         if listing.header is not None and csv_header is None:
@@ -111,7 +111,7 @@ def _read_remote_csv(location: str, columns, csv_header: bool | None):
     first = next((row for row in csv.reader(io.StringIO(head)) if any(c.strip() for c in row)), None)
     if first is None or len(first) < 2:
         raise InputError(f"{location}: expected two paths separated by a comma on the first line")
-    from ..pairs import is_image_name
+    from ..io.pairs import is_image_name
 
     header = csv_header if csv_header is not None else not any(is_image_name(c.strip()) for c in first[:2])
     names = [f"c{i}" for i in range(len(first))]

@@ -14,7 +14,7 @@ import threading
 from pathlib import Path
 
 from ..errors import InputError, first_line
-from ..images import EncodedImage, max_file_bytes
+from ..io.images import EncodedImage, max_file_bytes
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 _filesystems: dict[str, object] = {}
@@ -113,8 +113,8 @@ def image_source(location: str, max_pixels: int | None):
 
 def list_image_files(folder: str, recursive: bool = False) -> list[str]:
     """Image files inside a folder (local or URI; ``recursive``: its subfolders too), sorted by path
-    relative to it, hidden files excluded: the rule of ``lpips_runtime.pairs.list_images``."""
-    from ..pairs import is_image_name, list_images
+    relative to it, hidden files excluded: the rule of ``lpips_runtime.io.pairs.list_images``."""
+    from ..io.pairs import is_image_name, list_images
 
     if is_local(folder):
         return [str(p) for p in list_images(local_path(folder), recursive)]

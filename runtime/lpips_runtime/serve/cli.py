@@ -15,11 +15,17 @@ import sys
 
 import click
 
-from ..cli_common import (errors_to_click, model_options, open_scorer, scorer_option, setup_logging,
-                          tool_version_option)
+from ..commands.common import (
+    errors_to_click,
+    model_options,
+    open_scorer,
+    scorer_option,
+    setup_logging,
+    tool_version_option,
+)
 from ..errors import ModelFileError
 from ..limits import format_size
-from ..nets import NET_NAMES, VERSIONS
+from ..model.nets import NET_NAMES, VERSIONS
 from ..optional import require
 from .settings import SERVE_MAX_PIXELS, ServeSettings
 

@@ -18,7 +18,7 @@ from fastapi.responses import Response
 
 from ..errors import LpipsError
 from ..formatting import float32_json, float32_text
-from ..heatmap import COLORMAPS, DEFAULT_ALPHA, pair_heatmap
+from ..io.heatmap import COLORMAPS, DEFAULT_ALPHA, pair_heatmap
 from .http_errors import ServiceError, bad_request, echo
 from .schemas import BATCH_BODY, HEATMAP_RESPONSES, IMAGE_PAIR_FORM, BatchResult, DistanceResult, error_responses
 from .service import Service

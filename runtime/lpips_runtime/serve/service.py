@@ -18,7 +18,7 @@ import numpy as np
 
 from ..errors import LpipsError, first_line
 from ..formatting import float32_json
-from ..images import EncodedImage
+from ..io.images import EncodedImage
 from .batcher import DynamicBatcher, QueueFull, Reservation
 from .http_errors import ServiceError, from_lpips_error, overloaded
 from .metrics import ServiceMetrics

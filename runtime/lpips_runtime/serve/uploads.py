@@ -16,7 +16,7 @@ require("starlette", "serve", "lpips-serve")
 from starlette.datastructures import FormData, UploadFile
 from starlette.requests import Request
 
-from ..images import EncodedImage
+from ..io.images import EncodedImage
 from .http_errors import ServiceError, bad_request, echo, load_json
 
 MULTIPART = "multipart/form-data"

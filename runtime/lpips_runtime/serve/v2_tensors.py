@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..formatting import float32_json
-from ..images import EncodedImage
+from ..io.images import EncodedImage
 from .http_errors import ServiceError, bad_request, load_json
 
 HEADER_LENGTH = "inference-header-content-length"

@@ -15,8 +15,15 @@ from pathlib import Path
 
 import click
 
-from ..cli_common import errors_to_click, heatmap_options, model_options, open_scorer, scorer_option, setup_logging
-from ..pooling import STAT_NAMES
+from ..commands.common import (
+    errors_to_click,
+    heatmap_options,
+    model_options,
+    open_scorer,
+    scorer_option,
+    setup_logging,
+)
+from ..records.pooling import STAT_NAMES
 
 # Frames per inference batch when --batch-size is not given: about 2 megapixels per batch (1 frame at
 # 1080p, 2 at 720p, 16 at 360x360 and below). Measured for alex at 1080p on the CPU: each pair in a batch
@@ -110,7 +117,7 @@ def _heatmap_writer(scorer, videos, path, alpha, colormap, vmax):
         return None
     from .heatmap_video import HeatmapVideoWriter
 
-    from ..heatmap import heatmap_scale
+    from ..io.heatmap import heatmap_scale
 
     scorer.model_info(spatial=True)  # the spatial graph: located or exported now, not after the first frame
     # One scale for every frame (a per-frame maximum would flicker): the net's default, as lpips-score's pictures.
@@ -120,9 +127,9 @@ def _heatmap_writer(scorer, videos, path, alpha, colormap, vmax):
 
 def _score(videos, scorer, out, resume, overwrite, as_json, summary_path, heatmap, quiet) -> int:
     from ..errors import InputError
-    from ..pooling import Pooling
-    from ..batchrun import BatchRun
-    from ..results import ResultWriter, metric_columns
+    from ..records.pooling import Pooling
+    from ..commands.batchrun import BatchRun
+    from ..records.results import ResultWriter, metric_columns
     from .score import FRAME_COLUMNS, FRAME_KEY
 
     label = replace(scorer.spec, frames=None).describe()  # one label for 8-bit (frame graph) and deeper runs

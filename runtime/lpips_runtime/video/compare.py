@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ..errors import ImageTooLargeError, InputError
-from ..images import ResizePolicy
+from ..io.images import ResizePolicy
 from .align import Alignment, FramePair, PairingOutcome, counts_message, pair_frames
 from .colour import ColourConversion, FrameConverter
 from .decode import FrameReader

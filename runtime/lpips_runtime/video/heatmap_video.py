@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
-from ..heatmap import DEFAULT_ALPHA, render_heatmap
+from ..io.heatmap import DEFAULT_ALPHA, render_heatmap
 from .source import _reason, load_av
 
 

@@ -1,16 +1,20 @@
 """Ray tests inside a private network namespace, and what they share.
 
 Ray 2.60 opens connections through the machine's own interface address even when told 127.0.0.1, and
-only loopback traffic is allowed here. So every Ray test module (marked ``ray``) has one entry test
-(``netns_entry``) that reruns the module with pytest under
+only loopback traffic is allowed here. So the Ray tests (marked ``ray``) run in one inner pytest under
 ``unshare --net --pid --fork --mount-proc``: loopback is the only interface there, and the pid
 namespace guarantees that no Ray process outlives the run (when its first process exits, the kernel
-kills the rest). Inside, ``tests/conftest.py`` deselects the entries and runs the real tests; the
-entry fails with the inner output when the inner run fails, and skips with the reason when
-``unshare`` is unavailable (not root, no user namespaces).
+kills the rest). Every Ray module imports the entry test (``test_ray_tests_in_private_network_namespace``,
+marked ``netns_entry``); outside a namespace ``tests/conftest.py`` keeps one of them and the Ray modules'
+own tests are left out, and that entry reruns the tests of every Ray module collected (all of them in a
+whole-suite run, one when a module is run by hand) in one inner pytest, so the interpreter, the imports
+and the collection are paid once. Inside, the entries are left out and the modules that share the
+session's local cluster (``ray_cluster``) run first. The entry fails with the inner output when the
+inner run fails, and skips with the reason when ``unshare`` is unavailable (not root, no user namespaces).
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -21,9 +25,12 @@ from pathlib import Path
 
 import pytest
 
+from conftest import INNER_RAY_REPORT, RAY_MODULES, link_all
+
 ROOT = Path(__file__).resolve().parents[3]
 MODELS_ENV = "LPIPS_RT_TEST_MODELS"  # the outer run's exported models, handed to the inner run
 OBJECT_STORE = 256 << 20  # bytes per node: small, as a CI machine's /dev/shm may be
+METRICS = ("psnr", "ssim")  # the fused graph with these is among the models handed in
 _UNSHARE = ["unshare", "--net", "--pid", "--fork", "--mount-proc"]
 
 
@@ -37,8 +44,10 @@ def unshare_problem() -> str | None:
     return None
 
 
-def run_module_in_private_network(module: str, models: Path, timeout: float = 600) -> None:
-    """Rerun a test module's tests inside a fresh network + pid namespace with only loopback up."""
+def run_in_private_network(modules: list[str], models: Path, config, timeout: float = 900) -> None:
+    """Run the Ray tests of ``modules`` in one pytest inside a fresh network + pid namespace with only
+    loopback up. The inner run lists its slowest tests when the outer one does (``--durations``): the
+    outer run's terminal summary shows them (``tests/conftest.py``)."""
     pytest.importorskip("ray", reason="needs the ray extra: pip install 'lpips-rt[ray]'")
     problem = unshare_problem()
     if problem:
@@ -48,35 +57,99 @@ def run_module_in_private_network(module: str, models: Path, timeout: float = 60
     # the machine and this run cannot disturb each other.
     ray_tmp = _new_ray_tmpdir()
     env = dict(os.environ, **{MODELS_ENV: str(models), "RAY_TMPDIR": ray_tmp})
+    durations = config.getoption("durations", None)
     command = [*_UNSHARE, "sh", "-c", 'ip link set lo up && "$@"', "sh",
-               sys.executable, "-m", "pytest", module, "-q", "-p", "no:cacheprovider", "-o", "addopts=-ra"]
+               sys.executable, "-m", "pytest", *modules, "-q", "-p", "no:cacheprovider", "-o", "addopts=-ra",
+               "--disable-warnings",  # the failures, not Ray's deprecation notices, end the output
+               *([f"--durations={durations}"] if durations is not None else [])]
+    names = ", ".join(Path(m).name for m in modules)
     started = time.monotonic()
     try:
         done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired as exc:
-        pytest.fail(f"the namespace run of {module} passed {timeout:.0f} s:\n{(exc.stdout or '')[-6000:]}")
+        pytest.fail(f"the namespace run of {names} passed {timeout:.0f} s:\n{(exc.stdout or '')[-6000:]}")
     finally:
         shutil.rmtree(ray_tmp, ignore_errors=True)
     output = (done.stdout + done.stderr)[-12000:]
     if done.returncode != 0:
-        pytest.fail(f"the namespace run of {Path(module).name} failed (exit {done.returncode}):\n{output}")
+        pytest.fail(f"the namespace run of {names} failed (exit {done.returncode}):\n{output}")
     if " passed" not in done.stdout:
-        pytest.fail(f"the namespace run of {Path(module).name} ran no test:\n{output}")
-    print(f"{Path(module).name} in a private network namespace, {time.monotonic() - started:.0f} s:\n"
-          f"{done.stdout.strip().splitlines()[-1]}")
+        pytest.fail(f"the namespace run of {names} ran no test:\n{output}")
+    lines = done.stdout.strip().splitlines()
+    slowest = [i for i, line in enumerate(lines) if " slowest " in line and line.startswith("=")]
+    report = "\n".join(lines[slowest[0]:] if slowest else lines[-1:])
+    config.stash[INNER_RAY_REPORT] = f"{names}, {time.monotonic() - started:.0f} s:\n{report}"
+    print(config.stash[INNER_RAY_REPORT])
+
+
+@pytest.mark.netns_entry
+def test_ray_tests_in_private_network_namespace(request, models_for_namespace):
+    """The Ray tests of every Ray module this session collected (this one's alone when the entry was
+    picked by its node id), in one private network namespace."""
+    modules = request.config.stash.get(RAY_MODULES, None) or [str(request.node.path)]
+    run_in_private_network(modules, models_for_namespace, request.config)
+
+
+def _models_folder(split_models, exported, folder: Path) -> Path:
+    """alex v0.1 fused, spatial, encoder and heads, and the fused graph with PSNR and SSIM (links)."""
+    return link_all([*split_models("alex").iterdir(), exported("alex", metrics=METRICS)], folder)
 
 
 @pytest.fixture(scope="session")
-def models_for_namespace(split_models):
-    """The outer run's alex exports (fused, encoder, head), exported once per session."""
-    return split_models("alex")
+def models_for_namespace(split_models, exported, tmp_path_factory):
+    """The outer run's exports for the inner run, exported once per session."""
+    return _models_folder(split_models, exported, tmp_path_factory.mktemp("ray-models"))
 
 
 @pytest.fixture(scope="session")
-def models(split_models) -> Path:
+def models(split_models, exported, tmp_path_factory) -> Path:
     """Inside the namespace: the folder the outer run exported, else (run by hand) exports of our own."""
     given = os.environ.get(MODELS_ENV)
-    return Path(given) if given else split_models("alex")
+    return Path(given) if given else _models_folder(split_models, exported, tmp_path_factory.mktemp("ray-models"))
+
+
+class SharedCluster:
+    """The local cluster that Ray modules of one topology share: 4 logical CPUs on this 2-core machine
+    (actors must not starve the decode tasks), a small object store, no dashboard, Ray's folders under
+    the run's RAY_TMPDIR. Started on first use; stopped (every process it started checked gone) when a
+    module needs a cluster of another topology (``stop``: one Ray session per process) and at the end
+    of the session."""
+
+    def __init__(self):
+        self._stack: contextlib.ExitStack | None = None
+
+    def start(self):
+        """The ``ray`` module, connected to the shared cluster (started if it is not running)."""
+        from lpips_runtime.cluster import ray_session
+
+        if self._stack is None:
+            stack = contextlib.ExitStack()
+            ray = stack.enter_context(ray_session(num_cpus=4, object_store_memory=OBJECT_STORE,
+                                                  temp_dir=short_temp_dir()))
+            self._stack = stack
+            assert_ray_paths_private()  # lpips-score --ray runs inherit RAY_TMPDIR too
+            return ray
+        import ray
+
+        assert ray.is_initialized(), "the shared cluster's session was closed by someone else"
+        return ray
+
+    def stop(self) -> None:
+        if self._stack is not None:
+            stack, self._stack = self._stack, None
+            stack.close()
+            assert_no_ray_processes_left()
+
+
+SHARED_CLUSTER = SharedCluster()  # one per process: the module is imported once however many modules use it
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """The shared local cluster (``SharedCluster``); yields the ``ray`` module. (Each module that imports
+    this fixture holds its own copy of it; they all hand out ``SHARED_CLUSTER``.)"""
+    yield SHARED_CLUSTER.start()
+    SHARED_CLUSTER.stop()
 
 
 def _new_ray_tmpdir() -> str:
@@ -87,7 +160,7 @@ def _new_ray_tmpdir() -> str:
 
 
 def private_ray_tmpdir() -> str:
-    """The run's own RAY_TMPDIR (set by ``run_module_in_private_network``; made here when the module is
+    """The run's own RAY_TMPDIR (set by ``run_in_private_network``; made here when the module is
     run by hand inside a namespace): Ray's default paths lie under it, never under /tmp/ray."""
     if not os.environ.get("RAY_TMPDIR"):
         os.environ["RAY_TMPDIR"] = _new_ray_tmpdir()

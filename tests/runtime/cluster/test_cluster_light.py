@@ -8,7 +8,7 @@ import sys
 import pytest
 from click.testing import CliRunner
 
-from lpips_runtime.cli import main
+from lpips_runtime.commands.score import main
 from lpips_runtime.errors import InputError
 
 pa = pytest.importorskip("pyarrow", reason="pyarrow comes with the ray extra")
@@ -21,7 +21,7 @@ pa = pytest.importorskip("pyarrow", reason="pyarrow comes with the ray extra")
     (["--dir0", "x", "--dir1", "y", "--ray-address", "auto"], "--ray-address goes with --ray"),
     (["--dir0", "x", "--dir1", "y", "--ray", "--out", "o", "--top-k", "3"], "are for --all-pairs DIR --ray"),
     (["--all-pairs", "x", "--ray", "--out", "o", "--resume"], "does not resume"),
-    (["--dir0", "x", "--dir1", "y", "--ray", "--out", "o", "--metrics", "psnr"], "--metrics is not available with --ray"),
+    (["--all-pairs", "x", "--ray", "--out", "o", "--metrics", "psnr", "--top-k", "3"], "no pixels for --metrics"),
 ])
 def test_usage_errors(args, message):
     result = CliRunner().invoke(main, args)
@@ -36,7 +36,7 @@ def test_gpus_need_cuda_one_line(tmp_path):
 
 
 def test_importing_the_package_imports_no_ray():
-    code = ("import sys, lpips_runtime.cluster, lpips_runtime.cli; "
+    code = ("import sys, lpips_runtime.cluster, lpips_runtime.commands.score; "
             "print([m for m in ('ray', 'pyarrow') if m in sys.modules])")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "[]"
 
@@ -81,7 +81,7 @@ def test_csv_parts_hold_the_shortest_float32_decimal(tmp_path):
 
 def test_uris():
     from lpips_runtime.cluster import uris
-    from lpips_runtime.images import EncodedImage
+    from lpips_runtime.io.images import EncodedImage
 
     assert uris.join("lists", "a.png") == "lists/a.png" and uris.join("", "a.png") == "a.png"
     assert uris.join("s3://bucket/lists", "a.png") == "s3://bucket/lists/a.png"
@@ -123,7 +123,7 @@ def test_workers_get_the_limits_and_the_graphs_to_tile_with(split_models):
     from lpips_runtime import Scorer
     from lpips_runtime.cluster.settings import ScorerSettings, WorkerModel
     from lpips_runtime.errors import ImageTooLargeError
-    from lpips_runtime.images import EncodedImage
+    from lpips_runtime.io.images import EncodedImage
 
     models = split_models("alex")
     settings = ScorerSettings("alex", models_dir=str(models), auto_export=False, max_pixels=20_000, tile=64,
@@ -204,3 +204,58 @@ def test_a_run_without_rows_says_why_and_stops():
         logger.removeHandler(handler)
         never.set()
     assert any("pending resources" in message for message in said), said
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "csv"])
+def test_result_folder_with_metrics(tmp_path, fmt):
+    """Metric columns after the distance; CSV parts are the bytes ``lpips-score --out x.csv`` writes for the
+    same results; resume restores the metric statistics, and other metrics are refused."""
+    import numpy as np
+
+    from lpips_runtime.cluster.output import ResultFolder, read_results
+    from lpips_runtime.cluster.pipeline import result_schema
+    from lpips_runtime.core.pair_result import PairResult
+    from lpips_runtime.records.results import ResultWriter, pair_columns
+
+    metrics, model = ("psnr", "ssim"), "LPIPS-alex v0.1 (+psnr+ssim)"
+    results = [PairResult(0, "/i/a.png", "/j/a.png", np.float32(0.14583078), metrics={"psnr": np.float32(27.123457),
+                                                                                       "ssim": np.float32(0.8123)}),
+               PairResult(1, "/i/b.png", "/j/b.png", np.float32(0.0), metrics={"psnr": np.float32("inf"),
+                                                                               "ssim": np.float32(1.0)}),
+               PairResult(2, "/i/c.png", "/j/c.png", error="size mismatch: 96x128 vs 80x128")]
+    table = pa.table({"img0": [r.img0 for r in results], "img1": [r.img1 for r in results],
+                      "distance": [None if r.distance is None else float(r.distance) for r in results],
+                      "psnr": [r.metrics and float(r.metrics["psnr"]) for r in results],
+                      "ssim": [r.metrics and float(r.metrics["ssim"]) for r in results],
+                      "error": [r.error for r in results], "model": [model] * 3}, schema=result_schema(metrics))
+    assert table.column_names == list(pair_columns(metrics))
+    part = ResultFolder(tmp_path / "r", model, fmt, metrics=metrics).write(table)
+    if fmt == "csv":
+        with ResultWriter(tmp_path / "local.csv", columns=pair_columns(metrics), constants={"model": model}) as local:
+            for result in results:
+                local.write(result)
+        assert part.read_bytes() == (tmp_path / "local.csv").read_bytes()
+
+    def as_float32(rows):  # a CSV part holds the float32's shortest decimal, not the float64 of the float32
+        return [{k: np.float32(v) if k in ("distance", *metrics) and v is not None else v for k, v in row.items()}
+                for row in rows]
+
+    assert as_float32(read_results(tmp_path / "r").to_pylist()) == as_float32(table.to_pylist())
+
+    with pytest.raises(InputError, match="not img0,img1,distance,error,model: resume with the same --metrics"):
+        ResultFolder(tmp_path / "r", "LPIPS-alex v0.1", fmt, resume=True)
+    resumed = ResultFolder(tmp_path / "r", model, fmt, resume=True, metrics=metrics)
+    summary = resumed.summary
+    assert (summary.stats.n, summary.stats.failures, summary.resumed) == (2, 1, 3)
+    assert (summary.metrics["psnr"].infinite, summary.metrics["psnr"].finite.n, summary.metrics["ssim"].finite.n) \
+        == (1, 1, 2)
+    assert np.float32(summary.metrics["psnr"].finite.mean) == np.float32(27.123457)
+
+
+def test_all_pairs_search_refuses_metrics(tmp_path):
+    """The feature search has no pixels: asked for metrics it says what scores them instead, before any Ray work."""
+    from lpips_runtime.cluster import ScorerSettings, all_pairs
+
+    with pytest.raises(InputError, match="no pixels for psnr: score the pairs with write_pair_scores"):
+        all_pairs(["a.png", "b.png"], tmp_path / "ap", ScorerSettings(metrics="psnr"))
+    assert not (tmp_path / "ap").exists()

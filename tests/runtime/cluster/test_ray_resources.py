@@ -10,27 +10,20 @@ import numpy as np
 import pytest
 
 from conftest import crop, distort, photo
-from ray_netns import (OBJECT_STORE, assert_no_ray_processes_left, models,  # noqa: F401
-                       models_for_namespace, run_module_in_private_network, short_temp_dir)
+from ray_netns import (OBJECT_STORE, SHARED_CLUSTER, assert_no_ray_processes_left, models,  # noqa: F401
+                       models_for_namespace, short_temp_dir, test_ray_tests_in_private_network_namespace)
 
 pytestmark = pytest.mark.ray
 STALL_S = 90  # the run's own limit on waiting for rows (it says why and stops)
 DEADLINE_S = 150  # the test's: a finished run on this tiny table takes seconds; the old code never finished
 
 
-@pytest.mark.netns_entry
-def test_in_private_network_namespace(models_for_namespace):
-    run_module_in_private_network(__file__, models_for_namespace)
-
-
-# -- inside the namespace -------------------------------------------------------------------------
-
-
 @pytest.fixture(scope="module")
 def cluster():
-    """Two CPUs: what a 2-core machine's local cluster has."""
+    """Two CPUs: what a 2-core machine's local cluster has (a cluster of its own: the shared one has 4)."""
     from lpips_runtime.cluster import ray_session
 
+    SHARED_CLUSTER.stop()  # one Ray session per process
     with ray_session(num_cpus=2, object_store_memory=OBJECT_STORE, temp_dir=short_temp_dir()) as ray:
         yield ray
     assert_no_ray_processes_left()

@@ -1,8 +1,8 @@
 """lpips-serve on Ray Serve (``lpips_runtime.cluster.serve``): the application a ``serve run`` config
-builds, deployed on a local Ray cluster inside a private network namespace, reached by a real HTTP
-client through Ray Serve's proxy on 127.0.0.1: distances equal the single-process Scorer bit for bit,
-concurrent requests share model calls, bad input gets a 4xx JSON error, and nothing outlives the
-cluster."""
+builds (with ``metrics: psnr,ssim``), deployed on the session's shared local Ray cluster inside a private
+network namespace, reached by a real HTTP client through Ray Serve's proxy on 127.0.0.1: distances,
+PSNR and SSIM equal the single-process Scorer's bit for bit, concurrent requests share model calls, bad
+input gets a 4xx JSON error, and nothing outlives the cluster."""
 from __future__ import annotations
 
 import base64
@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from conftest import crop, distort, photo
-from ray_netns import (OBJECT_STORE, assert_no_ray_processes_left, models,  # noqa: F401
-                       models_for_namespace, run_module_in_private_network, short_temp_dir)
+from ray_netns import (METRICS, models, models_for_namespace, ray_cluster,  # noqa: F401
+                       test_ray_tests_in_private_network_namespace)
 
 httpx = pytest.importorskip("httpx")
 # The app itself is lpips-serve's (issue 12): until that lands here, there is nothing to deploy.
@@ -27,14 +27,6 @@ H, W = 64, 80
 MAX_BATCH = 8
 MAX_PIXELS = 6_000  # the replicas' Scorer limit: the test pairs (80x64, 80x72) are under it
 READY_TIMEOUT_S = 120
-
-
-@pytest.mark.netns_entry
-def test_in_private_network_namespace(models_for_namespace):
-    run_module_in_private_network(__file__, models_for_namespace)
-
-
-# -- inside the namespace -------------------------------------------------------------------------
 
 
 def _free_port() -> int:
@@ -60,20 +52,20 @@ def _metric(text: str, name: str) -> float:
 
 
 @pytest.fixture(scope="module")
-def service(models):
-    """One replica of the application a config file would build (``application(args)``), behind Ray
-    Serve's proxy on a free 127.0.0.1 port; yields the base URL once /readyz says the model is warm."""
+def service(ray_cluster, models):
+    """One replica of the application a config file would build (``application(args)``, answering PSNR
+    and SSIM too), behind Ray Serve's proxy on a free 127.0.0.1 port of the shared cluster; yields the
+    base URL once /readyz says the model is warm. Serve stops after the module (the cluster does not)."""
     from ray import serve
 
-    from lpips_runtime.cluster import ray_session
     from lpips_runtime.cluster.serve import application, deploy
 
     port = _free_port()
-    with ray_session(num_cpus=4, object_store_memory=OBJECT_STORE, temp_dir=short_temp_dir()):
-        app = application({"model": "alex", "models_dir": str(models), "auto_export": False,
-                           "max_batch": MAX_BATCH, "max_wait_ms": 50, "max_pairs": 4, "max_pixels": MAX_PIXELS,
-                           "cpus_per_replica": 1})
-        deploy(app, host="127.0.0.1", port=port)
+    app = application({"model": "alex", "models_dir": str(models), "auto_export": False, "metrics": ",".join(METRICS),
+                       "max_batch": MAX_BATCH, "max_wait_ms": 50, "max_pairs": 4, "max_pixels": MAX_PIXELS,
+                       "cpus_per_replica": 1})
+    deploy(app, host="127.0.0.1", port=port)
+    try:
         url = f"http://127.0.0.1:{port}"
         deadline, last = time.monotonic() + READY_TIMEOUT_S, None
         while time.monotonic() < deadline:
@@ -87,8 +79,8 @@ def service(models):
         else:
             pytest.fail(f"the Serve deployment was not ready after {READY_TIMEOUT_S} s: {last!r}")
         yield url
+    finally:
         serve.shutdown()
-    assert_no_ray_processes_left()
 
 
 @pytest.fixture(scope="module")
@@ -103,13 +95,14 @@ def pairs():
 def scorer(models):
     from lpips_runtime import Scorer
 
-    with Scorer("alex", models_dir=models, auto_export=False) as s:
+    with Scorer("alex", models_dir=models, auto_export=False, metrics=METRICS) as s:  # the replicas' graph
         yield s
 
 
 def test_readiness_names_the_model(service):
     body = httpx.get(service + "/readyz", timeout=10).json()
-    assert body["status"] == "ready" and body["model"] == "LPIPS-alex v0.1" and body["backend"] == "ort"
+    # The model's label names the metrics its graph computes, as lpips-serve's does.
+    assert body["status"] == "ready" and body["model"] == "LPIPS-alex v0.1 (+psnr+ssim)" and body["backend"] == "ort"
 
 
 def test_concurrent_requests_are_batched_and_equal_the_scorer(service, pairs, scorer):
@@ -141,6 +134,23 @@ def test_batch_route_scores_good_pairs_and_names_the_bad_one(service, pairs, sco
     results = r.json()["results"]
     assert np.float32(results[0]["distance"]) == np.float32(scorer.distance(a, b))
     assert results[1]["distance"] is None and results[1]["code"] == "bad_image" and "bad.png" in results[1]["error"]
+
+
+def test_metrics_equal_the_scorer(service, pairs, scorer):
+    """``metrics: psnr,ssim`` in the config (lpips-serve's --metrics): a pair's answer and each answer of
+    a batch carry the distance, PSNR and SSIM of the single-process Scorer over the same graph, as
+    float32 bit for bit."""
+    expected = [{k: np.float32(v) for k, v in scorer.scores(a, b).items()} for a, b in pairs[:3]]
+    assert set(expected[0]) == {"distance", *METRICS}
+    with httpx.Client(base_url=service, timeout=60) as client:
+        one = client.post("/v1/distance", files=_files(*pairs[0]))
+        files = [(side, (f"{side}-{i}.png", data)) for i, pair in enumerate(pairs[:3])
+                 for side, data in zip(("img0", "img1"), pair)]
+        batch = client.post("/v1/distance/batch", files=files)
+    assert one.status_code == 200 and batch.status_code == 200, (one.text, batch.text)
+    answers = [one.json(), *batch.json()["results"]]
+    for got, want in zip(answers, expected[:1] + expected):
+        assert {name: np.float32(got[name]) for name in want} == want, got
 
 
 @pytest.mark.parametrize("kind, status, code, words", [
@@ -179,3 +189,5 @@ def test_config_arguments_are_checked():
         application({"model": "alex", "max_batchsize": 4})
     with pytest.raises(LpipsError, match="give the API key through the environment: api_key_env"):
         application({"model": "alex", "api_key": "written-in-a-file"})
+    with pytest.raises(LpipsError, match="unknown metric 'psnr-y': choose from psnr, ssim"):  # before any Ray work
+        application({"model": "alex", "metrics": ["psnr", "psnr-y"]})

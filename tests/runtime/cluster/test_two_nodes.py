@@ -9,16 +9,12 @@ import numpy as np
 import pytest
 
 from conftest import crop, distort, photo
-from ray_netns import (OBJECT_STORE, assert_no_ray_processes_left, assert_ray_paths_private, models,  # noqa: F401
-                       models_for_namespace, run_module_in_private_network, short_temp_dir)
+from ray_netns import (OBJECT_STORE, SHARED_CLUSTER, assert_no_ray_processes_left,  # noqa: F401
+                       assert_ray_paths_private, models, models_for_namespace, short_temp_dir,
+                       test_ray_tests_in_private_network_namespace)
 
 pytestmark = pytest.mark.ray
 HEAD, WORKER = "lpips_test_head", "lpips_test_worker"  # custom resources: one per node
-
-
-@pytest.mark.netns_entry
-def test_in_private_network_namespace(models_for_namespace):
-    run_module_in_private_network(__file__, models_for_namespace)
 
 
 @pytest.fixture(scope="module")
@@ -28,6 +24,7 @@ def two_nodes():
 
     from lpips_runtime.cluster import ray_session
 
+    SHARED_CLUSTER.stop()  # one Ray session per process
     cluster = Cluster(initialize_head=True, head_node_args=dict(
         num_cpus=2, resources={HEAD: 100}, object_store_memory=OBJECT_STORE, include_dashboard=False,
         temp_dir=short_temp_dir()))

@@ -181,7 +181,7 @@ def test_too_many_pairs_and_malformed_batches(client):
 
 
 def test_heatmap_is_the_cli_picture_and_the_raw_map_is_the_scorer_map(client, scorer, serve_model, tmp_path):
-    from lpips_runtime.cli import main as score_cli
+    from lpips_runtime.commands.score import main as score_cli
 
     ref, dist = scene(96, 128, 1), distort(scene(96, 128, 1), "jpeg", 0.7)
     files = pair_files(png(ref), png(dist))

@@ -19,7 +19,7 @@ from click.testing import CliRunner
 pytest.importorskip("av")
 
 from lpips_runtime import Scorer  # noqa: E402
-from lpips_runtime.modelfile import ModelSpec  # noqa: E402
+from lpips_runtime.model.modelfile import ModelSpec  # noqa: E402
 from conftest import wait_for_lines  # noqa: E402
 from lpips_runtime.video.cli import main  # noqa: E402
 from video_clips import (HEIGHT, WIDTH, corrupt_packet, decode_reference, distorted, pan, write,  # noqa: E402
@@ -117,7 +117,7 @@ def test_frames_equal_scorer_distance_on_the_same_decoded_frames(case, clips, mo
 
 def test_eight_bit_frames_go_through_the_uint8_graph_without_host_floats(clips, models_dir, monkeypatch):
     """8-bit video runs the uint8 nhwc-rgb graph; the host float conversion is never called."""
-    import lpips_runtime.scorer as scorer_module
+    import lpips_runtime.core.scorer as scorer_module
 
     def refuse(*_):
         raise AssertionError("float conversion on the host")

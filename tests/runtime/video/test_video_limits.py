@@ -17,7 +17,7 @@ from click.testing import CliRunner
 pytest.importorskip("av")
 
 from conftest import wait_for_lines  # noqa: E402
-from lpips_runtime.modelfile import ModelSpec  # noqa: E402
+from lpips_runtime.model.modelfile import ModelSpec  # noqa: E402
 from lpips_runtime.video.cli import main  # noqa: E402
 from video_clips import distorted, pan, write  # noqa: E402
 

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 pytest.importorskip("av")
 
 from conftest import assert_metrics_match, skimage_metrics  # noqa: E402
-from lpips_runtime.modelfile import ModelSpec  # noqa: E402
+from lpips_runtime.model.modelfile import ModelSpec  # noqa: E402
 from lpips_runtime.video.cli import main  # noqa: E402
 from video_clips import decode_reference, distorted, pan, write  # noqa: E402
 

@@ -1,0 +1,1 @@
+"""Inputs and outputs on disk: decoding images, header checks, pairs, file names, output files, heat maps."""

@@ -1,0 +1,1 @@
+"""Model files: the net table, reading and checking exports, finding them, TensorRT sidecars."""

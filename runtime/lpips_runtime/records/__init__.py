@@ -1,0 +1,1 @@
+"""Result rows, resuming them, and summaries of a batch run."""
