@@ -223,6 +223,12 @@ class LPIPSModule(nn.Module):
 
     def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Prepared images [B,3,H,W] -> unit-normalised float32 features of every tap, [B,C_l,h_l,w_l]."""
+        return self.taps(x, self._normalise)
+
+    def taps(self, x: torch.Tensor, then=None) -> list[torch.Tensor]:
+        """Prepared images [B,3,H,W] -> every tap's features in the head's dtype, [B,C_l,h_l,w_l], raw or,
+        with ``then(features, layer)``, as it returns them (called at each tap, so a traced graph keeps the
+        head's work next to its tap)."""
         h = x
         feats = []
         for i, layer in enumerate(self.features):
@@ -230,7 +236,8 @@ class LPIPSModule(nn.Module):
                 h = _cast(h, self.trunk_dtype)
             h = layer(h)
             if i in self._tap_after:
-                feats.append(self._normalise(_cast(h, self.head_dtype), len(feats)))
+                tap = _cast(h, self.head_dtype)
+                feats.append(then(tap, len(feats)) if then is not None else tap)
         return feats
 
     def _channel_sum(self, x: torch.Tensor, layer: int) -> torch.Tensor:

@@ -18,6 +18,7 @@ torch = require("torch", "torch", "lpips_runtime.torch (LPIPS as a differentiabl
 require("torchvision", "torch", "lpips_runtime.torch (LPIPS as a differentiable loss)")
 
 from lpips_export.build import build_lpips  # noqa: E402 - after the extra check: this import needs torch
+from lpips_export.loss_head import layer_distance  # noqa: E402
 from lpips_runtime.model.nets import get_net  # noqa: E402
 
 __all__ = ["LPIPS"]
@@ -44,15 +45,18 @@ class LPIPS(torch.nn.Module):
     (``torch.autocast`` or ``.half()``: the official ``x / (sqrt(sum x^2) + 1e-10)`` loses its eps in float16).
 
     Keyword-only extras: ``backbone_weights`` (a torchvision ``features`` state dict file, checked against the
-    pinned digest) and ``channels_last`` (the backbone's memory layout; off by default: not reliably faster
-    for forward+backward on the CPU measured (benchmarks/loss.py), lower peak memory, and its vgg gradient
-    at odd sizes is 1.5e-3 from a float64 reference where NCHW's is 2e-6: docs/loss.md).
+    pinned digest), ``channels_last`` (the backbone's memory layout; off by default: on the CPU measured it
+    was not faster for forward+backward, and with NCHW inputs its gradients were 2e-3 (alex) and 7e-3 (vgg)
+    from the official's at 256x256, against 2e-7 for the default: docs/loss.md) and ``fused_head`` (on by default: the head's spatial means, normalisation and linear
+    layers as one autograd function with a closed-form backward, ``lpips_export.loss_head``, the same
+    results in fewer passes; it applies without ``spatial`` and train-mode dropout, and a
+    ``create_graph=True`` backward goes through the elementwise form; ``False`` always takes that form).
     """
 
     def __init__(self, pretrained: bool = True, net: str = "alex", version: str = "0.1", lpips: bool = True,
                  spatial: bool = False, pnet_rand: bool = False, pnet_tune: bool = False, use_dropout: bool = True,
                  model_path: str | Path | None = None, eval_mode: bool = True, verbose: bool = True, *,
-                 backbone_weights: str | Path | None = None, channels_last: bool = False):
+                 backbone_weights: str | Path | None = None, channels_last: bool = False, fused_head: bool = True):
         super().__init__()
         net = _NET_ALIASES.get(net, net)
         spec = get_net(net)
@@ -70,6 +74,7 @@ class LPIPS(torch.nn.Module):
         self.pnet_rand, self.pnet_tune = pnet_rand, pnet_tune
         self.chns, self.L = list(spec.channels), spec.n_layers
         self.channels_last = channels_last
+        self.fused_head = fused_head
         # The official freezes the backbone unless pnet_tune and leaves its linear layers trainable.
         core.features.requires_grad_(pnet_tune)
         if core.lins is not None:
@@ -107,17 +112,35 @@ class LPIPS(torch.nn.Module):
         if normalize:  # [0,1] -> [-1,1], as the official forward does
             in0, in1 = 2 * in0 - 1, 2 * in1 - 1
         core = self.core
-        feats0 = self._encode(in0)
-        feats1 = self._encode(in1)
-        # The head in float32 whatever autocast asks for (it is a small share of the work).
+        fused = self._fused_head_applies()
+        feats0 = self._encode(in0, normalised=not fused)
+        feats1 = self._encode(in1, normalised=not fused)
+        # The head in float32 whatever autocast asks for (the features are float32 already).
         with torch.autocast(device_type=in0.device.type, enabled=False):
-            terms = core.layer_terms(feats0, feats1, tuple(in0.shape[2:]) if self.spatial else None)
+            if fused:
+                terms = [layer_distance(f0, f1, self._layer_weights(i)) for i, (f0, f1) in
+                         enumerate(zip(feats0, feats1))]
+            else:
+                terms = core.layer_terms(feats0, feats1, tuple(in0.shape[2:]) if self.spatial else None)
             total = core.sum_terms(terms)
         return (total, terms) if retPerLayer else total
 
-    def _encode(self, img):
-        """Normalised float32 features of one batch; without autograd when no gradient can flow through them
-        (an input that does not require grad and a frozen backbone: the usual target image)."""
+    def _fused_head_applies(self) -> bool:
+        """The fused head (``lpips_export.loss_head``) computes spatial means only, and no dropout."""
+        core = self.core
+        dropout = core.lins is not None and core.lin_dropout and self.training
+        return self.fused_head and not self.spatial and not dropout
+
+    def _layer_weights(self, layer: int):
+        """Tap ``layer``'s linear weights as a [C] view (the parameter itself, so its gradient arrives), or
+        the unit weights of the baseline's channel sum."""
+        core = self.core
+        weight = core.lins[layer].weight if core.lins is not None else getattr(core, f"ones{layer}")
+        return weight.reshape(-1)
+
+    def _encode(self, img, normalised: bool = True):
+        """Float32 features of one batch, normalised or raw; without autograd when no gradient can flow
+        through them (an input that does not require grad and a frozen backbone: the usual target image)."""
         core = self.core
         needs_grad = torch.is_grad_enabled() and (img.requires_grad or any(
             p.requires_grad for p in core.features.parameters()))
@@ -125,7 +148,7 @@ class LPIPS(torch.nn.Module):
             x = core.prepare(img)
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            return core.encode(x)
+            return core.encode(x) if normalised else core.taps(x)
 
 
 def _check_pair(in0, in1, min_side: int) -> None:

@@ -79,5 +79,6 @@ def test_loss_benchmark_smoke(capsys):
     out = capsys.readouterr().out
     rows = [line for line in out.splitlines() if line.startswith("| alex | 2x40x48 |")]
     assert [row.split(" | ")[2] for row in rows] == ["official", "ours"]
-    grad_error = float(rows[1].split(" | ")[-1].rstrip(" |"))
-    assert grad_error <= 1e-4
+    header = next(line for line in out.splitlines() if line.startswith("| net |")).strip(" |").split(" | ")
+    ours = dict(zip(header, rows[1].strip(" |").split(" | ")))
+    assert float(ours["grad error"]) <= 1e-4 and ours["equal"] == "yes"
