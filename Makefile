@@ -40,11 +40,13 @@ dist: $(VENV)/.stamp-test
 
 # --durations: the 25 slowest tests are listed at the end of every run (CI's log shows where time goes).
 # -n 2 (pytest-xdist): two workers, one per core of the 2-core machines this runs on (measured quiet: 535 s vs 649 s
-# in one process; the suite is CPU-bound, so more workers than cores only adds contention).
+# in one process; the suite is CPU-bound, so more workers than cores only adds contention). --dist loadfile: a
+# module's tests stay on one worker, so its module fixtures (servers, venvs, builds) are made once; exports are
+# made once per run by whichever worker needs one first (tests/conftest.py, RunExports).
 # TEST_WORKERS=0 runs it in one process (e.g. to debug one failure).
 TEST_WORKERS ?= 2
 test: $(VENV)/.stamp-test
-	$(PY) -m pytest -q --durations=25 -n $(TEST_WORKERS)
+	$(PY) -m pytest -q --durations=25 -n $(TEST_WORKERS) --dist loadfile
 
 # CPU table (ORT vs torch vs the official package) and the feature-cache speedups: < 10 minutes on 2 cores.
 bench: $(VENV)/.stamp-test

@@ -8,6 +8,7 @@ import os
 os.environ.setdefault("LPIPS_RT_OFFLINE", "1")
 
 import importlib.util  # noqa: E402
+import shutil  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -100,6 +101,20 @@ def _select_ray_items(config, items) -> None:
         items.sort(key=lambda item: item.get_closest_marker("ray") is None or str(item.path) not in shared)
 
 
+def pytest_sessionfinish(session):
+    """Under pytest-xdist the entry ran in a worker: its Ray report goes to the controller with the worker's output."""
+    report = session.config.stash.get(INNER_RAY_REPORT, None)
+    if report and hasattr(session.config, "workeroutput"):
+        session.config.workeroutput["inner_ray_report"] = report
+
+
+@pytest.hookimpl(optionalhook=True)  # a pytest-xdist hook: absent when the suite runs without it
+def pytest_testnodedown(node, error):
+    report = getattr(node, "workeroutput", {}).get("inner_ray_report")
+    if report:
+        node.config.stash[INNER_RAY_REPORT] = report
+
+
 def pytest_terminal_summary(terminalreporter, config):
     """The Ray tests' own report (they ran in one inner pytest in a private network namespace)."""
     report = config.stash.get(INNER_RAY_REPORT, None)
@@ -108,8 +123,23 @@ def pytest_terminal_summary(terminalreporter, config):
         terminalreporter.write_line(report)
 
 
+# The modules that take longest (junit times of a whole run, 2026-12-07): under pytest-xdist's ``--dist loadfile``
+# (``make test``) a worker takes one module at a time in collection order, so these start first and the run
+# does not end with one worker busy on a long module while the other idles. Order only; nothing is left out.
+LONGEST_MODULES = ("runtime/cluster/test_ray_data.py", "test_packaging.py", "export/test_parity_official.py",
+                   "benchmarks/test_bench_smoke.py", "export/test_fp16.py", "export/test_trt_engines.py",
+                   "benchmarks/test_benchmark_scripts.py", "examples/test_cpp.py")
+
+
+def _longest_modules_first(items) -> None:
+    rank = {str(ROOT / "tests" / name): i for i, name in enumerate(LONGEST_MODULES)}
+    items.sort(key=lambda item: rank.get(str(item.path), len(rank)))  # stable: each module keeps its order
+
+
 def pytest_collection_modifyitems(config, items):
     _select_ray_items(config, items)
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        _longest_modules_first(items)
     need = {item for item in items if {"gpu", "trt", "slow"} & {m.name for m in item.iter_markers()}}
     if not need:
         return
@@ -259,21 +289,49 @@ def build_module():
     return get
 
 
+class RunExports:
+    """Exports made once per test run in one folder, whichever pytest-xdist worker asks first; a worker
+    asking for one that another is writing waits for it (a file lock per export). Without xdist it is a
+    per-session cache. ``get(key, make)``: ``make(folder)`` writes the export(s) and returns the path."""
+
+    def __init__(self, tmp_path_factory, name: str):
+        base = tmp_path_factory.getbasetemp()
+        # a worker's base folder (.../popen-gw0) lies in the run's own: that one is shared by the workers
+        self.folder = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / f"run-{name}"
+        self.folder.mkdir(exist_ok=True)
+        self.cache: dict = {}
+
+    def get(self, key, make) -> Path:
+        if key not in self.cache:
+            import hashlib
+
+            from filelock import FileLock
+
+            tag = hashlib.sha256(repr(key).encode()).hexdigest()[:16]
+            done = self.folder / f".{tag}.done"
+            with FileLock(str(self.folder / f".{tag}.lock")):
+                if not done.exists():
+                    done.write_text(str(make(self.folder)))  # written last: a failed export leaves no record
+                self.cache[key] = Path(done.read_text())
+        return self.cache[key]
+
+
 @pytest.fixture(scope="session")
 def exported(build_module, tmp_path_factory):
     """Factory (net, version, calibrated, spatial, metrics=()) -> Path of an ONNX export (written, not
-    self-checked: ``exported_spec`` runs the checks), cached per session."""
+    self-checked: ``exported_spec`` runs the checks), made once per run (all in one folder)."""
     from lpips_export.onnx_export import export_onnx, model_filename
 
-    out = tmp_path_factory.mktemp("models")
-    cache = {}
+    exports = RunExports(tmp_path_factory, "models")
 
     def get(net="alex", version="0.1", calibrated=True, spatial=False, metrics=()) -> Path:
         key = (net, version, calibrated, spatial, tuple(metrics))
-        if key not in cache:
+
+        def make(out: Path) -> Path:
             module, provenance = build_module(*key)
-            cache[key] = export_onnx(module, provenance, out / model_filename(module))
-        return cache[key]
+            return export_onnx(module, provenance, out / model_filename(module))
+
+        return exports.get(key, make)
 
     return get
 
@@ -292,15 +350,8 @@ def exported_spec(tmp_path_factory):
     uint8-frame variants included), cached per session."""
     from lpips_export.onnx_export import export_model
 
-    out = tmp_path_factory.mktemp("spec-models")
-    cache = {}
-
-    def get(spec) -> Path:
-        if spec not in cache:
-            cache[spec] = export_model(spec, out)[0]
-        return cache[spec]
-
-    return get
+    exports = RunExports(tmp_path_factory, "spec-models")
+    return lambda spec: exports.get(spec, lambda out: export_model(spec, out)[0])
 
 
 @pytest.fixture(scope="session")
@@ -326,19 +377,20 @@ def split_models(build_module, tmp_path_factory):
     exports of that net (what a Scorer with the feature cache looks up), cached per session."""
     from lpips_export.onnx_export import export_onnx, model_filename
 
-    root = tmp_path_factory.mktemp("split-models")
-    cache = {}
+    exports = RunExports(tmp_path_factory, "split-models")
 
     def get(net="squeeze") -> Path:
-        if net not in cache:
+        def make(root: Path) -> Path:
             folder = root / net
+            shutil.rmtree(folder, ignore_errors=True)  # what an export that failed midway left
             folder.mkdir()
             for spatial in (False, True):
                 module, provenance = build_module(net, "0.1", True, spatial)
                 for part in (("fused", "head") if spatial else ("fused", "encoder", "head")):
                     export_onnx(module, provenance, folder / model_filename(module, part), part=part)
-            cache[net] = folder
-        return cache[net]
+            return folder
+
+        return exports.get(net, make)
 
     return get
 
@@ -359,15 +411,8 @@ def exported_unchecked(tmp_path_factory):
     from the file, e.g. TensorRT engines; the checks are ``exported_spec``'s), cached per session."""
     from lpips_export.onnx_export import export_model
 
-    out = tmp_path_factory.mktemp("unchecked-models")
-    cache = {}
-
-    def get(spec) -> Path:
-        if spec not in cache:
-            cache[spec] = export_model(spec, out, check=False)[0]
-        return cache[spec]
-
-    return get
+    exports = RunExports(tmp_path_factory, "unchecked-models")
+    return lambda spec: exports.get(spec, lambda out: export_model(spec, out, check=False)[0])
 
 
 def link_all(sources, folder: Path) -> Path:

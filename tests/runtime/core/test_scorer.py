@@ -2,6 +2,7 @@
 threads, ordering, and errors."""
 from __future__ import annotations
 
+import functools
 import threading
 
 import cv2
@@ -24,10 +25,15 @@ def models_dir(exported):
     return exported("alex").parent
 
 
+@functools.lru_cache(maxsize=None)  # one per (net, module, spatial): building the official vgg takes seconds
+def _official(net, module, spatial):
+    return official_lpips(net, "0.1", True, spatial, module.features_state_for_official())
+
+
 def _official_on_files(net, module, p0, p1, spatial=False):
     import lpips
 
-    official = official_lpips(net, "0.1", True, spatial, module.features_state_for_official())
+    official = _official(net, module, spatial)
     a, b = (lpips.im2tensor(lpips.load_image(str(p))) for p in (p0, p1))
     with torch.no_grad():
         return official(a, b).numpy()

@@ -1,6 +1,8 @@
 """The net table agrees with torchvision's layers and with the official package's slicing."""
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 import torchvision
@@ -11,6 +13,7 @@ from lpips_runtime.model.nets import all_nets, check_version, get_net
 NETS = list(all_nets())
 
 
+@functools.lru_cache(maxsize=None)  # building vgg16 (initialising its classifier too) takes seconds; only read
 def _features(net):
     return getattr(torchvision.models, get_net(net).torchvision_builder)(weights=None).features.eval()
 
