@@ -34,8 +34,6 @@ from dataclasses import replace
 from pathlib import Path
 
 _HERE = Path(__file__).resolve().parent
-# benchmarks/ray.py would shadow the ray package with this folder first on sys.path.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 
 
 def _load(name: str):
@@ -45,13 +43,11 @@ def _load(name: str):
     return module
 
 
-import ray  # noqa: E402,F401  (the package, before benchmarks/serve.py puts this folder on sys.path)
 
 _common = _load("_common")
 if not (_HERE / "serve.py").exists() or importlib.util.find_spec("lpips_runtime.serve") is None:
     sys.exit("benchmarks/ray_serve.py needs lpips-serve (lpips_runtime.serve and benchmarks/serve.py, issue 12)")
 _serve_bench = _load("serve")  # its inputs, load generator and lpips-serve process
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 
 CONCURRENCY = 16
 SIZE = 128

@@ -82,3 +82,12 @@ def test_loss_benchmark_smoke(capsys):
     header = next(line for line in out.splitlines() if line.startswith("| net |")).strip(" |").split(" | ")
     ours = dict(zip(header, rows[1].strip(" |").split(" | ")))
     assert float(ours["grad error"]) <= 1e-4 and ours["equal"] == "yes"
+
+
+def test_no_script_shadows_an_installed_package():
+    """The test modules put benchmarks/ on sys.path; a script named like an installed top-level package (a
+    benchmarks/ray.py once) is then what ``import ray`` finds in the test process, and it broke the test run."""
+    from importlib.metadata import packages_distributions
+
+    scripts = {path.stem for path in (ROOT / "benchmarks").glob("*.py")}
+    assert scripts & set(packages_distributions()) == set()

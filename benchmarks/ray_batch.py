@@ -1,6 +1,6 @@
 """Ray benchmark: dataset-scale pair scoring and all-pairs search on a local Ray cluster vs one process.
 
-    python benchmarks/ray.py [--quick]
+    python benchmarks/ray_batch.py [--quick]
 
 Runs itself inside a private network namespace (``unshare --net --pid --fork --mount-proc``, loopback
 only: Ray 2.60 otherwise opens connections through the machine's interface address). LPIPS-alex,
@@ -34,9 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-# This file is named ray.py: with its folder first on sys.path, `import ray` would import it again.
 _HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 
 
 def _load_common():
