@@ -40,7 +40,7 @@ dist: $(VENV)/.stamp-test
 
 # --durations: the 25 slowest tests are listed at the end of every run (CI's log shows where time goes).
 # -n 2 (pytest-xdist): two workers, one per core of the 2-core machines this runs on (measured quiet: 535 s vs 649 s
-# in one process; the suite is CPU-bound, so more workers than cores only adds contention). --dist loadfile: a
+# in one process; the suite is CPU-bound: 3 workers measured 801 s against 781-848 s for 2, no gain). --dist loadfile: a
 # module's tests stay on one worker, so its module fixtures (servers, venvs, builds) are made once; exports are
 # made once per run by whichever worker needs one first (tests/conftest.py, RunExports).
 # TEST_WORKERS=0 runs it in one process (e.g. to debug one failure).
