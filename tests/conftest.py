@@ -7,6 +7,7 @@ import os
 # Everything runs offline: never wait on torchvision's download site (set before any import uses it).
 os.environ.setdefault("LPIPS_RT_OFFLINE", "1")
 
+import hashlib  # noqa: E402
 import importlib.util  # noqa: E402
 import shutil  # noqa: E402
 import sys  # noqa: E402
@@ -157,6 +158,27 @@ def pytest_collection_modifyitems(config, items):
                 break
 
 
+def results_of_threads(call, jobs, threads: int = 8) -> list:
+    """``call(*job)`` for every job, from ``threads`` threads started together (a barrier), each taking
+    every ``threads``-th job: the results in the jobs' order, to compare with a serial loop's."""
+    import threading
+
+    results = [None] * len(jobs)
+    barrier = threading.Barrier(threads)
+
+    def work(first):
+        barrier.wait()
+        for i in range(first, len(jobs), threads):
+            results[i] = call(*jobs[i])
+
+    started = [threading.Thread(target=work, args=(t,)) for t in range(threads)]
+    for t in started:
+        t.start()
+    for t in started:
+        t.join()
+    return results
+
+
 def ort_cuda_available() -> bool:
     """onnxruntime-gpu installed and its CUDA provider listed (tests marked gpu that need it check this)."""
     return _ort_cuda_present()
@@ -303,9 +325,7 @@ class RunExports:
 
     def get(self, key, make) -> Path:
         if key not in self.cache:
-            import hashlib
-
-            from filelock import FileLock
+            from filelock import FileLock  # the test extra's; imported where it is used
 
             tag = hashlib.sha256(repr(key).encode()).hexdigest()[:16]
             done = self.folder / f".{tag}.done"
@@ -347,7 +367,7 @@ def alex_models(exported) -> Path:
 @pytest.fixture(scope="session")
 def exported_spec(tmp_path_factory):
     """Factory ModelSpec -> Path of an export written and self-checked by ``export_model`` (fp16 and
-    uint8-frame variants included), cached per session."""
+    uint8-frame variants included), made once per run."""
     from lpips_export.onnx_export import export_model
 
     exports = RunExports(tmp_path_factory, "spec-models")
@@ -374,7 +394,7 @@ def photo_pair_files(tmp_path_factory):
 @pytest.fixture(scope="session")
 def split_models(build_module, tmp_path_factory):
     """Factory net -> a models folder with the v0.1 fused, spatial, encoder, head and spatial-head
-    exports of that net (what a Scorer with the feature cache looks up), cached per session."""
+    exports of that net (what a Scorer with the feature cache looks up), made once per run."""
     from lpips_export.onnx_export import export_onnx, model_filename
 
     exports = RunExports(tmp_path_factory, "split-models")
@@ -408,7 +428,7 @@ def photo_set():
 @pytest.fixture(scope="session")
 def exported_unchecked(tmp_path_factory):
     """Factory ModelSpec -> Path of an export written without its self-check (for tests about what is built
-    from the file, e.g. TensorRT engines; the checks are ``exported_spec``'s), cached per session."""
+    from the file, e.g. TensorRT engines; the checks are ``exported_spec``'s), made once per run."""
     from lpips_export.onnx_export import export_model
 
     exports = RunExports(tmp_path_factory, "unchecked-models")

@@ -3,7 +3,6 @@ photographs, the precision checks (CPU capability, compiled model read back), th
 cache and the model cache folder, and the feature cache on OpenVINO. Skipped without OpenVINO."""
 from __future__ import annotations
 
-import threading
 
 import numpy as np
 import pytest
@@ -11,8 +10,8 @@ import torch
 
 pytest.importorskip("openvino", reason="needs OpenVINO: pip install 'lpips-rt[openvino]'")
 
-from conftest import (assert_metrics_match, crop, distort, official_lpips, photo, skimage_metrics,  # noqa: E402
-                      to_unit_nchw)
+from conftest import (assert_metrics_match, crop, distort, official_lpips, photo, results_of_threads,  # noqa: E402
+                      skimage_metrics, to_unit_nchw)
 from lpips_runtime import Scorer  # noqa: E402
 from lpips_runtime.backends import openvino_backend  # noqa: E402
 from lpips_runtime.backends.openvino_backend import OpenVinoGraph, cpu_capabilities, runtime_precisions  # noqa: E402
@@ -127,19 +126,7 @@ def test_one_scorer_shared_by_8_threads_equals_a_serial_loop(exported, precision
         jobs.append((a[k % 8:k % 8 + 1 + k % 3], b[k % 8:k % 8 + 1 + k % 3]))
     with Scorer(exported("squeeze"), backend="openvino", precision=precision, threads=1) as scorer:
         serial = [scorer.distance(a, b) for a, b in jobs]
-        results = [None] * len(jobs)
-        barrier = threading.Barrier(8)
-
-        def work(t):
-            barrier.wait()
-            for i in range(t, len(jobs), 8):
-                results[i] = scorer.distance(*jobs[i])
-
-        threads = [threading.Thread(target=work, args=(t,)) for t in range(8)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        results = results_of_threads(scorer.distance, jobs)
     for got, want in zip(results, serial):
         assert np.array_equal(got, want)  # bit for bit
 

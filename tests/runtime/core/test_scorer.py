@@ -3,14 +3,13 @@ threads, ordering, and errors."""
 from __future__ import annotations
 
 import functools
-import threading
 
 import cv2
 import numpy as np
 import pytest
 import torch
 
-from conftest import crop, distort, official_lpips, photo, to_unit_nchw
+from conftest import crop, distort, official_lpips, photo, results_of_threads, to_unit_nchw
 from lpips_runtime import Scorer
 from lpips_runtime.errors import InputError, MissingExtraError, ModelFileError
 
@@ -153,19 +152,7 @@ def test_threads_share_one_scorer(models_dir):
     pairs = [(crop(photo("coffee"), 48 + 8 * i, 64), distort(crop(photo("coffee"), 48 + 8 * i, 64), "noise",
                                                              0.3, seed=i)) for i in range(16)]
     serial = [scorer.distance(a, b) for a, b in pairs]
-    results = [None] * len(pairs)
-    barrier = threading.Barrier(8)
-
-    def work(worker):
-        barrier.wait()
-        for i in range(worker, len(pairs), 8):
-            results[i] = scorer.distance(*pairs[i])
-
-    threads = [threading.Thread(target=work, args=(w,)) for w in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    results = results_of_threads(scorer.distance, pairs)
     assert results == serial  # bit-identical
 
 
