@@ -10,7 +10,11 @@ requiring grad and ``target`` not (the backbone frozen, as the official freezes 
 * ``official``: lpips.LPIPS built offline with our verified backbone tensors (lpips_export.reference);
 * ``ours``: lpips_runtime.torch.LPIPS as constructed by default (NCHW);
 * ``ours channels_last``: the backbone's weights and activations in channels_last (``channels_last=True``);
-* ``ours bf16 autocast``: under ``torch.autocast("cpu", bfloat16)`` (not an equal result: its error is shown).
+* ``ours bf16 autocast``: under ``torch.autocast("cpu", bfloat16)`` (not an equal result: its error is shown);
+* ``backbone only``: not LPIPS but its bound: the backbone's forward for both images and its backward for
+  ``output`` from given tap gradients, with no head at all. Any implementation that runs the official's
+  backbone arithmetic (which equal gradients need: docs/loss.md) takes at least this long, so
+  official / backbone-only is the largest speed-up available at equal results, printed under the table.
 
 "Equal results": each variant's loss and d(loss)/d(output) on real photographs (the benchmark batch) against
 the official's, as the largest error relative to the official's largest magnitude. Peak memory: each variant
@@ -36,8 +40,9 @@ os.environ.setdefault("LPIPS_RT_OFFLINE", "1")
 
 from _common import finish, interleaved_runs, machine_info, median, peak_rss_mb, reset_peak_rss  # noqa: E402
 
-VARIANTS = ("official", "ours", "ours channels_last", "ours bf16 autocast")
-DEFAULT_VARIANTS = VARIANTS[:3]  # bf16 autocast is 12x slower on an AVX2 CPU: ask for it by name
+BOUND = "backbone only"
+VARIANTS = ("official", "ours", "ours channels_last", "ours bf16 autocast", BOUND)
+DEFAULT_VARIANTS = ("official", "ours", BOUND)  # channels_last and bf16 autocast (12x slower on an AVX2 CPU) by name
 TARGET = 1.3  # issue 22: >= 1.3x the official's pairs/s at equal results
 VALUE_REL, GRAD_REL = 1e-5, 1e-4  # issue 22's "equal results" (tests/runtime/test_torch_loss.py)
 
@@ -54,6 +59,21 @@ def _models(net: str, variant: str):
             lin.requires_grad_(True)
         return official
     return LPIPS(net=net, verbose=False, channels_last=variant == "ours channels_last")
+
+
+def _backbone_step(model, output, target):
+    """The bound: the backbone's work of a step and nothing else (no normalisation, no head), in the
+    official's arithmetic (NCHW, float32): forward for both images, backward for ``output`` from unit
+    gradients at every tap. Returns (None, d/d(output)): not an LPIPS gradient, so no error is shown."""
+    import torch
+
+    core = model.core
+    x = output.detach().requires_grad_(True)
+    taps = core.taps(core.prepare(x))
+    with torch.no_grad():
+        core.taps(core.prepare(target))
+    torch.autograd.backward(taps, [torch.ones_like(t) for t in taps])
+    return None, x.grad
 
 
 def _batch(n: int, h: int, w: int):
@@ -76,6 +96,8 @@ def _step(model, output, target, variant: str):
     """One training step's LPIPS work: the loss and its gradient with respect to ``output``."""
     import torch
 
+    if variant == BOUND:
+        return _backbone_step(model, output, target)
     x = output.detach().requires_grad_(True)
     if variant == "ours bf16 autocast":
         with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -116,21 +138,46 @@ def run_cell(net: str, shape: str, repeats: int, variants) -> list[dict]:
         memory = json.loads(subprocess.run(
             [sys.executable, __file__, "--memory-worker", net, shape, v], capture_output=True, text=True,
             check=True).stdout.strip().splitlines()[-1])
+        lpips_result = v != BOUND
         rows.append({
             "net": net, "shape": shape, "variant": v, "times_s": times[v],
             "pairs_per_s": n / median(times[v]),
-            "loss_rel_err": abs(loss - ref_loss) / abs(ref_loss),
-            "grad_rel_err": float((grad - ref_grad).abs().max() / ref_grad.abs().max()),
+            "loss_rel_err": abs(loss - ref_loss) / abs(ref_loss) if lpips_result else None,
+            "grad_rel_err": float((grad - ref_grad).abs().max() / ref_grad.abs().max()) if lpips_result else None,
             "layout": "channels_last" if output.is_contiguous(memory_format=torch.channels_last) else "nchw",
             "threads": torch.get_num_threads(), **memory,
         })
         print(f"  {net} {shape} {v}: {rows[-1]['pairs_per_s']:.2f} pairs/s, peak {memory['peak_step_mb']:.0f} MiB, "
-              f"grad err {rows[-1]['grad_rel_err']:.1e}", file=sys.stderr, flush=True)
+              f"grad err {_err(rows[-1]['grad_rel_err'])}", file=sys.stderr, flush=True)
     base = next(r for r in rows if r["variant"] == "official")["pairs_per_s"]
     for r in rows:
         r["speedup"] = r["pairs_per_s"] / base
-        r["equal_results"] = r["loss_rel_err"] <= VALUE_REL and r["grad_rel_err"] <= GRAD_REL
+        r["equal_results"] = (r["loss_rel_err"] <= VALUE_REL and r["grad_rel_err"] <= GRAD_REL
+                              if r["variant"] != BOUND else None)
     return rows
+
+
+def _err(value) -> str:
+    return "-" if value is None else f"{value:.1e}"
+
+
+def _equal(row) -> str:
+    return "-" if row["equal_results"] is None else ("yes" if row["equal_results"] else "NO")
+
+
+def bound_lines(rows: list[dict]) -> list[str]:
+    """One line per (net, shape) that has a backbone-only row: the largest speed-up at equal results, and
+    ours as a share of the bound's speed."""
+    lines = []
+    for r in rows:
+        if r["variant"] != BOUND:
+            continue
+        ours = next((o for o in rows if o["variant"] == "ours" and (o["net"], o["shape"]) == (r["net"], r["shape"])),
+                    None)
+        took = (f"; ours {ours['speedup']:.2f}x, {ours['speedup'] / r['speedup']:.0%} of the bound's speed"
+                if ours else "")
+        lines.append(f"- {r['net']} {r['shape']}: backbone alone {r['speedup']:.2f}x the official's step{took}")
+    return lines
 
 
 def table(rows: list[dict], machine: dict, load_end) -> str:
@@ -138,8 +185,8 @@ def table(rows: list[dict], machine: dict, load_end) -> str:
              "grad error | equal |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['net']} | {r['shape']} | {r['variant']} | {r['pairs_per_s']:.2f} | {r['speedup']:.2f}x | "
-                     f"{r['peak_step_mb']:.0f} | {r['loss_rel_err']:.1e} | {r['grad_rel_err']:.1e} | "
-                     f"{'yes' if r['equal_results'] else 'NO'} |")
+                     f"{r['peak_step_mb']:.0f} | {_err(r['loss_rel_err'])} | {_err(r['grad_rel_err'])} | "
+                     f"{_equal(r)} |")
     load = machine["load_average_at_start"]
     lines.append("")
     lines.append(f"{machine['cpu']}, {rows[0]['threads']} torch threads, torch {machine['versions']['torch']}; "
@@ -147,6 +194,10 @@ def table(rows: list[dict], machine: dict, load_end) -> str:
                  "Errors: largest absolute difference from the official's loss / d(loss)/d(output), relative "
                  f"to the official's largest magnitude; equal: within {VALUE_REL:g} / {GRAD_REL:g}. Inputs "
                  f"{rows[0]['layout']}-contiguous.")
+    bounds = bound_lines(rows)
+    if bounds:
+        lines += ["", f"The bound at equal results ({BOUND}: the official's backbone arithmetic with no head at "
+                      "all; the ceiling for any implementation that keeps it):", *bounds]
     return "\n".join(lines)
 
 

@@ -18,7 +18,7 @@ torch = require("torch", "torch", "lpips_runtime.torch (LPIPS as a differentiabl
 require("torchvision", "torch", "lpips_runtime.torch (LPIPS as a differentiable loss)")
 
 from lpips_export.build import build_lpips  # noqa: E402 - after the extra check: this import needs torch
-from lpips_export.loss_head import layer_distance  # noqa: E402
+from lpips_export.loss_head import Workspace, layer_distance  # noqa: E402
 from lpips_runtime.model.nets import get_net  # noqa: E402
 
 __all__ = ["LPIPS"]
@@ -48,8 +48,8 @@ class LPIPS(torch.nn.Module):
     pinned digest), ``channels_last`` (the backbone's memory layout; off by default: on the CPU measured it
     was not faster for forward+backward, and with NCHW inputs its gradients were 2e-3 (alex) and 7e-3 (vgg)
     from the official's at 256x256, against 2e-7 for the default: docs/loss.md) and ``fused_head`` (on by default: the head's spatial means, normalisation and linear
-    layers as one autograd function with a closed-form backward, ``lpips_export.loss_head``, the same
-    results in fewer passes; it applies without ``spatial`` and train-mode dropout, and a
+    layers as one autograd function with a closed-form backward and work buffers kept from step to step,
+    ``lpips_export.loss_head``, the same results in fewer passes; it applies without ``spatial`` and train-mode dropout, and a
     ``create_graph=True`` backward goes through the elementwise form; ``False`` always takes that form).
     """
 
@@ -75,6 +75,7 @@ class LPIPS(torch.nn.Module):
         self.chns, self.L = list(spec.channels), spec.n_layers
         self.channels_last = channels_last
         self.fused_head = fused_head
+        self._head_workspace = Workspace()  # the fused head's scratch maps, reused from step to step
         # The official freezes the backbone unless pnet_tune and leaves its linear layers trainable.
         core.features.requires_grad_(pnet_tune)
         if core.lins is not None:
@@ -118,8 +119,8 @@ class LPIPS(torch.nn.Module):
         # The head in float32 whatever autocast asks for (the features are float32 already).
         with torch.autocast(device_type=in0.device.type, enabled=False):
             if fused:
-                terms = [layer_distance(f0, f1, self._layer_weights(i)) for i, (f0, f1) in
-                         enumerate(zip(feats0, feats1))]
+                terms = [layer_distance(f0, f1, self._layer_weights(i), self._head_workspace)
+                         for i, (f0, f1) in enumerate(zip(feats0, feats1))]
             else:
                 terms = core.layer_terms(feats0, feats1, tuple(in0.shape[2:]) if self.spatial else None)
             total = core.sum_terms(terms)

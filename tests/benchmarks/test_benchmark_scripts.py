@@ -72,16 +72,19 @@ def test_metrics_benchmark_quick(capsys, bench_models):
 
 
 def test_loss_benchmark_smoke(capsys):
-    """benchmarks/loss.py on one tiny batch, ours against the official: a row each, equal results."""
+    """benchmarks/loss.py on one tiny batch, ours and the backbone-only bound against the official: a row
+    each, ours with equal results, the bound with none to check and its line under the table."""
     loss = _script("loss")
     assert loss.main(["--quick", "--nets", "alex", "--shapes", "2x40x48", "--repeats", "1",
-                      "--variants", "official,ours"]) == 0
+                      "--variants", "official,ours,backbone only"]) == 0
     out = capsys.readouterr().out
     rows = [line for line in out.splitlines() if line.startswith("| alex | 2x40x48 |")]
-    assert [row.split(" | ")[2] for row in rows] == ["official", "ours"]
+    assert [row.split(" | ")[2] for row in rows] == ["official", "ours", "backbone only"]
     header = next(line for line in out.splitlines() if line.startswith("| net |")).strip(" |").split(" | ")
-    ours = dict(zip(header, rows[1].strip(" |").split(" | ")))
+    ours, bound = (dict(zip(header, row.strip(" |").split(" | "))) for row in rows[1:])
     assert float(ours["grad error"]) <= 1e-4 and ours["equal"] == "yes"
+    assert bound["grad error"] == bound["equal"] == "-"
+    assert f"- alex 2x40x48: backbone alone {bound['vs official']} the official's step; ours " in out and "of the bound's speed" in out
 
 
 def test_no_script_shadows_an_installed_package():

@@ -1,13 +1,14 @@
 """``lpips_export.loss_head``: the training loss's fused head (``lpips_runtime.torch.LPIPS``'s default) gives the
 official package's values and gradients (lpips==0.1.4 with the same backbone tensors) on real photographs at odd
-sizes, for each net: d/d(in0), d/d(in1) and d/d(linear weights), per-layer terms, the baseline."""
+sizes, for each net: d/d(in0), d/d(in1) and d/d(linear weights), per-layer terms, the baseline; and its
+reused work buffers (``Workspace``) change nothing across sizes, threads and copies of the module."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
 
-from conftest import distort, official_lpips, scene, to_unit_nchw
+from conftest import distort, official_lpips, results_of_threads, scene, to_unit_nchw
 from lpips_runtime.torch import LPIPS
 
 VALUE_REL, GRAD_REL = 1e-5, 1e-4  # issue 22's parity limits
@@ -105,3 +106,24 @@ def test_second_derivative_as_the_official():
         return second
 
     assert_close(penalty(ours), penalty(official), GRAD_REL, "second derivative")
+
+
+def test_reused_buffers_change_nothing_across_sizes_threads_and_copies():
+    """One module's workspace serves steps of several sizes (large, small, large again), several threads at
+    once and deep copies: every gradient equals a fresh module's (bit for bit: the same operations)."""
+    import copy
+
+    ours, _ = models("alex")
+    jobs = [photographs(*size) for size in ((97, 131), (41, 37), (97, 131), (64, 48))]
+
+    def step(model, a, b):
+        _, grad_a, grad_b = run(model, a, b, grad_b=True)
+        return grad_a, grad_b
+
+    expected = [step(LPIPS(net="alex", verbose=False), a, b) for a, b in jobs]  # a fresh module per step
+    serial = [step(ours, a, b) for a, b in jobs]
+    threaded = results_of_threads(lambda a, b: step(ours, a, b), jobs * 2, threads=4)
+    copied = [step(copy.deepcopy(ours), a, b) for a, b in jobs]
+    for got in (serial, threaded[:4], threaded[4:], copied):
+        for (ga, gb), (ea, eb) in zip(got, expected):
+            assert torch.equal(ga, ea) and torch.equal(gb, eb)

@@ -54,7 +54,10 @@ def test_random_tensors(net, version, calibrated, build_module, sessions):
     ours, provenance = build_module(net, version, calibrated, False)
     official = official_lpips(net, version, calibrated, False, ours.features_state_for_official())
     session = sessions((net, version, calibrated, False))
-    sizes = _sizes(net) if (version, calibrated) == ("0.1", True) else _sizes(net)[:4]
+    # The other versions differ from the default in the head alone (no input scaling, no linear layers): the
+    # small sizes (the minimum side, odd, non-square, a batch of 2) reach every line of it; the larger ones
+    # (3x128x173, 512x384: most of vgg's time here) are the default's.
+    sizes = _sizes(net) if (version, calibrated) == ("0.1", True) else _sizes(net)[:3]
     for n, h, w in sizes:
         a, b = _random_pair(n, h, w, seed=h * 7 + w)
         with torch.no_grad():

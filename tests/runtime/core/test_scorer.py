@@ -43,11 +43,12 @@ def test_ort_and_torch_match_official_on_files(net, exported, build_module, phot
     module, _ = build_module(net)
     ort_scorer = Scorer(exported(net))
     torch_scorer = Scorer(net, backend="torch")
-    for p0, p1 in photo_pair_files:
+    for i, (p0, p1) in enumerate(photo_pair_files):
         expected = float(_official_on_files(net, module, p0, p1).reshape(-1)[0])
         assert abs(ort_scorer.distance(p0, p1) - expected) <= TOL
         assert abs(torch_scorer.distance(p0, p1) - expected) <= TOL
-        assert abs(ort_scorer.distance(str(p0), p1.read_bytes()) - expected) <= TOL  # any source kind
+        if i == 0:  # any source kind (a str path, encoded bytes): the decode path, the same for every pair
+            assert abs(ort_scorer.distance(str(p0), p1.read_bytes()) - expected) <= TOL
 
 
 def test_distance_map_matches_official(models_dir, build_module, photo_pair_files):
