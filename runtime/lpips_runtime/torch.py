@@ -106,6 +106,11 @@ class LPIPS(torch.nn.Module):
                 setattr(core, name, buf.float())
         return self
 
+    def release_buffers(self) -> None:
+        """Free the calling thread's work buffers of the fused head (about two of the largest tap's maps, kept
+        from step to step; made again at the next step): e.g. after a step at an unusually large size."""
+        self._head_workspace.release()
+
     # -- forward ----------------------------------------------------------------------------------
 
     def forward(self, in0, in1, retPerLayer: bool = False, normalize: bool = False):

@@ -124,6 +124,8 @@ def test_reused_buffers_change_nothing_across_sizes_threads_and_copies():
     serial = [step(ours, a, b) for a, b in jobs]
     threaded = results_of_threads(lambda a, b: step(ours, a, b), jobs * 2, threads=4)
     copied = [step(copy.deepcopy(ours), a, b) for a, b in jobs]
-    for got in (serial, threaded[:4], threaded[4:], copied):
+    ours.release_buffers()
+    released = [step(ours, a, b) for a, b in jobs[:1]]
+    for got in (serial, threaded[:4], threaded[4:], copied, released):
         for (ga, gb), (ea, eb) in zip(got, expected):
             assert torch.equal(ga, ea) and torch.equal(gb, eb)
