@@ -158,16 +158,52 @@ class _Compiled:
                 out = request.infer({name: feeds[name] for name in self.input_names}, share_inputs=True,
                                     share_outputs=False)  # copies: the request's buffers are reused by the next call
             except RuntimeError as exc:
-                # e.g. its ceil-mode MaxPool refuses squeeze inputs below 25x25 that ONNX Runtime accepts:
-                # one line naming the shape and the reason (OpenVINO's last line), not a C++ trace.
-                shapes = ", ".join("x".join(map(str, feeds[n].shape)) for n in self.input_names)
-                lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-                raise BackendError(f"OpenVINO cannot run inputs of shape {shapes}: {lines[-1] if lines else exc} "
-                                   "(--backend ort runs it)") from exc
+                raise _cannot_run(feeds, self.input_names, exc) from exc
             return [np.asarray(out[o]) for o in self.compiled.outputs]
         finally:
             with self._lock:
                 self._idle.append(request)
+
+
+def _cannot_run(feeds: dict[str, np.ndarray], names: list[str], exc: Exception) -> BackendError:
+    """One line naming the shapes and OpenVINO's reason (the last line of its report), not a C++ trace."""
+    shapes = ", ".join("x".join(map(str, feeds[n].shape)) for n in names)
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return BackendError(f"OpenVINO cannot run inputs of shape {shapes}: {lines[-1] if lines else exc} "
+                        "(--backend ort runs it)")
+
+
+class _ShapeGate:
+    """Refuses, before any inference, input shapes that OpenVINO's shape inference rejects.
+
+    Why: OpenVINO 2026.4's CPU plugin refuses a ceil-mode MaxPool whose input is smaller than its kernel
+    (squeeze below 25x25, which ONNX Runtime scores), but only when it runs on more than one thread; on one
+    thread it returns a wrong distance without a word. And once an inference has failed, the compiled model
+    gives wrong distances for every later input. So the model's own ``reshape`` (shape inference without
+    compiling) is asked first, once per new smallest shape: a conv/pool graph's intermediate sizes never
+    shrink when an input grows, so a shape at least as large on every axis as one that passed passes too.
+    """
+
+    KEEP = 16  # shapes that passed, kept to answer later calls without a probe
+
+    def __init__(self, model):
+        self.model = model
+        self.names = [i.get_any_name() for i in model.inputs]
+        self._passed: list[tuple[tuple[int, ...], ...]] = []
+        self._lock = threading.Lock()
+
+    def check(self, feeds: dict[str, np.ndarray]) -> None:
+        shapes = tuple((1, *feeds[n].shape[1:]) for n in self.names)  # the batch size changes no spatial size
+        with self._lock:
+            if any(all(a >= b for s, p in zip(shapes, passed) for a, b in zip(s, p)) for passed in self._passed):
+                return
+        probe = self.model.clone()
+        try:
+            probe.reshape({name: list(shape) for name, shape in zip(self.names, shapes)})
+        except Exception as exc:  # noqa: BLE001 - OpenVINO raises RuntimeError and others with a C++ report
+            raise _cannot_run(feeds, self.names, exc) from exc
+        with self._lock:
+            self._passed = [shapes, *self._passed][:self.KEEP]
 
 
 class _Pipeline:
@@ -218,6 +254,7 @@ class OpenVinoGraph:
                         "CACHE_DIR": str(cache)}
         self._compiled: OrderedDict[tuple, _Pipeline] = OrderedDict()
         self._lock = threading.Lock()
+        self._gate = _ShapeGate(self.model)
 
     def _compile(self, model, precision: str, where: str) -> _Compiled:
         try:
@@ -263,7 +300,20 @@ class OpenVinoGraph:
         missing = [name for name in self.input_names if name not in feeds]
         if missing:
             raise BackendError(f"{self.path.name} needs inputs {', '.join(missing)}")
-        return self._pipeline(feeds).run(feeds)
+        self._gate.check(feeds)
+        pipeline = self._pipeline(feeds)
+        try:
+            return pipeline.run(feeds)
+        except BackendError:
+            self._forget(pipeline)  # a compiled model whose inference failed gives wrong results from then on
+            raise
+
+    def _forget(self, pipeline: _Pipeline) -> None:
+        """Drop ``pipeline`` from the compiled models (if still there): the next call compiles afresh."""
+        with self._lock:
+            for key, held in list(self._compiled.items()):
+                if held is pipeline:
+                    del self._compiled[key]
 
     def close(self) -> None:
         with self._lock:

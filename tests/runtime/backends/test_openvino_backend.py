@@ -10,8 +10,8 @@ import torch
 
 pytest.importorskip("openvino", reason="needs OpenVINO: pip install 'lpips-rt[openvino]'")
 
-from conftest import (assert_metrics_match, crop, distort, official_lpips, photo, results_of_threads,  # noqa: E402
-                      skimage_metrics, to_unit_nchw)
+from conftest import (all_cpus, assert_metrics_match, crop, distort, official_lpips, photo,  # noqa: E402
+                      results_of_threads, skimage_metrics, to_unit_nchw)
 from lpips_runtime import Scorer  # noqa: E402
 from lpips_runtime.backends import openvino_backend  # noqa: E402
 from lpips_runtime.backends.openvino_backend import OpenVinoGraph, cpu_capabilities, runtime_precisions  # noqa: E402
@@ -201,11 +201,25 @@ def test_metric_outputs_on_openvino(exported, precision):
                              skimage_metrics(ref, dist, ("psnr", "ssim")), f"openvino {precision} pair {i}")
 
 
-def test_an_input_openvino_cannot_run_is_one_line(exported):
-    """OpenVINO's ceil-mode MaxPool refuses squeeze inputs below 25x25 that ONNX Runtime scores: a one-line
-    BackendError naming the shape and the way out, not OpenVINO's multi-line C++ trace."""
-    small = np.zeros((20, 20, 3), np.uint8)
-    with Scorer(exported("squeeze"), backend="openvino") as scorer:
-        with pytest.raises(BackendError, match=r"OpenVINO cannot run inputs of shape 1x3x20x20.*--backend ort") as info:
-            scorer.distance(small, small)
-    assert "\n" not in str(info.value)
+@pytest.mark.parametrize("threads", [1, 2])
+def test_an_input_openvino_cannot_run_is_refused_and_harms_nothing(exported, threads):
+    """OpenVINO's ceil-mode MaxPool refuses squeeze inputs below 25x25 that ONNX Runtime scores, but only on
+    more than one thread: on one it returns a wrong distance without a word, and after a failed inference the
+    compiled model gave wrong distances for every later input. Both thread counts: a one-line BackendError
+    naming the shape and the way out (not OpenVINO's C++ trace), at every side below 25 and at none above; and
+    the pairs before and after it equal ONNX Runtime's."""
+    model = exported("squeeze")
+    pairs = [(crop(photo(name), h, w), crop(distort(photo(name), "blur", 0.5), h, w))
+             for name, h, w in (("astronaut", 48, 53), ("coffee", 25, 90), ("chelsea", 64, 64))]
+    with Scorer(model) as ort_scorer:
+        expected = [ort_scorer.distance(a, b) for a, b in pairs]
+    with all_cpus(), Scorer(model, backend="openvino", threads=threads) as scorer:  # 2 threads: 2 CPUs
+        assert abs(scorer.distance(*pairs[0]) - expected[0]) <= FP32_TOL
+        for h, w in ((20, 20), (24, 200), (200, 24)):
+            small = np.zeros((h, w, 3), np.uint8)
+            with pytest.raises(BackendError, match=rf"OpenVINO cannot run inputs of shape 1x3x{h}x{w}.*--backend ort") \
+                    as info:
+                scorer.distance(small, small)
+            assert "\n" not in str(info.value)
+        got = [scorer.distance(a, b) for a, b in pairs]
+    assert np.abs(np.subtract(got, expected)).max() <= FP32_TOL, (got, expected)
