@@ -22,10 +22,12 @@ def frames(n: int = 48, width: int = 256, height: int = 192) -> list[np.ndarray]
 
 
 def encode(path: Path, pictures: list[np.ndarray], crf: int) -> None:
+    """H.264 with one encoder thread: x264's frame threads (one per core by default) change its choices, so
+    the bytes, and the distances the docs show for these clips, would depend on the machine's core count."""
     import av
 
     with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=25, options={"crf": str(crf)})
+        stream = container.add_stream("libx264", rate=25, options={"crf": str(crf), "threads": "1"})
         stream.width, stream.height, stream.pix_fmt = pictures[0].shape[1], pictures[0].shape[0], "yuv420p"
         for rgb in pictures:
             for packet in stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")):
