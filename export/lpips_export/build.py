@@ -48,7 +48,7 @@ def build_lpips(
     """
     spec = get_net(net)
     module = LPIPSModule(spec, version, calibrated, spatial, trunk_dtype=trunk_dtype, frame_format=frame_format,
-                          portable=portable, metrics=metrics)
+                          portable=portable, metrics=metrics, random_init=not pretrained_backbone)
     if pretrained_backbone:
         keys = [f"features.{k}" for k in module.features.state_dict()]
         backbone = load_backbone(spec, keys, backbone_weights, cache_dir, allow_download)

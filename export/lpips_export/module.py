@@ -121,6 +121,9 @@ class LPIPSModule(nn.Module):
     single error source: with float16 activations (emulated) on uniform images it accounts for
     nine tenths of vgg's error (2.5e-3 -> 2.5e-4 relative when kept in float32). It is a small share
     of the backbone's work (3 input channels).
+
+    ``random_init=False``: the backbone starts as zeros, for a caller that loads its weights next
+    (``load_backbone``); True gives torchvision's random initialisation.
     """
 
     # The dtype features are cast to at each tap, i.e. the head's dtype. Always float32 in exports:
@@ -145,6 +148,7 @@ class LPIPSModule(nn.Module):
         frame_format: FrameFormat | None = None,
         portable: bool = True,
         metrics: tuple[str, ...] = (),
+        random_init: bool = True,
     ):
         super().__init__()
         self.portable = portable
@@ -159,7 +163,16 @@ class LPIPSModule(nn.Module):
         self.register_buffer("unit_depthwise", torch.ones(3, 1, 1, 1), persistent=False)
         builder = getattr(torchvision.models, net.torchvision_builder)
         # Only the layers up to the last tap: trailing pools would be dead weight in the graph.
-        self.features = builder(weights=None).features[: net.taps[-1]]
+        if random_init:  # torchvision's initialisation (the official pnet_rand), or weights loaded next anyway
+            self.features = builder(weights=None).features[: net.taps[-1]]
+        else:
+            # Built without initialising anything: torchvision would draw random values for every layer,
+            # the classifier's 100M+ parameters included (vgg: 2.4 s), all of them overwritten or unused.
+            with torch.device("meta"):
+                trunk = builder(weights=None).features[: net.taps[-1]]
+            self.features = trunk.to_empty(device="cpu")
+            for param in self.features.parameters():
+                param.data.zero_()  # zeros, not leftover memory, until load_backbone fills them
         self.features.to(trunk_dtype)
         if trunk_dtype != torch.float32:
             self.stem_layers = FP32_STEM_LAYERS
