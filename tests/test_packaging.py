@@ -72,6 +72,13 @@ def _run(args, cwd, env, timeout=600, check=True) -> subprocess.CompletedProcess
     return done
 
 
+def pip_install(python, requirement: str, cwd, env, *pip_args) -> None:
+    """``pip install REQUIREMENT`` into the environment of ``python``, as a user runs it. (Not --no-compile:
+    it saves a quarter of the install, then Ray's processes compile its modules on every start of the
+    --ray run below, which costs more than it saved: measured 2026-12-07.)"""
+    _run([python, "-m", "pip", "install", "-q", *pip_args, requirement], cwd, env, timeout=900)
+
+
 @pytest.fixture(scope="module")
 def dists(tmp_path_factory):
     """(sdist, wheel) built by ``python -m build`` from a copy of the tracked files."""
@@ -105,7 +112,7 @@ def venv(dists, tmp_path_factory):
     env = _user_env(root)
     _run([sys.executable, "-m", "venv", root / "venv"], cwd=root, env=env)
     bin_dir = root / "venv" / "bin"
-    _run([bin_dir / "python", "-m", "pip", "install", "-q", f"{dists[1]}[cpu]"], cwd=root, env=env, timeout=900)
+    pip_install(bin_dir / "python", f"{dists[1]}[cpu]", root, env)
     empty = root / "empty"
     empty.mkdir()
     return bin_dir, env, empty
@@ -159,7 +166,7 @@ def test_cpu_install_runs_from_an_empty_folder(venv, exported):
     record = json.loads(_run([bin_dir / "lpips-score", "--model", model, ref, dist, "--json"], empty, env).stdout)
     assert abs(record["distance"] - expected) < 1e-7
     api = _run([python, "-c", "import sys; from lpips_runtime import Scorer, __version__; "
-                f"print(Scorer(sys.argv[1]).distance(sys.argv[2], sys.argv[3]), __version__)",
+                "print(Scorer(sys.argv[1]).distance(sys.argv[2], sys.argv[3]), __version__)",
                 model, ref, dist], empty, env).stdout.split()
     assert float(api[0]) == expected and f"lpips-rt {api[1]}" == version
 
@@ -214,7 +221,7 @@ print(json.dumps(needs))
 
 
 def test_torch_free_machine_with_one_export_does_everything(dists, venv, exported, tmp_path):
-    """Issue 21: the wheel with [cpu,light-export,serve,video] (no torch) and `lpips-export --net alex` (built from
+    """Issue 21: the wheel with [cpu,light-export,serve,video,ray] (no torch) and `lpips-export --net alex` (built from
     the graph templates) serve every front end from an empty folder: a pair, --heatmap, --metrics, --all-pairs,
     --ref, tiles on a large pair, --ray workers, lpips-video with --heatmap-video, and lpips-serve with its default
     options."""
@@ -226,7 +233,8 @@ def test_torch_free_machine_with_one_export_does_everything(dists, venv, exporte
 
     bin_dir, env, empty = venv
     python = bin_dir / "python"
-    _run([python, "-m", "pip", "install", "-q", f"{dists[1]}[cpu,light-export,serve,video]"], empty, env, timeout=900)
+    # [ray] too: lpips-score --ray is among the front ends (one resolution of the wheel's extras, not two)
+    pip_install(python, f"{dists[1]}[cpu,light-export,serve,video,ray]", empty, env)
     assert _run([python, "-c", "import torch"], empty, env, check=False).returncode == 1
     data_dir = Path(env["XDG_DATA_HOME"]) / "lpips-rt" / "models"
     done = _run([bin_dir / "lpips-export", "--net", "alex"], empty, env)
@@ -261,7 +269,7 @@ def test_torch_free_machine_with_one_export_does_everything(dists, venv, exporte
     tiled, whole = float(score(big0, big1, "--tile", "400").stdout), float(score(big0, big1, "--tile", "off").stdout)
     assert abs(tiled - whole) <= 1e-5
 
-    _score_with_ray_workers(python, bin_dir, env, empty, dists[1], folder, tmp_path)
+    _score_with_ray_workers(python, bin_dir, env, empty, folder, tmp_path)
 
     _run([python, EXAMPLES / "make_video_clips.py", tmp_path], empty, env)
     heat_video = tmp_path / "heat.mp4"
@@ -296,8 +304,8 @@ def test_torch_free_machine_with_one_export_does_everything(dists, venv, exporte
         server.communicate(timeout=60)
 
 
-def _score_with_ray_workers(python, bin_dir, env, empty, wheel, folder, tmp_path) -> None:
-    """``lpips-score --ray`` from the same torch-free venv with the [ray] extra added: a local Ray cluster
+def _score_with_ray_workers(python, bin_dir, env, empty, folder, tmp_path) -> None:
+    """``lpips-score --ray`` from the same torch-free venv (its [ray] extra installed): a local Ray cluster
     (started by the command itself) inside a private network and pid namespace with loopback only and
     a Ray temp folder of its own; its distances equal the same folders scored without Ray."""
     sys.path.insert(0, str(ROOT / "tests" / "runtime" / "cluster"))
@@ -314,8 +322,6 @@ def _score_with_ray_workers(python, bin_dir, env, empty, wheel, folder, tmp_path
     dist_folder.mkdir()
     for image in sorted(folder.glob("*.png")):
         cv2.imwrite(str(dist_folder / image.name), cv2.GaussianBlur(cv2.imread(str(image)), (5, 5), 2))
-    _run([python, "-m", "pip", "install", "-q", f"{wheel}[cpu,light-export,ray]"], empty, env, timeout=900)
-    assert _run([python, "-c", "import torch"], empty, env, check=False).returncode == 1
     plain, with_ray = tmp_path / "plain.csv", tmp_path / "ray.csv"
     pairs = ["--dir0", folder, "--dir1", dist_folder]
     _run([bin_dir / "lpips-score", *pairs, "--out", plain], empty, env)
@@ -378,8 +384,7 @@ def test_export_install_exports_and_scores_from_an_empty_folder(dists, venv, exp
     assert site != sysconfig.get_path("purelib")
     _link_pinned_torch(tmp_path / "pinned")
     Path(site, "lpips-rt-test-pinned-torch.pth").write_text(f"{tmp_path / 'pinned'}\n")
-    _run([python, "-m", "pip", "install", "-q", "-c", ROOT / "constraints.txt", f"{dists[1]}[cpu,export]"],
-         empty, env, timeout=900)
+    pip_install(python, f"{dists[1]}[cpu,export]", empty, env, "-c", ROOT / "constraints.txt")
 
     # the torch export of one graph (the bundle is test_torch_free_machine_with_one_export_does_everything's)
     done = _run([bin_dir / "lpips-export", "--net", "alex", "--distance-only"], empty, env)

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import INNER_RAY_REPORT, RAY_MODULES, link_all
+from conftest import INNER_RAY_REPORT, RAY_MODULES, all_cpus, link_all
 
 ROOT = Path(__file__).resolve().parents[3]
 MODELS_ENV = "LPIPS_RT_TEST_MODELS"  # the outer run's exported models, handed to the inner run
@@ -57,6 +57,8 @@ def run_in_private_network(modules: list[str], models: Path, config, timeout: fl
     # the machine and this run cannot disturb each other.
     ray_tmp = _new_ray_tmpdir()
     env = dict(os.environ, **{MODELS_ENV: str(models), "RAY_TMPDIR": ray_tmp})
+    for name in ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT"):  # the inner run is no worker of the outer's
+        env.pop(name, None)
     durations = config.getoption("durations", None)
     command = [*_UNSHARE, "sh", "-c", 'ip link set lo up && "$@"', "sh",
                sys.executable, "-m", "pytest", *modules, "-q", "-p", "no:cacheprovider", "-o", "addopts=-ra",
@@ -65,7 +67,8 @@ def run_in_private_network(modules: list[str], models: Path, config, timeout: fl
     names = ", ".join(Path(m).name for m in modules)
     started = time.monotonic()
     try:
-        done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+        with all_cpus():  # a cluster of processes: not confined to this worker's share of the CPUs
+            done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired as exc:
         pytest.fail(f"the namespace run of {names} passed {timeout:.0f} s:\n{(exc.stdout or '')[-6000:]}")
     finally:
