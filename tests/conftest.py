@@ -17,8 +17,8 @@ def _pin_xdist_worker() -> None:
     threads (a thread inherits its creator's set). ONNX Runtime, torch, OpenVINO and lpips-rt itself size
     their thread pools by the CPUs a process may use, so each worker computes on its own cores with as many
     threads as it has, instead of every worker with all of them: two workers, each with 2-thread pools that
-    spin while they wait, on 2 cores spent about a quarter of the suite's CPU time contending (make test:
-    1377 CPU-s in 806 s unpinned, 1058 CPU-s in 715 s pinned, 2026-12-07). ``all_cpus()`` lifts it."""
+    spin while they wait, on 2 cores spent about a fifth of the suite's CPU time contending (make test:
+    1377 CPU-s in 806 s unpinned, 1129 CPU-s in 689 s pinned, 2026-12-07). ``all_cpus()`` lifts it."""
     worker, count = os.environ.get("PYTEST_XDIST_WORKER", ""), int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
     if not worker.startswith("gw") or count < 2 or len(ALL_CPUS) < count:
         return

@@ -186,9 +186,8 @@ class _ShapeGate:
 
     KEEP = 16  # shapes that passed, kept to answer later calls without a probe
 
-    def __init__(self, model):
-        self.model = model
-        self.names = [i.get_any_name() for i in model.inputs]
+    def __init__(self, model, names: list[str]):
+        self.model, self.names = model, names
         self._passed: list[tuple[tuple[int, ...], ...]] = []
         self._lock = threading.Lock()
 
@@ -254,7 +253,7 @@ class OpenVinoGraph:
                         "CACHE_DIR": str(cache)}
         self._compiled: OrderedDict[tuple, _Pipeline] = OrderedDict()
         self._lock = threading.Lock()
-        self._gate = _ShapeGate(self.model)
+        self._gate = _ShapeGate(self.model, self.input_names)
 
     def _compile(self, model, precision: str, where: str) -> _Compiled:
         try:
