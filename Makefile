@@ -42,12 +42,13 @@ dist: $(VENV)/.stamp-test
 # -n 2 (pytest-xdist): two workers, one per core of the 2-core machines this runs on (measured quiet: 535 s vs 649 s
 # in one process; the suite is CPU-bound: 3 workers measured 801 s against 781-848 s for 2, no gain). --dist loadfile: a
 # module's tests stay on one worker, so its module fixtures (servers, venvs, builds) are made once; exports are
-# made once per run by whichever worker needs one first (tests/conftest.py, RunExports). Each worker computes on its
+# made once per run by whichever worker needs one first (tests/conftest.py, RunExports); --no-loadscope-reorder keeps
+# the collection order (the longest modules first: LONGEST_MODULES in tests/conftest.py). Each worker computes on its
 # own core (tests/conftest.py pins it): 605 s and 984 CPU-s against 806 s and 1377 CPU-s unpinned (2026-12-07).
 # TEST_WORKERS=0 runs it in one process (e.g. to debug one failure).
 TEST_WORKERS ?= 2
 test: $(VENV)/.stamp-test
-	$(PY) -m pytest -q --durations=25 -n $(TEST_WORKERS) --dist loadfile
+	$(PY) -m pytest -q --durations=25 -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 # CPU table (ORT vs torch vs the official package) and the feature-cache speedups: < 10 minutes on 2 cores.
 bench: $(VENV)/.stamp-test

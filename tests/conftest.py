@@ -160,8 +160,10 @@ def pytest_terminal_summary(terminalreporter, config):
 
 
 # The modules that take longest (junit times of a whole run, 2026-12-07): under pytest-xdist's ``--dist loadfile``
-# (``make test``) a worker takes one module at a time in collection order, so these start first and the run
-# does not end with one worker busy on a long module while the other idles. Order only; nothing is left out.
+# with ``--no-loadscope-reorder`` (``make test``) a worker takes one module at a time in collection order, so these
+# start first and the run does not end with one worker busy on a long module while the other idles. (Without that
+# flag xdist orders modules by their number of tests, and the one-test Ray module started last, at minute 7 of 10.)
+# Order only; nothing is left out.
 LONGEST_MODULES = ("runtime/cluster/test_ray_data.py", "test_packaging.py", "export/test_parity_official.py",
                    "benchmarks/test_bench_smoke.py", "export/test_fp16.py", "export/test_trt_engines.py",
                    "benchmarks/test_benchmark_scripts.py", "examples/test_cpp.py")
