@@ -16,9 +16,9 @@ The pinned torch and torchvision (about 5 GB with their CUDA libraries) are not 
 environment: their installed files are linked from this one (see ``_link_pinned_torch``), and pip sees
 them as installed. Everything else comes from the wheel's own requirements, resolved by pip (uv in 3).
 
-About 150 s on 2 cores (build 8 s, [cpu] install 20 s, the torch-free front ends 60 s, export extras and
-export 37 s). ``LPIPS_RT_SKIP_WHEEL_TEST=1``
-skips it locally; CI (``CI=true``) always runs it.
+About 120 s alone on 2 cores (build 9 s, [cpu] install 23 s, the torch-free front ends 42 s, export extras and
+export 29 s), 144 s on one core in ``make test`` (2026-12-07). ``LPIPS_RT_SKIP_WHEEL_TEST=1`` skips it locally;
+CI (``CI=true``) always runs it.
 """
 from __future__ import annotations
 
