@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..errors import ModelFileError
+from ..limits import available_cpus
 from ..model.modelfile import ModelSpec
 from ..core.options import ScorerOptions
 
@@ -18,7 +19,8 @@ MODEL_CACHE_ENV = "LPIPS_RT_NODE_MODELS"  # where workers keep shipped models (d
 
 # The options of the Scorer every worker opens: ``ScorerOptions`` itself (same names, defaults and checks
 # as ``Scorer``'s keywords). ``model`` is a net name or an export's path on the driver; ``threads=None`` on a
-# worker means its CPU allotment (``cpus``), not every core of the node: several workers share a node;
+# worker means its CPU allotment (``cpus``, at most the CPUs its process may use), not every core of the
+# node: several workers share a node;
 # ``max_pixels``, ``tile`` and ``max_memory`` bound every worker as they bound one Scorer (decode tasks
 # included); ``auto_export`` applies on the driver only: workers get the files and never export.
 ScorerSettings = ScorerOptions
@@ -107,7 +109,9 @@ class WorkerModel:
     def scorer(self, cpus: float = 1.0, **options):
         """The worker's Scorer over the shipped files (installed once per node), never exporting.
         ``options``: further Scorer options (e.g. ``spin_between_runs`` for a service)."""
-        threads = self.settings.threads or max(1, int(round(cpus)))
+        # A node's logical CPUs (Ray's num_cpus) may exceed the cores it has: an actor of 4 CPUs on a 2-core
+        # node gets 2 threads (more would only contend), not a Scorer that refuses threads=4 and kills the actor.
+        threads = self.settings.threads or max(1, min(int(round(cpus)), available_cpus()))
         return open_scorer(self.settings, **{**self._spec_options(), "threads": threads,
                                              "models_dir": self.install(), **options})
 

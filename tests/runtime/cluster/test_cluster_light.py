@@ -147,6 +147,20 @@ def test_workers_get_the_limits_and_the_graphs_to_tile_with(split_models):
         assert worker.distance_prepared(x0, x1)[0] == np.float32(driver.distance(a, b))
 
 
+def test_an_actor_with_more_cpus_than_its_node_has_cores_gets_one_thread_per_core(split_models):
+    """Ray's logical CPUs may exceed a node's cores (``--num-cpus``): an actor of more CPUs than its process
+    may use gets a Scorer with one thread per usable CPU, not a refusal that kills the actor (found when an
+    actor of 4 logical CPUs died on a 2-core machine)."""
+    from lpips_runtime.cluster.settings import ScorerSettings, WorkerModel
+    from lpips_runtime.limits import available_cpus
+
+    model = WorkerModel.resolve(ScorerSettings("alex", models_dir=str(split_models("alex")), auto_export=False))
+    with model.scorer(float(available_cpus() + 2)) as wide, model.scorer(1.0) as narrow:
+        assert (wide.threads, narrow.threads) == (available_cpus(), 1)
+    with model.scorer(0.5) as half:  # a fraction of a CPU still gets a thread
+        assert half.threads == 1
+
+
 def test_settings_from_the_command_line_keep_the_limits():
     from lpips_runtime.cluster.settings import ScorerSettings
 
