@@ -30,6 +30,7 @@ from conftest import INNER_RAY_REPORT, RAY_MODULES, all_cpus, link_all
 ROOT = Path(__file__).resolve().parents[3]
 MODELS_ENV = "LPIPS_RT_TEST_MODELS"  # the outer run's exported models, handed to the inner run
 OBJECT_STORE = 256 << 20  # bytes per node: small, as a CI machine's /dev/shm may be
+SHARED_CPUS = 4  # logical CPUs of the shared cluster, on 2 cores: actors must not starve the decode tasks
 METRICS = ("psnr", "ssim")  # the fused graph with these is among the models handed in
 _UNSHARE = ["unshare", "--net", "--pid", "--fork", "--mount-proc"]
 
@@ -112,8 +113,8 @@ def models(split_models, exported, tmp_path_factory) -> Path:
 
 
 class SharedCluster:
-    """The local cluster that Ray modules of one topology share: 4 logical CPUs on this 2-core machine
-    (actors must not starve the decode tasks), a small object store, no dashboard, Ray's folders under
+    """The local cluster that Ray modules of one topology share: ``SHARED_CPUS`` logical CPUs, a small
+    object store, no dashboard, Ray's folders under
     the run's RAY_TMPDIR. Started on first use; stopped (every process it started checked gone) when a
     module needs a cluster of another topology (``stop``: one Ray session per process) and at the end
     of the session."""
@@ -127,7 +128,7 @@ class SharedCluster:
 
         if self._stack is None:
             stack = contextlib.ExitStack()
-            ray = stack.enter_context(ray_session(num_cpus=4, object_store_memory=OBJECT_STORE,
+            ray = stack.enter_context(ray_session(num_cpus=SHARED_CPUS, object_store_memory=OBJECT_STORE,
                                                   temp_dir=short_temp_dir()))
             self._stack = stack
             assert_ray_paths_private()  # lpips-score --ray runs inherit RAY_TMPDIR too
