@@ -46,10 +46,11 @@ dist: $(VENV)/.stamp-test
 # the collection order (the longest modules first: LONGEST_MODULES in tests/conftest.py). Each worker computes on its
 # own core (tests/conftest.py pins it): 605 s and 984 CPU-s against 806 s and 1377 CPU-s unpinned (2026-12-07).
 # TEST_WORKERS=0 runs it in one process (e.g. to debug one failure).
-# env -u PYTHONDONTWRITEBYTECODE: where the shell sets it (this workplace does), no process of the run keeps
-# bytecode, so each xdist worker and each inner pytest rewrote and compiled every test module again: collection
-# took 19.5-20.6 s per worker against 13.1-13.5 s with the caches (2026-12-08). The caches land in __pycache__
-# folders, which git ignores; an installed wheel has its bytecode too (pip and uv write it).
+# env -u PYTHONDONTWRITEBYTECODE: where the shell sets it (this workplace does), no process keeps bytecode, so
+# every run rewrote and compiled every test module again in each xdist worker: collection took 19.5-20.6 s per
+# worker against 13.1-13.5 s once the caches exist (2026-12-08; a fresh clone's first run writes them, and its
+# inner Ray run and subprocesses read them). They land in __pycache__ folders, which git ignores; an installed
+# wheel has its bytecode too (pip and uv write it).
 TEST_WORKERS ?= 2
 test: $(VENV)/.stamp-test
 	env -u PYTHONDONTWRITEBYTECODE $(PY) -m pytest -q --durations=25 -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
