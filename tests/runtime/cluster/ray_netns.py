@@ -114,10 +114,9 @@ def models(split_models, exported, tmp_path_factory) -> Path:
 
 class SharedCluster:
     """The local cluster that Ray modules of one topology share: ``SHARED_CPUS`` logical CPUs, a small
-    object store, no dashboard, Ray's folders under
-    the run's RAY_TMPDIR. Started on first use; stopped (every process it started checked gone) when a
-    module needs a cluster of another topology (``stop``: one Ray session per process) and at the end
-    of the session."""
+    object store, no dashboard, Ray's folders under the run's RAY_TMPDIR. Started on first use; stopped
+    (every process it started checked gone) when a module needs a cluster of another topology (``stop``:
+    one Ray session per process) and at the end of the session."""
 
     def __init__(self):
         self._stack: contextlib.ExitStack | None = None
